@@ -1,0 +1,5 @@
+import sys
+
+from luminate.cli import main
+
+sys.exit(main())

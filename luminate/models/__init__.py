@@ -1,0 +1,20 @@
+"""Models: the zoo, the input contract, and layers by dotted name.
+
+>>> model = luminate.models.load("efficientnet_lite0")
+>>> model
+Model(name='efficientnet_lite0', input=224x224 RGB, [0,1] -> [-0.9922, 1], centre crop 0.875, 1000 labels)
+"""
+
+from luminate.models.base import LayerInfo, Model, as_model, layer_names, resolve_layer, wrap
+from luminate.models.contract import InputContract
+from luminate.models.labels import Labels, imagenet_labels
+from luminate.models.zoo import DEFAULT_MODEL, available, load
+
+
+def layers(model, size=None) -> list[LayerInfo]:
+    """Every addressable layer of ``model`` (a Model, zoo name or module) with its output shape."""
+    return as_model(model).layers(size)
+
+
+__all__ = ["DEFAULT_MODEL", "InputContract", "LayerInfo", "Labels", "Model", "as_model", "available",
+           "imagenet_labels", "layer_names", "layers", "load", "resolve_layer", "wrap"]

@@ -1,0 +1,130 @@
+"""The input contract: what a network expects, and the conversion from Luminate's images to it.
+
+Luminate images are RGB float tensors in [0, 1], NCHW. A network may want another value range
+(InceptionV1: (-117, 138)), a mean/std normalization, BGR order, and a particular size and
+evaluation crop. A wrong input range is the most common silent failure of feature
+visualization, so the contract is explicit, checked on every call, and shown in ``repr``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """How images in [0, 1] become network input.
+
+    Give exactly one of ``value_range`` (``x -> lo + x * (hi - lo)``, per channel or shared) or
+    ``mean``/``std`` (``x -> (x - mean) / std``); neither means the network takes [0, 1] as is.
+
+    Args:
+        size: the native ``(height, width)``; other sizes still work where the network allows.
+        value_range: ``(lo, hi)`` that 0 and 1 map to (Lucid's ``image_value_range``).
+        mean, std: per-channel normalization, in the [0, 1] scale.
+        channel_order: ``"RGB"`` or ``"BGR"`` (the flip happens before scaling).
+        crop_fraction: evaluation preprocessing crops the centre square of side
+            ``crop_fraction * min(h, w)`` before resizing to ``size`` (1.0: the whole short side).
+        interpolation: resize filter of the evaluation preprocessing.
+        channels: number of input channels.
+    """
+
+    size: tuple[int, int] = (224, 224)
+    value_range: tuple[float, float] | tuple[Sequence[float], Sequence[float]] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    crop_fraction: float = 1.0
+    interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
+    channels: int = 3
+    _affine: tuple[torch.Tensor, torch.Tensor] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.value_range is not None and (self.mean is not None or self.std is not None):
+            raise ValueError("give either value_range or mean/std, not both")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("mean and std go together: give both or neither")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order must be 'RGB' or 'BGR', not {self.channel_order!r}")
+        if not 0 < self.crop_fraction <= 1:
+            raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
+        size = (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
+        object.__setattr__(self, "size", size)
+        c = self.channels
+        if self.value_range is not None:
+            lo, hi = (torch.as_tensor(v, dtype=torch.float32).expand(c).clone() for v in self.value_range)
+            scale, shift = hi - lo, lo
+        elif self.mean is not None:
+            mean = torch.as_tensor(self.mean, dtype=torch.float32).expand(c).clone()
+            std = torch.as_tensor(self.std, dtype=torch.float32).expand(c).clone()
+            scale, shift = 1 / std, -mean / std
+        else:
+            scale, shift = torch.ones(c), torch.zeros(c)
+        object.__setattr__(self, "_affine", (scale.view(1, c, 1, 1), shift.view(1, c, 1, 1)))
+
+    @property
+    def network_range(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The network-side values that image values 0 and 1 map to, per channel."""
+        scale, shift = self._affine
+        return tuple(shift.flatten().tolist()), tuple((shift + scale).flatten().tolist())
+
+    def check(self, images: torch.Tensor) -> None:
+        """Raise a clear error unless ``images`` is ``[N, channels, H, W]`` float in [0, 1]."""
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"expected a tensor [N, {self.channels}, H, W], got {type(images).__name__}; "
+                            "convert with luminate.images.to_tensor")
+        if images.ndim != 4 or images.shape[1] != self.channels:
+            raise ValueError(f"expected images of shape [N, {self.channels}, H, W], got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise ValueError(f"expected float images in [0, 1], got dtype {images.dtype}; divide uint8 by 255")
+        with torch.no_grad():
+            lo, hi = images.min().item(), images.max().item()
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ValueError(
+                f"images must be in [0, 1] (Luminate converts to the network's range {self._describe_range()} "
+                f"itself), but these span [{lo:.3g}, {hi:.3g}]. Pass raw [0, 1] images, not normalized ones.")
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """``[N, C, H, W]`` in [0, 1] -> the network's input (channel order, then scale and shift)."""
+        if self.channel_order == "BGR":
+            images = images.flip(1)
+        scale, shift = self._affine
+        if scale.device != images.device or scale.dtype != images.dtype:
+            scale, shift = scale.to(images), shift.to(images)
+        return images * scale + shift
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """Evaluation preprocessing: centre crop (``crop_fraction`` of the short side) and resize to ``size``.
+
+        ``[N, C, H, W]`` in [0, 1] -> ``[N, C, *size]`` in [0, 1]. For non-square native sizes the crop
+        keeps the native aspect ratio.
+        """
+        h, w = images.shape[-2:]
+        th, tw = self.size
+        aspect = tw / th
+        crop_h = self.crop_fraction * min(h, w / aspect)
+        crop_w = crop_h * aspect
+        crop_h, crop_w = max(1, int(round(crop_h))), max(1, int(round(crop_w)))
+        top, left = ((h - crop_h) + 1) // 2, ((w - crop_w) + 1) // 2
+        images = images[..., top:top + crop_h, left:left + crop_w]
+        if (crop_h, crop_w) == (th, tw):
+            return images
+        antialias = self.interpolation != "nearest"
+        kwargs = {"align_corners": False} if antialias else {}
+        out = F.interpolate(images, size=(th, tw), mode=self.interpolation, antialias=antialias, **kwargs)
+        return out.clamp(0, 1)
+
+    def _describe_range(self) -> str:
+        lo, hi = self.network_range
+        fmt = lambda v: f"{v[0]:.4g}" if len(set(v)) == 1 else "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
+        return f"[{fmt(lo)}, {fmt(hi)}]"
+
+    def describe(self) -> str:
+        """One line: size, order and the range the network sees."""
+        h, w = self.size
+        return (f"{h}x{w} {self.channel_order}, [0,1] -> {self._describe_range()}"
+                + (f", centre crop {self.crop_fraction:.3f}" if self.crop_fraction < 1 else ""))

@@ -1,0 +1,57 @@
+"""The model zoo: ready models by name, each with its input contract and labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from luminate.models.base import Model
+from luminate.models.contract import InputContract
+from luminate.models.efficientnet import VARIANTS, efficientnet_lite
+from luminate.models.labels import imagenet_labels
+
+DEFAULT_MODEL = "efficientnet_lite0"
+
+
+def _efficientnet(name: str) -> Callable[..., Model]:
+    def build(weights: str | Path | bool = True, device: str | None = None) -> Model:
+        res = VARIANTS[name].resolution
+        contract = InputContract(size=(res, res), value_range=(-127 / 128, 128 / 128),
+                                 crop_fraction=res / (res + 32), interpolation="bicubic")
+        model = Model(efficientnet_lite(name, weights), contract, imagenet_labels(), name)
+        return model.to(device) if device else model
+    build.__doc__ = f"{name}: ImageNet EfficientNet-Lite, {VARIANTS[name].resolution} px, input (255x-127)/128."
+    return build
+
+
+def _inception_v1(weights: str | Path | bool = True, device: str | None = None) -> Model:
+    from luminate.models.inception import inception_v1
+
+    model = inception_v1(weights)
+    return model.to(device) if device else model
+
+
+ZOO: dict[str, Callable[..., Model]] = {name: _efficientnet(name) for name in VARIANTS}
+ZOO["inception_v1"] = _inception_v1
+
+
+def available() -> list[str]:
+    """Names that :func:`load` accepts."""
+    return sorted(ZOO)
+
+
+def load(name: str = DEFAULT_MODEL, weights: str | Path | bool = True, device: str | None = None) -> Model:
+    """A ready model by name (see :func:`available`).
+
+    ``weights=True`` loads the pretrained weights (from the registry package, or for InceptionV1 from the
+    local cache); a path loads that file; ``False`` builds the architecture with random weights.
+    """
+    key = name.lower().replace("-", "_")
+    if key not in ZOO:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(ZOO), n=3, cutoff=0.4)
+        raise KeyError(f"unknown model {name!r}. Available: {', '.join(available())}"
+                       + (f" (did you mean {close[0]}?)" if close else "")
+                       + ". Any torch.nn.Module works through luminate.models.wrap(module, ...).")
+    return ZOO[key](weights=weights, device=device)
