@@ -29,19 +29,27 @@ class LayerTap:
 
     Args:
         model: a :class:`~luminate.models.Model` (or a zoo name / bare module).
-        layers: dotted layer names; ``"input"`` is the image itself, as the model receives it in [0, 1].
+        layers: dotted layer names; ``"input"`` is the image itself, as the model receives it in [0, 1];
+            ``"output"`` is the model's output (for example the logits of a classifier).
         stop_early: end the forward pass once all the layers have fired (a model that calls a
-            module twice only records its first call).
+            module twice only records its first call). Ignored when ``"output"`` is requested.
         detach: store detached tensors (for read-outs under ``no_grad``).
+        check_inputs: check every batch against the input contract (off in the render loop, where
+            images are in [0, 1] by construction and the check would cost a device sync per step).
     """
 
-    def __init__(self, model, layers: Iterable[str], stop_early: bool = True, detach: bool = False):
+    SPECIAL = ("input", "output")
+
+    def __init__(self, model, layers: Iterable[str], stop_early: bool = True, detach: bool = False,
+                 check_inputs: bool = True):
         self.model: Model = as_model(model)
         self.layers = list(dict.fromkeys(layers))
-        self.module_layers = [name for name in self.layers if name != "input"]
+        self.module_layers = [name for name in self.layers if name not in self.SPECIAL]
         self.modules = {name: self.model.layer(name) for name in self.module_layers}
-        self.stop_early = stop_early
+        self.wants_output = "output" in self.layers
+        self.stop_early = stop_early and not self.wants_output
         self.detach = detach
+        self.check_inputs = check_inputs
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._store: dict[str, torch.Tensor] = {}
 
@@ -78,9 +86,12 @@ class LayerTap:
         if not self._handles and self.module_layers:
             raise RuntimeError("LayerTap is not active: use it inside a `with` block")
         self._store = {}
-        if self.module_layers:
+        output = None
+        if self.module_layers or self.wants_output:
+            if self.check_inputs:
+                self.model.contract.check(images)
             try:
-                self.model(images)
+                output = self.model.network(self.model.contract.normalize(images))
             except _StopForward:
                 pass
         out = dict(self._store)
@@ -90,6 +101,8 @@ class LayerTap:
             raise RuntimeError(f"layers {missing} did not run in the forward pass of {self.model.name}")
         if "input" in self.layers:
             out["input"] = images
+        if self.wants_output:
+            out["output"] = output.detach() if self.detach else output
         return out
 
 

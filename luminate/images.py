@@ -230,3 +230,17 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise NotADirectoryError(f"not a folder of images: {folder}")
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def sample_image_paths() -> list[Path]:
+    """The real photos that ship inside scikit-learn (china.jpg, flower.jpg), when it is installed.
+
+    Located without importing scikit-learn; an empty list when it is absent.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    folder = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "images"
+    return sorted(folder.glob("*.jpg"))

@@ -1,0 +1,207 @@
+"""The classic feature-visualization experiments, each a function that returns its images.
+
+Each recipe is a few lines over :func:`luminate.render.render`, so it doubles as an example:
+
+* :func:`neuron_vs_channel`: one neuron (focused, at the centre) beside its whole channel (fills the frame);
+* :func:`channel_pair`: two channels alone and optimized together (a blend of both);
+* :func:`interpolate`: weighted interpolation between two channels across a batch whose frames share
+  low-resolution components, so they align;
+* :func:`negative`: the image that most excites a channel beside the one that most suppresses it;
+* :func:`diverse`: several distinct images of one channel in one batch (a diversity penalty);
+* :func:`class_visualization`: what the model thinks a class looks like (its logit maximized);
+* :func:`deepdream`: a photo amplified toward what a layer sees.
+
+:func:`gallery` runs them all on a model with sensible default units; ``luminate gallery`` writes them
+into an HTML page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from luminate import objectives as obj
+from luminate import param as P
+from luminate import transforms as T
+from luminate.activations import activations
+from luminate.images import load_image, sample_image_paths
+from luminate.models.base import Model, as_model, top_level_layers
+from luminate.render import RenderResult, render
+
+
+@dataclass
+class Experiment:
+    """One experiment's images ``[B, C, H, W]`` with a caption for each and for the whole."""
+
+    key: str
+    title: str
+    description: str
+    images: torch.Tensor
+    captions: list[str]
+    result: RenderResult | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def neuron_vs_channel(model: Model, layer: str, channel: int, size: int = 128, steps: int = 512,
+                      seed: int | None = 0, progress: bool = True) -> RenderResult:
+    """Batch of 2: item 0 maximizes the centre neuron of ``channel``, item 1 the whole channel."""
+    objective = obj.neuron(layer, channel, batch=0) + obj.channel(layer, channel, batch=1)
+    return render(model, objective, P.image(size, batch=2), steps=steps, seed=seed, progress=progress)
+
+
+def channel_pair(model: Model, layer: str, a: int, b: int, size: int = 128, steps: int = 512,
+                 seed: int | None = 0, progress: bool = True) -> RenderResult:
+    """Batch of 3: channel ``a``, channel ``b``, and ``a + b`` optimized together."""
+    objective = (obj.channel(layer, a, batch=0) + obj.channel(layer, b, batch=1)
+                 + obj.channel(layer, a, batch=2) + obj.channel(layer, b, batch=2))
+    return render(model, objective, P.image(size, batch=3), steps=steps, seed=seed, progress=progress)
+
+
+def interpolate(model: Model, layer: str, a: int, b: int, frames: int = 6, size: int = 128, steps: int = 512,
+                seed: int | None = 0, progress: bool = True) -> RenderResult:
+    """``frames`` images from channel ``a`` to channel ``b`` (weights ``i / (frames - 1)``), with shared
+    low-resolution components so that neighbouring frames align."""
+    objective = obj.channel_interpolate(layer, a, layer, b)
+    return render(model, objective, P.aligned_interpolation(size, frames), steps=steps, seed=seed,
+                  progress=progress)
+
+
+def negative(model: Model, layer: str, channel: int, size: int = 128, steps: int = 512, seed: int | None = 0,
+             progress: bool = True) -> RenderResult:
+    """Batch of 2: item 0 maximizes ``channel``, item 1 minimizes it (the negative image)."""
+    objective = obj.channel(layer, channel, batch=0) - obj.channel(layer, channel, batch=1)
+    return render(model, objective, P.image(size, batch=2), steps=steps, seed=seed, progress=progress)
+
+
+def diverse(model: Model, layer: str, channel: int, n: int = 4, weight: float = 1e2, size: int = 128,
+            steps: int = 512, seed: int | None = 0, progress: bool = True) -> RenderResult:
+    """``n`` images of one channel pushed apart by Lucid's diversity term (weight 1e2, as in its notebook)."""
+    objective = obj.channel(layer, channel) - weight * obj.diversity(layer)
+    return render(model, objective, P.image(size, batch=n), steps=steps, seed=seed, progress=progress)
+
+
+def class_visualization(model: Model, label: str | int, size: int | None = None, steps: int = 256,
+                        seed: int | None = 0, progress: bool = True) -> RenderResult:
+    """Maximize one class logit at the model's input size (default): what the model thinks the class looks like."""
+    model = as_model(model)
+    size = size or model.size
+    return render(model, obj.class_logit(label), P.image(*_wh(size)), steps=steps, seed=seed, progress=progress)
+
+
+def deepdream(model: Model, photo: torch.Tensor, layer: str, steps: int = 64, size: int | None = None,
+              lr: float = 0.02, seed: int | None = 0, progress: bool = True) -> RenderResult:
+    """Start from ``photo`` ``[1, 3, H, W]`` in [0, 1] and maximize the mean squared activation of ``layer``.
+
+    The photo is centre-cropped to the model's size (or resized to ``size``) and parameterized in
+    Fourier, decorrelated space, so the optimization changes it smoothly; small jitter keeps the
+    result free of pixel-grid artefacts.
+    """
+    model = as_model(model)
+    photo = model.contract.preprocess(photo) if size is None else load_image(photo, size)
+    return render(model, obj.deepdream(layer), P.from_image(photo), transforms=[T.jitter(4)], steps=steps, lr=lr,
+                  seed=seed, progress=progress)
+
+
+def _wh(size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return w, h
+
+
+def strongest_channels(model: Model, layer: str, k: int = 2, photos: list | None = None) -> list[int]:
+    """The ``k`` channels of ``layer`` with the highest mean activation on real photos (the sample photos
+    by default). Dead channels, whose output never changes, never come first."""
+    model = as_model(model)
+    paths = photos if photos is not None else sample_image_paths()
+    images = torch.cat([model.preprocess(p) for p in paths]) if paths else torch.rand(4, 3, *model.size)
+    acts = activations(model, images.to(model.device), layer)
+    score = acts.mean(dim=tuple(d for d in range(acts.ndim) if d != 1))
+    spread = acts.transpose(0, 1).flatten(1).std(1)
+    score = torch.where(spread > 1e-4, score, torch.full_like(score, -float("inf")))
+    return score.topk(k).indices.tolist()
+
+
+def default_layer(model: Model) -> str:
+    """A middle layer: the top-level block about 60% of the way through the network."""
+    blocks = [info for info in top_level_layers(model) if len(info.shape) == 3 and "." in info.name]
+    if not blocks:
+        blocks = [info for info in model.layers() if len(info.shape) == 3]
+    return blocks[int(0.6 * (len(blocks) - 1))].name
+
+
+def gallery(model: Model, steps: int = 256, size: int = 128, seed: int = 0, progress: bool = True,
+            layer: str | None = None, label: str | None = None,
+            log: Callable[[str], None] | None = None) -> list[Experiment]:
+    """Run every experiment on ``model`` with default units; return them in presentation order."""
+    model = as_model(model)
+    say = log or (lambda message: None)
+    layer = layer or default_layer(model)
+    a, b = strongest_channels(model, layer, 2)
+    photos = sample_image_paths()
+    if label is None:
+        label = "daisy" if model.labels is not None and "daisy" in model.labels.names else 0
+    kw = dict(size=size, steps=steps, seed=seed, progress=progress)
+    experiments = []
+
+    say(f"neuron vs channel: {layer}:{a}")
+    r = neuron_vs_channel(model, layer, a, **kw)
+    experiments.append(Experiment("neuron_vs_channel", "A neuron and its channel",
+                                  f"Left: the centre neuron of {layer}:{a} alone, a focused pattern in the middle. "
+                                  f"Right: the whole channel, the same feature repeated to fill the frame.",
+                                  r.image, [f"neuron {layer}:{a}", f"channel {layer}:{a}"], r))
+    say(f"two channels: {layer}:{a} + {layer}:{b}")
+    r = channel_pair(model, layer, a, b, **kw)
+    experiments.append(Experiment("channel_pair", "Two channels together",
+                                  f"Channels {a} and {b} of {layer} alone, then optimized together: "
+                                  "the joint image blends both features.",
+                                  r.image, [f"{layer}:{a}", f"{layer}:{b}", f"{layer}:{a} + {layer}:{b}"], r))
+    say("interpolation")
+    r = interpolate(model, layer, a, b, **kw)
+    frames = r.image.shape[0]
+    experiments.append(Experiment("interpolate", "Interpolation between two channels",
+                                  f"Frames weighted from {layer}:{a} (left) to {layer}:{b} (right). The frames share "
+                                  "low-resolution components of their parameterization, so they stay aligned.",
+                                  r.image, [f"{1 - i / (frames - 1):.1f}·{a} + {i / (frames - 1):.1f}·{b}"
+                                            for i in range(frames)], r))
+    say("negative and diverse")
+    r = negative(model, layer, a, **kw)
+    experiments.append(Experiment("negative", "Positive and negative",
+                                  f"What most excites {layer}:{a} (left) and what most suppresses it (right).",
+                                  r.image, ["positive", "negative"], r))
+    r = diverse(model, layer, a, **kw)
+    experiments.append(Experiment("diverse", "Diversity",
+                                  f"Four images of {layer}:{a} optimized together with a penalty on their "
+                                  "similarity (Gram-matrix overlap): different facets of one feature.",
+                                  r.image, [f"{layer}:{a} #{i + 1}" for i in range(r.image.shape[0])], r))
+    say(f"class: {label}")
+    r = class_visualization(model, label, steps=max(steps, 256), seed=seed, progress=progress)
+    with torch.no_grad():
+        top = model(r.image.to(model.device)).softmax(-1)[0].topk(3)
+    names = [model.labels[i] if model.labels is not None else str(i) for i in top.indices.tolist()]
+    experiments.append(Experiment("class", f"What the model thinks a {label} looks like",
+                                  f"The logit of class {label!r} maximized at the model's input size. The model "
+                                  f"itself classifies the result as: "
+                                  + ", ".join(f"{n} ({p:.2f})" for n, p in zip(names, top.values.tolist())) + ".",
+                                  r.image, [f"class {label}"], r, {"top": list(zip(names, top.values.tolist()))}))
+    if photos:
+        photo = load_image(photos[-1])
+        shallow, deep = _dream_layers(model, layer)
+        say(f"DeepDream: {shallow}, {deep}")
+        dreams = [deepdream(model, photo, lay, seed=seed, progress=progress) for lay in (shallow, deep)]
+        original = model.contract.preprocess(photo)
+        experiments.append(Experiment("deepdream", "DeepDream",
+                                      f"{photos[-1].name} (left) amplified toward what a shallow layer ({shallow}: "
+                                      f"textures, edges) and a deep layer ({deep}: parts, objects) see.",
+                                      torch.cat([original.cpu()] + [d.image for d in dreams]),
+                                      ["photo", f"DeepDream {shallow}", f"DeepDream {deep}"], dreams[-1]))
+    return experiments
+
+
+def _dream_layers(model: Model, middle: str) -> tuple[str, str]:
+    blocks = [info.name for info in top_level_layers(model) if len(info.shape) == 3 and "." in info.name]
+    if len(blocks) < 3:
+        return middle, middle
+    return blocks[len(blocks) // 4], blocks[(3 * len(blocks)) // 4]

@@ -1,0 +1,1 @@
+"""Views: self-contained HTML pages (inline images, no network) and notebook display."""
