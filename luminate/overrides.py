@@ -15,24 +15,29 @@ import torch
 from torch import nn
 
 
-class _RedirectedReLUGrad(torch.autograd.Function):
+class _RedirectedReLU(torch.autograd.Function):
+    """``clamp(x, 0, upper)`` whose backward is Lucid's redirected ReLU gradient (computed from the output)."""
+
     @staticmethod
-    def forward(ctx, output: torch.Tensor, upper: float) -> torch.Tensor:
-        ctx.save_for_backward(output)
+    def forward(ctx, x: torch.Tensor, upper: float) -> torch.Tensor:
+        out = x.clamp_min(0) if upper == float("inf") else x.clamp(0, upper)
+        ctx.save_for_backward(out)
         ctx.upper = upper
-        return output.view_as(output)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (output,) = ctx.saved_tensors
-        below = output <= 0
-        above = output >= ctx.upper
-        relu_grad = grad.masked_fill(below | above, 0)
+        (out,) = ctx.saved_tensors
+        below = out <= 0
+        outside = below | (out >= ctx.upper) if ctx.upper != float("inf") else below
+        relu_grad = grad.masked_fill(outside, 0)
         # Gradient descent moves against grad: grad > 0 pushes a negative input lower, grad < 0 pushes
         # an input above the cap higher. Those are the only directions the redirect refuses.
-        redirected = grad.masked_fill((below & (grad > 0)) | (above & (grad < 0)), 0)
-        alive = relu_grad.flatten(1).abs().amax(1) > 0
-        alive = alive.view(-1, *([1] * (grad.ndim - 1)))
+        refused = below & (grad > 0)
+        if ctx.upper != float("inf"):
+            refused |= (out >= ctx.upper) & (grad < 0)
+        redirected = grad.masked_fill(refused, 0)
+        alive = relu_grad.flatten(1).ne(0).any(1).view(-1, *([1] * (grad.ndim - 1)))
         return torch.where(alive, relu_grad, redirected), None
 
 
@@ -65,8 +70,11 @@ class RedirectedReLU:
 
 
 def _hook(upper: float):
+    # The hook recomputes the output from the module's input through the redirecting function, so the
+    # module's own backward (which would zero the gradient again) drops out of the graph. In-place
+    # ReLUs have overwritten their input with the output; clamping it again is harmless.
     def hook(module, inputs, output):
         if output.requires_grad:
-            return _RedirectedReLUGrad.apply(output, upper)
+            return _RedirectedReLU.apply(inputs[0], upper)
         return None
     return hook
