@@ -1,3 +1,22 @@
-"""Luminate: see what neural networks see."""
+"""Luminate: see what neural networks see.
+
+>>> import luminate
+>>> model = luminate.models.load("efficientnet_lite0")
+>>> result = luminate.render(model, "blocks.9:7", seed=0)
+>>> result.save("channel.png")
+
+Subpackages: :mod:`luminate.models` (zoo, input contract, layers), :mod:`luminate.objectives`,
+:mod:`luminate.param`, :mod:`luminate.transforms`, :func:`luminate.render`, :mod:`luminate.recipes`,
+:mod:`luminate.analysis` (attribution, factorization, building blocks), :mod:`luminate.atlas`,
+:mod:`luminate.views` (HTML and notebook display).
+"""
 
 __version__ = "0.1.0"
+
+from luminate import models, objectives, param, transforms  # noqa: E402
+from luminate.activations import LayerTap, activations  # noqa: E402
+from luminate.images import load_image, save_image  # noqa: E402
+from luminate.render import RenderResult, render  # noqa: E402
+
+__all__ = ["LayerTap", "RenderResult", "activations", "load_image", "models", "objectives", "param", "render",
+           "save_image", "transforms"]

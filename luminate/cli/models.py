@@ -29,7 +29,7 @@ def run_layers(args: argparse.Namespace) -> int:
     from luminate import models
     from luminate.models.base import top_level_layers
 
-    model = models.load(args.model)
+    model = models.load(args.model, weights=False)  # shapes do not depend on the weights
     infos = model.layers(args.size) if args.all else top_level_layers(model, args.size)
     print(f"# {model!r}")
     print(f"{'layer':<28} {'type':<18} {'channels':>8}  shape")
