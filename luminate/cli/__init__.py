@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (KeyError, ValueError, IndexError, FileNotFoundError, ImportError, TypeError) as exc:
+    except (KeyError, ValueError, IndexError, OSError, ImportError, TypeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"luminate {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -1,0 +1,278 @@
+"""Image sets for activation collection: a folder, a list of files, or any torch ``Dataset``.
+
+An :class:`ImageSet` numbers its images ``0..N-1`` and names each one (a path relative to the folder, a
+path, or ``dataset[i]``). :func:`image_loader` decodes and preprocesses them in background workers
+(a torch ``DataLoader``): every image becomes ``[C, H, W]`` in [0, 1] at the model's native size through
+``model.contract.preprocess`` (centre crop + resize). An item that cannot be read (a corrupt JPEG, a
+text file named ``.png``, an empty file, a dataset item that raises) is *dropped from its batch and
+reported* (index and reason), never fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Iterable, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from luminate.images import IMAGE_EXTENSIONS, UnreadableImageError, find_images, to_tensor
+from luminate.models.contract import InputContract
+
+
+class ImageSet:
+    """Numbered, named images. Subclasses implement :meth:`raw` and :meth:`name`.
+
+    ``raw(i)`` returns ``(image_like, label)`` where ``image_like`` is anything
+    :func:`luminate.images.to_tensor` reads (path, PIL image, array, tensor) and ``label`` an int
+    (``-1`` when there is none).
+    """
+
+    #: a short description for manifests and logs
+    source: str = ""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def raw(self, index: int) -> tuple[Any, int]:
+        raise NotImplementedError
+
+    def name(self, index: int) -> str:
+        raise NotImplementedError
+
+    def names(self) -> list[str]:
+        return [self.name(i) for i in range(len(self))]
+
+    def fingerprint(self) -> str:
+        """A hash that changes when the list of images changes (names and, for files, sizes)."""
+        digest = hashlib.sha256(f"{type(self).__name__}\n{len(self)}\n".encode())
+        for i in range(len(self)):
+            digest.update(f"{self.name(i)}\t{self._size(i)}\n".encode())
+        return digest.hexdigest()
+
+    def _size(self, index: int) -> int:
+        return -1
+
+    def load(self, index: int, contract: InputContract | None = None) -> torch.Tensor:
+        """Image ``index`` as ``[C, H, W]`` in [0, 1] (preprocessed by ``contract`` when given).
+
+        Raises :class:`~luminate.images.UnreadableImageError` when the item cannot be read.
+        """
+        image, _ = _prepare(self, index, contract)
+        return image
+
+
+class ImageList(ImageSet):
+    """Images from an explicit list of file paths, in the given order; names are the paths as given."""
+
+    def __init__(self, paths: Iterable[str | os.PathLike]):
+        self.paths = [Path(p).expanduser() for p in paths]
+        if not self.paths:
+            raise ValueError("the list of image paths is empty")
+        self.source = f"list of {len(self.paths)} paths"
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def raw(self, index: int) -> tuple[Any, int]:
+        return self.paths[index], -1
+
+    def name(self, index: int) -> str:
+        return str(self.paths[index])
+
+    def path(self, index: int) -> Path:
+        return self.paths[index]
+
+    def _size(self, index: int) -> int:
+        try:
+            return self.paths[index].stat().st_size
+        except OSError:
+            return -1
+
+
+class ImageFolder(ImageList):
+    """Every image file under ``root``, recursively, sorted by path.
+
+    Files are selected by extension (``luminate.images.IMAGE_EXTENSIONS``: jpg, png, webp, gif, bmp,
+    tiff, ppm); names are paths relative to ``root`` with ``/`` separators.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+        paths = find_images(self.root)
+        if not paths:
+            raise FileNotFoundError(f"no images found under {self.root} (looked for {', '.join(IMAGE_EXTENSIONS)} "
+                                    "files, recursively)")
+        super().__init__(paths)
+        self.source = f"folder {self.root}"
+
+    def name(self, index: int) -> str:
+        return self.paths[index].relative_to(self.root).as_posix()
+
+
+class DatasetImages(ImageSet):
+    """A torch ``Dataset`` (or any indexable with ``len``) whose items are images (tensor ``CHW``, PIL,
+    ``HWC`` array, path) or ``(image, label, ...)`` tuples. Names are ``dataset[i]``.
+
+    The fingerprint covers the dataset's type and length, plus its ``fingerprint`` attribute (or method)
+    when it has one: a Dataset's contents cannot be hashed cheaply, so give it that attribute to make a
+    resumed collection detect a changed dataset. In-memory batches (tensor, array) are hashed whole.
+    """
+
+    def __init__(self, dataset: Dataset | Sequence):
+        try:
+            self.size = len(dataset)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise TypeError("the dataset has no len(): collection needs a map-style Dataset "
+                            "(an IterableDataset cannot be resumed)") from exc
+        if self.size == 0:
+            raise ValueError("the dataset is empty")
+        self.dataset = dataset
+        self.source = f"dataset {type(dataset).__module__}.{type(dataset).__qualname__} ({self.size} items)"
+
+    def __len__(self) -> int:
+        return self.size
+
+    def raw(self, index: int) -> tuple[Any, int]:
+        item = self.dataset[index]
+        label = -1
+        if isinstance(item, (tuple, list)):
+            if not item:
+                raise UnreadableImageError(f"dataset[{index}] is an empty {type(item).__name__}")
+            if len(item) > 1:
+                label = _as_label(item[1])
+            item = item[0]
+        return item, label
+
+    def name(self, index: int) -> str:
+        return f"dataset[{index}]"
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(f"{self.source}\n".encode())
+        if isinstance(self.dataset, (torch.Tensor, np.ndarray)):  # an in-memory batch: hash its values
+            array = self.dataset.detach().cpu().numpy() if isinstance(self.dataset, torch.Tensor) else self.dataset
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(np.ascontiguousarray(array).data)
+        else:
+            extra = getattr(self.dataset, "fingerprint", "")
+            digest.update(str(extra() if callable(extra) else extra).encode())
+        return digest.hexdigest()
+
+
+def image_set(source: ImageSet | str | os.PathLike | Sequence[str | os.PathLike] | Dataset) -> ImageSet:
+    """An :class:`ImageSet` from a folder, one image file, a list of paths, a torch ``Dataset``, or
+    in-memory images (an ``[N, C, H, W]`` tensor, an ``[N, H, W, C]`` array, a list of PIL images)."""
+    if isinstance(source, ImageSet):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        if path.is_dir():
+            return ImageFolder(path)
+        if path.is_file():
+            return ImageList([path])
+        raise FileNotFoundError(f"no such folder or image file: {path}")
+    if isinstance(source, Dataset):
+        return DatasetImages(source)
+    if isinstance(source, (torch.Tensor, np.ndarray)) and source.ndim == 4:
+        return DatasetImages(source)  # an image batch: NCHW tensor or NHWC array
+    if isinstance(source, Sequence) and source and all(isinstance(p, (str, os.PathLike)) for p in source):
+        return ImageList(source)
+    if isinstance(source, Sequence) and source:
+        return DatasetImages(source)  # in-memory images (PIL, arrays, tensors), indexable like a Dataset
+    raise TypeError(f"cannot make an image set from {type(source).__name__}: give a folder, a list of image "
+                    "paths, a torch Dataset of images or an image batch")
+
+
+class Batch(NamedTuple):
+    """One loaded batch: ``images`` ``[B, C, H, W]`` (``B`` may be 0), their set ``indices`` and
+    ``labels`` ``[B]``, and the items of this batch that were dropped as ``(index, reason)``."""
+
+    indices: torch.Tensor
+    images: torch.Tensor
+    labels: torch.Tensor
+    skipped: list[tuple[int, str]]
+
+
+class _Prepared(Dataset):
+    """Item ``i`` -> ``(i, image [C,H,W] or None, label, reason or None)``; runs in loader workers."""
+
+    def __init__(self, images: ImageSet, contract: InputContract):
+        self.images = images
+        self.contract = contract
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        try:
+            image, label = _prepare(self.images, index, self.contract)
+        except Exception as exc:  # an unreadable item must never end a long collection
+            reason = str(exc) if isinstance(exc, UnreadableImageError) else f"{type(exc).__name__}: {exc}"
+            return index, None, -1, reason
+        return index, image, label, None
+
+
+def _prepare(images: ImageSet, index: int, contract: InputContract | None) -> tuple[torch.Tensor, int]:
+    raw, label = images.raw(index)
+    channels = contract.channels if contract is not None else 3
+    tensor = to_tensor(raw, channels=channels)
+    if tensor.shape[0] != 1:
+        raise UnreadableImageError(f"{images.name(index)} holds {tensor.shape[0]} images, expected one")
+    if tensor.shape[1] != channels:
+        raise UnreadableImageError(f"{images.name(index)} has {tensor.shape[1]} channels, expected {channels}")
+    if not torch.isfinite(tensor).all():
+        raise UnreadableImageError(f"{images.name(index)} contains NaN or infinite values")
+    lo, hi = tensor.min().item(), tensor.max().item()
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise UnreadableImageError(f"{images.name(index)} has values in [{lo:.3g}, {hi:.3g}], outside [0, 1]; "
+                                   "give raw images (not normalized ones): the model's contract converts them")
+    if contract is not None:
+        tensor = contract.preprocess(tensor.clamp(0, 1))
+    return tensor[0].contiguous(), label
+
+
+def collate_images(items: list) -> Batch:
+    """Stack the readable items of a batch and list the others as ``(index, reason)``."""
+    good = [item for item in items if item[1] is not None]
+    skipped = [(int(item[0]), str(item[3])) for item in items if item[1] is None]
+    if good:
+        images = torch.stack([item[1] for item in good])
+    else:
+        images = torch.zeros(0)
+    indices = torch.tensor([item[0] for item in good], dtype=torch.int64)
+    labels = torch.tensor([item[2] for item in good], dtype=torch.int64)
+    return Batch(indices, images, labels, skipped)
+
+
+def default_workers() -> int:
+    """``min(2, CPUs available)``: decoding overlaps the forward pass without starving it."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return min(2, cpus)
+
+
+def image_loader(images: ImageSet, contract: InputContract, batches: Sequence[Sequence[int]],
+                 num_workers: int | None = None, pin_memory: bool = False) -> DataLoader:
+    """A ``DataLoader`` yielding one :class:`Batch` per entry of ``batches`` (lists of image indices), in order.
+
+    ``num_workers`` background processes decode and preprocess (default :func:`default_workers`;
+    0 decodes in this process). Unreadable items are dropped from their batch and listed in
+    ``Batch.skipped``.
+    """
+    workers = default_workers() if num_workers is None else int(num_workers)
+    return DataLoader(_Prepared(images, contract), batch_sampler=[list(b) for b in batches],
+                      collate_fn=collate_images, num_workers=workers, pin_memory=pin_memory)
+
+
+def _as_label(value: Any) -> int:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, np.generic):
+        value = value.item()
+    return int(value) if isinstance(value, (int, bool)) else -1
+

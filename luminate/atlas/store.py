@@ -1,0 +1,497 @@
+"""The activation store: sharded, resumable, read lazily.
+
+Layout on disk::
+
+    STORE/
+      manifest.json          what was collected, how, and the finished shards (see below)
+      images.jsonl           one JSON string per line: the name of image i on line i
+      shards/00000/          one folder per finished shard, each array a .npy file:
+        image.npy              int64 [R]          index of the row's image in images.jsonl
+        position.npy           int16 [R]          k, the row's position draw (0..positions_per_image-1)
+        label.npy              int64 [R]          the dataset's label, -1 when none
+        top_classes.npy        int32 [R, k]       the whole image's top-k classes, best first
+        top_logits.npy         float32 [R, k]     their logits
+        acts.<layer>.npy       [R, C]             activation vector at the position (float32 by default)
+        attr.<layer>.npy       [R, n_classes]     the position's attribution to every logit (float16 default)
+        yx.<layer>.npy         int16 [R, 2]       the position (row, column) in that layer's grid
+      .lock                  advisory lock for manifest updates (POSIX)
+
+Shard ``k`` holds the rows of images ``[k*S, (k+1)*S)`` (``S`` = ``shard_images`` in the manifest), so a
+shard is an idempotent unit of work: its contents depend only on the settings and its images. A shard's
+files are written into a temporary folder, flushed to disk, then renamed into place, and the shard is
+listed in ``manifest.json`` (rewritten atomically: temporary file + ``os.replace``) only afterwards,
+with its row count and each file's SHA-256. Anything not listed in the manifest does not exist for a
+reader and is redone by the next run; a listed shard is never rewritten.
+
+Reading is lazy: :class:`ActivationStore` memory-maps shard files and loads only what is asked for
+(whole columns, chosen rows, or shard by shard with :meth:`ActivationStore.iter_shards`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+FORMAT = "luminate.activation_store"
+VERSION = 1
+MANIFEST = "manifest.json"
+IMAGES = "images.jsonl"
+SHARDS = "shards"
+META_FIELDS = ("image", "position", "label", "top_classes", "top_logits")
+
+
+class StoreSettingsError(ValueError):
+    """The store holds a collection made with other settings than the ones asked for."""
+
+
+def layer_key(layer: str) -> str:
+    """The part of a file name that stands for ``layer`` (dotted module names are kept as they are)."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in layer)
+
+
+def settings_hash(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ActivationStore:
+    """A finished (or partly finished) collection, read lazily from ``path``.
+
+    ``len(store)`` is the number of rows (one per image and position) in finished shards. Arrays come
+    back as numpy arrays: ``activations(layer)`` ``[N, C]``, ``attributions(layer)`` ``[N, n_classes]``,
+    ``positions(layer)`` ``[N, 2]`` (row, column in the layer's grid), ``meta()`` a dict of per-row
+    columns. Each accepts ``rows`` (indices) to read only those rows. ``layer`` may be left out when
+    the store has one layer.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._names: list[str] | None = None
+        self.refresh()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "ActivationStore":
+        """Open a store written by :func:`luminate.atlas.collect` (any number of readers at once)."""
+        return cls(path)
+
+    def refresh(self) -> None:
+        """Re-read the manifest (another process may have finished shards since)."""
+        manifest_path = self.path / MANIFEST
+        if not manifest_path.is_file():
+            hint = " (the folder does not exist)" if not self.path.exists() else ""
+            raise FileNotFoundError(f"{self.path} is not an activation store: no {MANIFEST}{hint}. "
+                                    "Make one with luminate.atlas.collect or `luminate collect`.")
+        self.manifest = read_manifest(self.path)
+        self.shards: list[dict] = sorted(self.manifest["shards"], key=lambda s: s["index"])
+        rows = np.array([s["rows"] for s in self.shards], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+
+    # ----- description -----------------------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return self.manifest["model"]
+
+    @property
+    def layers(self) -> list[str]:
+        return [layer["name"] for layer in self.manifest["layers"]]
+
+    @property
+    def settings(self) -> dict:
+        return self.manifest["settings"]
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.manifest["n_classes"])
+
+    @property
+    def has_attributions(self) -> bool:
+        return bool(self.settings["attribution"])
+
+    @property
+    def complete(self) -> bool:
+        """True when every shard has been collected."""
+        return len(self.shards) == self.manifest["n_shards"]
+
+    @property
+    def n_images(self) -> int:
+        """Images in the image set (readable or not, finished or not)."""
+        return int(self.manifest["images"]["count"])
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """``(image name, reason)`` of every unreadable image in the finished shards."""
+        return [(name, reason) for shard in self.shards for name, reason in shard["skipped"]]
+
+    @property
+    def labels(self):
+        """The model's class names (:class:`luminate.models.Labels`), or None."""
+        entries = self.manifest.get("labels")
+        if not entries:
+            return None
+        from luminate.models.labels import Labels
+
+        return Labels(entries)
+
+    def class_index(self, label: str | int) -> int:
+        """A class index from a name or index (names need the labels saved with the store)."""
+        labels = self.labels
+        if labels is not None:
+            return labels.index(label)
+        if isinstance(label, (int, np.integer)) and 0 <= int(label) < self.n_classes:
+            return int(label)
+        raise ValueError(f"this store has no class names, so give a class index in 0..{self.n_classes - 1}, "
+                         f"not {label!r}")
+
+    def layer_info(self, layer: str | None = None) -> dict:
+        """``{"name", "key", "channels", "grid"}`` of a collected layer."""
+        name = self._layer(layer)
+        return next(info for info in self.manifest["layers"] if info["name"] == name)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __repr__(self) -> str:
+        return (f"ActivationStore({str(self.path)!r}, model={self.model_name!r}, layers={self.layers}, "
+                f"rows={len(self)}, shards={len(self.shards)}/{self.manifest['n_shards']})")
+
+    def summary(self, max_skipped: int = 50) -> str:
+        """A few lines for people: what the store holds and which images were skipped, by name."""
+        layers = ", ".join(f"{i['name']} ({i['channels']} channels, {i['grid'][0]}x{i['grid'][1]})"
+                           for i in self.manifest["layers"])
+        done_images = sum(s["images"][1] - s["images"][0] for s in self.shards)
+        state = "complete" if self.complete else f"{len(self.shards)} of {self.manifest['n_shards']} shards done"
+        lines = [f"activation store {self.path}: {self.model_name}, {layers}",
+                 f"  {len(self)} rows from {done_images - len(self.skipped)} of {self.n_images} images "
+                 f"({self.settings['positions_per_image']} position(s) per image"
+                 + (f", attributions to {self.n_classes} classes" if self.has_attributions else "")
+                 + f"); {len(self.shards)} shard(s), {state}"]
+        skipped = self.skipped
+        if skipped:
+            lines.append(f"  skipped {len(skipped)} unreadable image(s):")
+            lines += [f"    {name}: {reason}" for name, reason in skipped[:max_skipped]]
+            if len(skipped) > max_skipped:
+                lines.append(f"    ... and {len(skipped) - max_skipped} more (listed in {self.path / MANIFEST})")
+        return "\n".join(lines)
+
+    # ----- images ----------------------------------------------------------------------------------
+
+    def image_names(self) -> list[str]:
+        """Names of all images of the set, by index (relative paths for a folder)."""
+        if self._names is None:
+            with open(self.path / IMAGES, encoding="utf-8") as fh:
+                self._names = [json.loads(line) for line in fh if line.strip()]
+        return self._names
+
+    def image_path(self, index: int) -> Path | None:
+        """The file of image ``index`` (None for images that came from a Dataset)."""
+        images = self.manifest["images"]
+        name = self.image_names()[int(index)]
+        if images.get("root"):
+            return Path(images["root"]) / name
+        return None if images.get("kind") == "dataset" else Path(name)
+
+    # ----- arrays ----------------------------------------------------------------------------------
+
+    def activations(self, layer: str | None = None, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Activation vectors ``[N, C]`` (all rows, or ``rows``)."""
+        return self.read(f"acts.{self.layer_info(layer)['key']}", rows)
+
+    def attributions(self, layer: str | None = None, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Attribution of each row's position to every logit, ``[N, n_classes]``."""
+        if not self.has_attributions:
+            raise ValueError(f"{self.path} was collected without attributions (attribution=False); "
+                             "collect again with attribution=True into another folder")
+        return self.read(f"attr.{self.layer_info(layer)['key']}", rows)
+
+    def positions(self, layer: str | None = None, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Each row's position ``(row, column)`` in the layer's grid, ``[N, 2]`` int."""
+        return self.read(f"yx.{self.layer_info(layer)['key']}", rows)
+
+    def meta(self, rows: Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Per-row columns: ``image`` (index into :meth:`image_names`), ``position`` (k), ``label``,
+        ``top_classes`` ``[N, k]`` and ``top_logits`` ``[N, k]`` of the whole image."""
+        return {name: self.read(name, rows) for name in META_FIELDS}
+
+    def iter_shards(self, fields: Sequence[str] | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """``(first row, {field: memory-mapped array})`` for each finished shard, in row order.
+
+        Fields are file stems: ``"acts.<layer>"``, ``"attr.<layer>"``, ``"yx.<layer>"`` or a meta field;
+        default: all. Memory stays at one shard's pages however large the store.
+        """
+        for k, shard in enumerate(self.shards):
+            names = fields if fields is not None else [f[:-4] for f in shard["files"]]
+            yield int(self.offsets[k]), {name: self._load(shard, name) for name in names}
+
+    def read(self, field: str, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """One field (a file stem, see :meth:`iter_shards`) for all rows or the given ``rows``."""
+        if rows is None:
+            parts = [self._load(shard, field) for shard in self.shards if shard["rows"]]
+            if not parts:
+                return self._empty(field, 0)
+            return np.concatenate(parts) if len(parts) > 1 else np.array(parts[0])
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if rows.size and (rows.min() < -n or rows.max() >= n):
+            raise IndexError(f"row indices must be in 0..{n - 1}; this store has {n} rows")
+        rows = np.where(rows < 0, rows + n, rows)
+        shard_of = np.searchsorted(self.offsets, rows, side="right") - 1
+        out = None
+        for k in np.unique(shard_of):
+            where = np.nonzero(shard_of == k)[0]
+            values = self._load(self.shards[k], field)[rows[where] - self.offsets[k]]
+            if out is None:
+                out = np.empty((rows.size, *values.shape[1:]), dtype=values.dtype)
+            out[where] = values
+        return out if out is not None else self._empty(field, 0)
+
+    def _load(self, shard: dict, field: str) -> np.ndarray:
+        filename = f"{field}.npy"
+        if filename not in shard["files"]:
+            raise KeyError(f"no field {field!r} in {self.path}; fields: "
+                           + ", ".join(f[:-4] for f in shard["files"]))
+        path = self.path / SHARDS / f"{shard['index']:05d}" / filename
+        if shard["rows"] == 0:
+            return np.load(path)
+        return np.load(path, mmap_mode="r")
+
+    def _empty(self, field: str, n: int) -> np.ndarray:
+        for shard in self.shards:
+            return np.load(self.path / SHARDS / f"{shard['index']:05d}" / f"{field}.npy")[:0]
+        kind, _, key = field.partition(".")
+        width = {info["key"]: info["channels"] for info in self.manifest["layers"]}.get(key, 0)
+        shapes = {"acts": ((n, width), self.settings.get("activation_dtype", "float32")),
+                  "attr": ((n, self.n_classes), self.settings.get("attribution_dtype", "float16")),
+                  "yx": ((n, 2), "int16")}
+        shape, dtype = shapes.get(kind, ((n,), "int64"))
+        return np.zeros(shape, dtype=dtype)
+
+    def _layer(self, layer: str | None) -> str:
+        names = self.layers
+        if layer is None:
+            if len(names) == 1:
+                return names[0]
+            raise ValueError(f"this store holds several layers ({', '.join(names)}): say which one")
+        if layer not in names:
+            raise KeyError(f"layer {layer!r} was not collected in {self.path}; it holds {', '.join(names)}")
+        return layer
+
+    def verify(self) -> None:
+        """Check every listed file against its SHA-256 in the manifest; raise naming the first bad one."""
+        for shard in self.shards:
+            folder = self.path / SHARDS / f"{shard['index']:05d}"
+            for filename, info in shard["files"].items():
+                path = folder / filename
+                if not path.is_file():
+                    raise OSError(f"shard file {path} is missing: restore it, or delete the shard's folder and "
+                                  f"its entry in {MANIFEST} and collect again to redo it")
+                if file_sha256(path) != info["sha256"]:
+                    raise OSError(f"shard file {path} does not match its checksum in {MANIFEST}: it was changed "
+                                  "or damaged after it was written (delete the shard's folder and its entry in "
+                                  f"{MANIFEST} and collect again to redo it)")
+
+
+# ----- writing -------------------------------------------------------------------------------------
+
+
+class StoreWriter:
+    """Creates or resumes a store and commits finished shards (used by :func:`luminate.atlas.collect`).
+
+    ``header`` is the manifest without shards: it must hold ``settings`` (everything the rows depend
+    on) and ``n_shards``. When ``path`` already holds a store with the same ``settings_hash`` the
+    writer resumes it; with another hash it raises :class:`StoreSettingsError` unless
+    ``overwrite=True``, which deletes the old store's files (only those). Several writers may share a
+    store (on one POSIX filesystem): manifest updates take an advisory lock and a shard that is
+    already listed is never replaced.
+    """
+
+    def __init__(self, path: str | os.PathLike, header: dict, image_names: Sequence[str], overwrite: bool = False):
+        self.path = Path(path)
+        self.shards_dir = self.path / SHARDS
+        header = dict(header, format=FORMAT, version=VERSION, settings_hash=settings_hash(header["settings"]))
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            if (self.path / MANIFEST).is_file():
+                old = read_manifest(self.path)
+                if old["settings_hash"] != header["settings_hash"]:
+                    if not overwrite:
+                        raise StoreSettingsError(
+                            f"{self.path} already holds activations collected with other settings "
+                            f"({_differences(old['settings'], header['settings'])}). Collect into another "
+                            "folder, or pass overwrite=True (--overwrite) to replace that store.")
+                    self._remove_store()
+                    self._create(header, image_names)
+                else:
+                    self._clean_uncommitted(old)
+            else:
+                ours = (".lock", SHARDS, IMAGES)
+                temporary = (f".{MANIFEST}.tmp-", f".{IMAGES}.tmp-")
+                for p in self.path.iterdir():  # left by a first run killed while writing its manifest
+                    if p.name.startswith(temporary):
+                        p.unlink()
+                foreign = [p.name for p in self.path.iterdir() if p.name not in ours]
+                if foreign:
+                    raise FileExistsError(f"{self.path} is not empty and is not an activation store (found "
+                                          f"{', '.join(sorted(foreign)[:5])}); collect into a new or empty folder")
+                self._create(header, image_names)
+
+    def _create(self, header: dict, image_names: Sequence[str]) -> None:
+        if self.shards_dir.exists():
+            shutil.rmtree(self.shards_dir)
+        self.shards_dir.mkdir(parents=True)
+        _atomic_write(self.path / IMAGES, "".join(json.dumps(name) + "\n" for name in image_names).encode("utf-8"))
+        _write_manifest(self.path, dict(header, shards=[]))
+
+    def _remove_store(self) -> None:
+        for name in (MANIFEST, IMAGES):
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / name).unlink()
+        if self.shards_dir.exists():
+            shutil.rmtree(self.shards_dir)
+
+    def _clean_uncommitted(self, manifest: dict) -> None:
+        """Remove shard folders the manifest does not list (a run killed between rename and listing)
+        and temporary folders of dead writers on this host."""
+        listed = {f"{s['index']:05d}" for s in manifest["shards"]}
+        self.shards_dir.mkdir(exist_ok=True)
+        host = _host()
+        for entry in self.shards_dir.iterdir():
+            if entry.name.startswith(".tmp-"):
+                _, _, entry_host, pid = (entry.name.split("-", 3) + ["", "", ""])[:4]
+                if entry_host == host and pid.isdigit() and not _alive(int(pid)):
+                    shutil.rmtree(entry, ignore_errors=True)
+            elif entry.is_dir() and entry.name not in listed:
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def done(self) -> set[int]:
+        """Indices of the shards already listed in the manifest."""
+        return {s["index"] for s in read_manifest(self.path)["shards"]}
+
+    def write_shard(self, index: int, arrays: dict[str, np.ndarray], images: tuple[int, int],
+                    skipped: Sequence[tuple[str, str]] = ()) -> bool:
+        """Write shard ``index`` (``arrays``: file stem -> ``[R, ...]``) atomically and list it.
+
+        Returns False (and writes nothing) when the shard is already listed.
+        """
+        lengths = {name: len(a) for name, a in arrays.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"shard arrays have different row counts: {lengths}")
+        rows = next(iter(lengths.values()), 0)
+        tmp = self.shards_dir / f".tmp-{index:05d}-{_host()}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        files = {}
+        for name, array in arrays.items():
+            path = tmp / f"{name}.npy"
+            with open(path, "wb") as fh:
+                np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+                fh.flush()
+                os.fsync(fh.fileno())
+            files[path.name] = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+        _fsync_dir(tmp)
+        record = {"index": int(index), "images": [int(images[0]), int(images[1])], "rows": int(rows),
+                  "files": files, "skipped": [[str(n), str(r)] for n, r in skipped]}
+        with self._lock():
+            manifest = read_manifest(self.path)
+            if any(s["index"] == index for s in manifest["shards"]):
+                shutil.rmtree(tmp, ignore_errors=True)
+                return False
+            final = self.shards_dir / f"{index:05d}"
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_dir(self.shards_dir)
+            manifest["shards"] = sorted(manifest["shards"] + [record], key=lambda s: s["index"])
+            _write_manifest(self.path, manifest)
+        return True
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        try:
+            import fcntl
+        except ImportError:  # Windows: one writer at a time is the user's responsibility
+            yield
+            return
+        with open(self.path / ".lock", "a") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    with open(path / MANIFEST, encoding="utf-8") as fh:
+        manifest = json.load(fh)
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path / MANIFEST} is not a luminate activation store manifest")
+    if manifest.get("version", 0) > VERSION:
+        raise ValueError(f"{path} was written by a newer luminate (store version {manifest['version']}); upgrade "
+                         "luminate to read it")
+    return manifest
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    manifest = dict(manifest, n_finished=len(manifest["shards"]))
+    _atomic_write(path / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _host() -> str:
+    return socket.gethostname().replace("-", "_")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _differences(old: dict, new: dict) -> str:
+    keys = sorted(set(old) | set(new))
+    diffs = [f"{k}: {_short(old.get(k))} there, {_short(new.get(k))} now" for k in keys if old.get(k) != new.get(k)]
+    return "; ".join(diffs) or "same settings, other format"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
