@@ -59,7 +59,8 @@ def bench(name: str, which: str, size: int, batch: int, rounds: int, steps: int)
     seen = size + 12
     last_layer = [info.name for info in model.layers(seen)][-1]
     render_t, cut_t, full_t = [], [], []
-    time_render_steps(model, objective, size, batch, 3)  # warm-up
+    # warm-up: the random scales give ~11 input sizes; let every one build its convolution plans first
+    time_render_steps(model, objective, size, batch, 30)
     for _ in range(rounds):
         render_t += time_render_steps(model, objective, size, batch, steps + 1)
         cut_t += time_bare(model, layer, seen, batch, steps, stop_early=True)
@@ -72,7 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only efficientnet_lite0, blocks.9, 128 px, batch 1")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=12)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.quick:

@@ -1,0 +1,288 @@
+"""Attribution: completeness of the integrated methods, gradients against finite differences, targets,
+layer reductions, logit-difference antisymmetry, spatial-to-spatial and group attribution."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from luminate.activations import LayerTap, activations
+from luminate.analysis import attribution as A
+from luminate.images import resize
+from luminate.models import wrap
+
+
+@pytest.fixture(scope="module")
+def flower224(lite0, flower_path):
+    return lite0.preprocess(flower_path)
+
+
+@pytest.fixture(scope="module")
+def flower128(flower224):
+    return resize(flower224, 128)
+
+
+def box_blur(x: torch.Tensor, k: int) -> torch.Tensor:
+    weight = torch.full((3, 1, k, k), 1.0 / k ** 2)
+    return F.conv2d(F.pad(x, (k // 2,) * 4, mode="replicate"), weight, groups=3)
+
+
+def logit(model, x, cls):
+    with torch.no_grad():
+        return model(x)[:, model.class_index(cls)]
+
+
+def rel_completeness(attr, delta):
+    """|delta| / |f(x) - f(x0)| per image, from the attributions and Captum-style convergence delta."""
+    total = attr.flatten(1).sum(1)
+    return (delta.abs() / (total - delta).abs()).max().item()
+
+
+def direct_layer_grad(model, x, layer, cls):
+    """acts and d logit / d acts through an input that requires grad (independent of the library's hook)."""
+    with torch.enable_grad(), LayerTap(model, [layer, "logits"], stop_early=False) as tap:
+        out = tap(x.clone().requires_grad_(True))
+        (grad,) = torch.autograd.grad(out["logits"][:, model.class_index(cls)].sum(), out[layer])
+    return out[layer].detach(), grad
+
+
+# ------------------------------------------------------------------------------------------ integration
+@pytest.mark.parametrize("method", A.METHODS)
+def test_quadrature_rules_integrate_to_one(method):
+    alphas, weights = A._quadrature(method, 8)
+    assert alphas.shape == weights.shape == (8,)
+    assert 0 <= alphas.min() and alphas.max() <= 1
+    assert weights.sum().item() == pytest.approx(1.0, abs=1e-12)   # Captum's trapezoid sums to 7/8 here
+
+
+def test_unknown_method_and_too_few_steps():
+    with pytest.raises(ValueError, match="gausslegendre"):
+        A._quadrature("simpson", 8)
+    with pytest.raises(ValueError, match="at least 2"):
+        A._quadrature("riemann_trapezoid", 1)
+
+
+@pytest.fixture(scope="module")
+def smooth_model():
+    gen = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Softplus(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    return wrap(net, 8, value_range=(-1, 1), labels=[f"class{i}" for i in range(5)])
+
+
+def test_integrated_gradients_completeness_on_a_smooth_model(smooth_model):
+    """On a smooth network the quadrature converges fast: the weights and the path are right."""
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    attr, delta = A.integrated_gradients(smooth_model, x, "class2", n_steps=64, method="riemann_trapezoid",
+                                         return_convergence_delta=True)
+    assert attr.shape == x.shape
+    assert rel_completeness(attr, delta) < 1e-3
+    _, delta_gl = A.integrated_gradients(smooth_model, x, 2, n_steps=16, return_convergence_delta=True)
+    assert rel_completeness(attr, delta_gl) < 1e-4
+    _, d16 = A.integrated_gradients(smooth_model, x, 2, n_steps=16, method="riemann_left",
+                                    return_convergence_delta=True)
+    _, d64 = A.integrated_gradients(smooth_model, x, 2, n_steps=64, method="riemann_left",
+                                    return_convergence_delta=True)
+    assert d64.abs().max() < d16.abs().max() / 2      # first-order rule: error ~ 1/n
+
+
+def test_integrated_gradients_completeness_lite0(lite0, flower128):
+    """Stated tolerance: |sum - (f(x) - f(x0))| < 10% of f(x) - f(x0) with 32 trapezoid steps from a
+    blurred baseline at 128 px (measured 4.0%). The quadrature error on this ReLU6 network is erratic
+    (0.3%-4% for 32-64 steps on this path, worse from a black or grey image): see the module docstring.
+    The exactness of the rule itself is tested on a smooth model above."""
+    x0 = box_blur(flower128, 17)
+    attr, delta = A.integrated_gradients(lite0, flower128, "daisy", baselines=x0, n_steps=32,
+                                         method="riemann_trapezoid", internal_batch_size=32,
+                                         return_convergence_delta=True)
+    assert attr.shape == (1, 3, 128, 128)
+    expected = logit(lite0, flower128, "daisy") - logit(lite0, x0, "daisy")
+    assert delta.item() == pytest.approx(attr.sum().item() - expected.item(), abs=1e-3)
+    assert abs(delta.item()) < 0.10 * abs(expected.item())
+
+
+def test_baselines_broadcast_and_errors(smooth_model):
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    a = A.integrated_gradients(smooth_model, x, 0, baselines=0.5, n_steps=4)
+    b = A.integrated_gradients(smooth_model, x, 0, baselines=torch.full((3, 8, 8), 0.5), n_steps=4)
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="broadcast"):
+        A.integrated_gradients(smooth_model, x, 0, baselines=torch.zeros(3, 4, 4), n_steps=4)
+
+
+# ---------------------------------------------------------------------------------------- input gradients
+def test_saliency_and_input_x_gradient(lite0, flower128):
+    x = torch.cat([flower128, flower128.flip(-1)])
+    grad = A.saliency(lite0, x, "daisy", abs=False)
+    assert grad.shape == x.shape and grad.abs().sum() > 0
+    torch.testing.assert_close(A.saliency(lite0, x, "daisy"), grad.abs())
+    torch.testing.assert_close(A.input_x_gradient(lite0, x, "daisy"), x * grad)
+
+
+def test_gradient_matches_finite_differences_on_a_smooth_model(smooth_model):
+    """Exact check of the input gradient, including the contract's [0, 1] -> [-1, 1] scaling (float64)."""
+    model = copy.deepcopy(smooth_model).double()
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 0.9 + 0.05
+    grad = A.saliency(model, x, "class1", abs=False)
+    assert grad.dtype == torch.float64
+    v = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64).clamp(-1, 1)
+    eps = 1e-6
+    fd = (logit(model, x + eps * v, "class1") - logit(model, x - eps * v, "class1")) / (2 * eps)
+    torch.testing.assert_close(fd, (grad * v).flatten(1).sum(1), rtol=1e-6, atol=1e-8)
+
+
+def test_gradient_matches_finite_differences_on_lite0(lite0, flower128):
+    """Stated tolerance: 10% for +-1e-3 steps on 4x4-pixel patches (measured 1-5%). ReLU6 kinks are so
+    dense that finite differences over larger regions or steps drift further (a random direction over the
+    whole image is 20% off at 1e-3), so the tight check is the smooth model above."""
+    grad = A.saliency(lite0, flower128, "daisy", abs=False)
+    for i, j in [(60, 60), (30, 90)]:
+        v = torch.zeros_like(flower128)
+        v[..., i:i + 4, j:j + 4] = grad[..., i:i + 4, j:j + 4].sign()
+        v *= (flower128 > 0.01) & (flower128 < 0.99)
+        fd = (logit(lite0, flower128 + 1e-3 * v, "daisy") - logit(lite0, flower128 - 1e-3 * v, "daisy")) / 2e-3
+        assert fd.item() == pytest.approx((grad * v).sum().item(), rel=0.1)
+
+
+def test_targets_resolve_names_lists_and_top_class(lite0, flower128):
+    x = torch.cat([flower128, flower128])
+    by_name = A.saliency(lite0, x, "daisy")
+    torch.testing.assert_close(by_name, A.saliency(lite0, x, lite0.class_index("daisy")))
+    with torch.no_grad():
+        top = lite0(flower128).argmax().item()                              # "strawberry" at 128 px
+    torch.testing.assert_close(A.saliency(lite0, x, None), A.saliency(lite0, x, top))
+    per_image = A.saliency(lite0, x, ["daisy", "bee"])
+    torch.testing.assert_close(per_image[1], A.saliency(lite0, flower128, "bee")[0])
+    with pytest.raises(KeyError, match="daysy"):
+        A.saliency(lite0, flower128, "daysy")
+    with pytest.raises(ValueError, match="one per image"):
+        A.saliency(lite0, x, ["daisy", "bee", "daisy"])
+    with pytest.raises(ValueError, match="exactly two"):
+        A.saliency(lite0, x, ("daisy", "bee", "ant"))
+
+
+# ------------------------------------------------------------------------------------------ layer attribution
+LAYER = "blocks.9.depthwise"
+
+
+def test_layer_attribution_shapes_and_reductions(lite0, flower128):
+    x = torch.cat([flower128, flower128.flip(-1)])
+    full = A.layer_gradient_x_activation(lite0, x, LAYER, "daisy")
+    acts, grad = direct_layer_grad(lite0, x, LAYER, "daisy")
+    assert full.shape == acts.shape == (2, 672, 8, 8)
+    torch.testing.assert_close(full, acts * grad)
+    torch.testing.assert_close(A.spatial_attribution(lite0, x, LAYER, "daisy"), full.sum(1))
+    torch.testing.assert_close(A.channel_attribution(lite0, x, LAYER, "daisy"), full.sum((2, 3)))
+    with pytest.raises(ValueError, match="convolutional"):
+        A.spatial_attribution(lite0, x, "pool", "daisy")
+
+
+def test_logit_difference_is_antisymmetric(lite0, flower128):
+    ab = A.layer_gradient_x_activation(lite0, flower128, LAYER, ("daisy", "bee"))
+    ba = A.layer_gradient_x_activation(lite0, flower128, LAYER, "bee", baseline_target="daisy")
+    torch.testing.assert_close(ab, -ba)
+    separate = (A.layer_gradient_x_activation(lite0, flower128, LAYER, "daisy")
+                - A.layer_gradient_x_activation(lite0, flower128, LAYER, "bee"))
+    torch.testing.assert_close(ab, separate, rtol=1e-4, atol=1e-6)
+    assert ab.abs().max() > 0
+    ab_ig = A.channel_attribution(lite0, flower128, LAYER, ("daisy", "bee"), integrated=True, n_steps=4)
+    ba_ig = A.channel_attribution(lite0, flower128, LAYER, ("bee", "daisy"), integrated=True, n_steps=4)
+    torch.testing.assert_close(ab_ig, -ba_ig)
+
+
+def test_layer_integrated_gradients_completeness(lite0, flower128):
+    """Stated tolerance: < 1% relative error with 32 trapezoid steps at blocks.12.depthwise, 128 px
+    (measured 0.06%); Lucid's left sum with 16 steps is within 2% (measured 0.5%)."""
+    attr, delta = A.layer_integrated_gradients(lite0, flower128, "blocks.12.depthwise", "daisy", n_steps=32,
+                                               method="riemann_trapezoid", internal_batch_size=32,
+                                               return_convergence_delta=True)
+    assert attr.shape == (1, 1152, 4, 4)
+    with torch.no_grad(), A._replace_output(lite0, "blocks.12.depthwise", torch.zeros_like):
+        at_zero = lite0(flower128)[0, lite0.class_index("daisy")]
+    expected = logit(lite0, flower128, "daisy")[0] - at_zero
+    assert delta.item() == pytest.approx(attr.sum().item() - expected.item(), abs=1e-3)
+    assert abs(delta.item()) < 0.01 * abs(expected.item())
+    left = A.layer_integrated_gradients(lite0, flower128, "blocks.12.depthwise", "daisy", n_steps=16,
+                                        internal_batch_size=16)
+    assert abs(left.sum().item() - expected.item()) < 0.02 * abs(expected.item())
+
+
+def test_layer_integrated_gradients_is_exact_where_the_rest_is_linear(lite0, flower128):
+    """Above ``head`` the network is linear (average pool + fully connected): every rule is exact, the
+    integrated attribution equals activation x gradient, and image baselines work like Captum's."""
+    linear = A.layer_gradient_x_activation(lite0, flower128, "head", "daisy")
+    integrated, delta = A.layer_integrated_gradients(lite0, flower128, "head", "daisy", n_steps=3,
+                                                     return_convergence_delta=True)
+    assert abs(delta.item()) < 1e-4 * linear.abs().sum().item()
+    torch.testing.assert_close(integrated, linear, rtol=1e-4, atol=1e-6)
+    _, delta_black = A.layer_integrated_gradients(lite0, flower128, "head", "daisy", baselines=0.0, n_steps=3,
+                                                  return_convergence_delta=True)
+    assert abs(delta_black.item()) < 1e-3
+
+
+def test_spatial_spatial_attribution(lite0, flower128):
+    out = A.spatial_spatial_attribution(lite0, flower128, "blocks.9.depthwise", "blocks.12.depthwise",
+                                        normalize=False)
+    assert out.shape == (4, 4, 8, 8)
+    acts, _ = direct_layer_grad(lite0, flower128, "blocks.9.depthwise", "daisy")
+    for i, j in [(0, 0), (2, 3)]:                            # one position at a time, the long way
+        with torch.enable_grad(), LayerTap(lite0, ["blocks.9.depthwise", "blocks.12.depthwise"]) as tap:
+            got = tap(flower128.clone().requires_grad_(True))
+            (grad,) = torch.autograd.grad(got["blocks.12.depthwise"][0, :, i, j].norm(), got["blocks.9.depthwise"])
+        torch.testing.assert_close(out[i, j], (grad * acts)[0].sum(0), rtol=1e-4, atol=1e-5)
+    normalized = A.spatial_spatial_attribution(lite0, flower128, "blocks.9.depthwise", "blocks.12.depthwise")
+    assert normalized.abs().max().item() == pytest.approx(1.0)
+    torch.testing.assert_close(normalized, out / out.abs().max())
+    with pytest.raises(ValueError, match="after"):
+        A.spatial_spatial_attribution(lite0, flower128, "blocks.12.depthwise", "blocks.9.depthwise")
+
+
+def test_group_attribution_sums_to_layer_attribution(lite0, flower128):
+    acts = activations(lite0, flower128, LAYER)[0]                     # [672, 8, 8]
+    c = acts.shape[0]
+    # C trivial groups (channel c alone, with its own spatial map) reconstruct the activations exactly
+    attr = A.group_attribution(lite0, flower128, LAYER, acts, torch.eye(c), ["daisy", "bee"])
+    assert attr.shape == (c, 2)
+    for k, cls in enumerate(["daisy", "bee"]):
+        total = A.layer_gradient_x_activation(lite0, flower128, LAYER, cls)
+        torch.testing.assert_close(attr[:, k], total[0].sum((1, 2)), rtol=1e-4, atol=1e-6)
+    # linearity: splitting a group's map in two splits its attribution
+    spatial = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
+    channel = torch.rand(3, c, generator=torch.Generator().manual_seed(1))
+    one = A.group_attribution(lite0, flower128, LAYER, spatial, channel, "daisy")
+    two = A.group_attribution(lite0, flower128, LAYER, torch.cat([spatial * 0.25, spatial * 0.75]),
+                              torch.cat([channel, channel]), "daisy")
+    torch.testing.assert_close(one[:, 0], two[:3, 0] + two[3:, 0], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="do not match"):
+        A.group_attribution(lite0, flower128, LAYER, spatial, channel[:, :10], "daisy")
+
+
+# ------------------------------------------------------------------------------------------------ Captum
+@pytest.mark.filterwarnings("ignore:Input Tensor")
+def test_matches_captum_where_installed(lite0, flower128):
+    """Same numbers as Captum (checked with captum 0.9), except its trapezoid weights, which sum to 1 - 1/n."""
+    captum_attr = pytest.importorskip("captum.attr")
+    t = lite0.class_index("daisy")
+    torch.testing.assert_close(A.saliency(lite0, flower128, t),
+                               captum_attr.Saliency(lite0).attribute(flower128, target=t))
+    torch.testing.assert_close(A.input_x_gradient(lite0, flower128, t),
+                               captum_attr.InputXGradient(lite0).attribute(flower128, target=t))
+    ours = A.integrated_gradients(lite0, flower128, t, n_steps=8)
+    theirs = captum_attr.IntegratedGradients(lite0).attribute(flower128, target=t, n_steps=8)
+    torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-5)
+    ours = A.integrated_gradients(lite0, flower128, t, n_steps=8, method="riemann_trapezoid")
+    theirs = captum_attr.IntegratedGradients(lite0).attribute(flower128, target=t, n_steps=8,
+                                                              method="riemann_trapezoid")
+    torch.testing.assert_close(ours * 7 / 8, theirs, rtol=1e-3, atol=1e-5)
+    module = lite0.layer(LAYER)
+    torch.testing.assert_close(A.layer_gradient_x_activation(lite0, flower128, LAYER, t),
+                               captum_attr.LayerGradientXActivation(lite0, module).attribute(flower128, target=t))
+    black = torch.zeros_like(flower128)
+    ours = A.layer_integrated_gradients(lite0, flower128, LAYER, t, baselines=black, n_steps=8)
+    theirs = captum_attr.LayerIntegratedGradients(lite0, module).attribute(
+        flower128, baselines=black, target=t, n_steps=8, method="riemann_left")
+    torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-5)
