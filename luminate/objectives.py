@@ -44,7 +44,6 @@ Deliberate differences from Lucid (each also noted where it applies):
 
 from __future__ import annotations
 
-import math
 import numbers
 import re
 from typing import Callable, Iterable, Mapping, Sequence

@@ -119,7 +119,7 @@ def test_positions_depend_only_on_seed_and_image(store):
 
 
 def test_forward_ad_attribution_equals_gradient(lite0, store, image_dir):
-    names, meta = store.image_names(), store.meta()
+    meta = store.meta()
     rows = np.arange(3)
     images = torch.cat([lite0.preprocess(store.image_path(meta["image"][r])) for r in rows])
     yx = torch.as_tensor(store.positions(rows=rows), dtype=torch.int64)

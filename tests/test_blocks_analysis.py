@@ -1,7 +1,6 @@
 """Building Blocks analyses: sprite cache, semantic dictionary, activation grid, layer-by-layer view, neuron groups."""
 
 import copy
-import importlib
 import json
 
 import pytest
@@ -83,26 +82,26 @@ def test_sprite_cache_misses_on_new_settings_or_weights(lite0, tmp_path, render_
     assert render_calls == [2, 2, 2]
 
     model = copy.deepcopy(lite0)
-    assert sprites.weights_key(model) == sprites.weights_key(lite0)
+    assert model.weights_fingerprint() == lite0.weights_fingerprint()
     icons(model, [1, 2], tmp_path)
     assert render_calls == [2, 2, 2], "identical weights share the cache"
     with torch.no_grad():
         model.network.blocks[14].project.conv.weight[0, 0, 0, 0] += 1e-3   # a layer deeper than blocks.2
-    assert sprites.weights_key(model) != sprites.weights_key(lite0)
+    assert model.weights_fingerprint() != lite0.weights_fingerprint()
     icons(model, [1, 2], tmp_path)
     assert render_calls == [2, 2, 2, 2]
 
 
-def test_weights_key_is_memoized(lite0, monkeypatch):
-    key = sprites.weights_key(lite0)
-    calls = []
-    collect = importlib.import_module("luminate.atlas.collect")   # the package's `collect` is the function
-    monkeypatch.setattr(collect, "weights_fingerprint", lambda m: calls.append(1) or "x")
-    assert sprites.weights_key(lite0) == key and not calls
-    assert sprites.weights_key(lite0, refresh=True) == "x" and calls == [1]
-    sprites.weights_key(lite0, refresh=True)
-    monkeypatch.undo()
-    assert sprites.weights_key(lite0, refresh=True) == key
+def test_weights_fingerprint_is_memoized_and_follows_in_place_changes(lite0):
+    model = copy.deepcopy(lite0)
+    key = model.weights_fingerprint()
+    assert model.weights_fingerprint() == key
+    with torch.no_grad():
+        model.network.stem.conv.weight[0, 0, 0, 0] += 1.0
+    assert model.weights_fingerprint() != key
+    with torch.no_grad():
+        model.network.stem.conv.weight[0, 0, 0, 0] -= 1.0
+    assert model.weights_fingerprint() == key
 
 
 def test_semantic_dictionary_matches_topk(lite0, flower_path, tmp_path, fake_render):

@@ -8,7 +8,7 @@ vectorized :func:`~luminate.objectives.channels` objective), and keeps them in a
 * one sprite sheet (PNG) per (model, weights, layer, render settings), channel ``n`` at row ``n // cols``, column
   ``n % cols`` (``cols = ceil(sqrt(channels of the layer))``), plus a JSON index listing the channels present and the
   settings that made them;
-* the key holds the model name, a fingerprint of its weights (see :func:`weights_key`), the layer and every render
+* the key holds the model name, a fingerprint of its weights (:meth:`Model.weights_fingerprint`), the layer and every render
   setting (size, steps, lr, seed, transforms, parameterization, ReLU redirection, Luminate version), so new weights or
   settings never reuse stale icons;
 * only missing channels are rendered; the sheet grows incrementally and a second call renders nothing.
@@ -29,7 +29,6 @@ import math
 import os
 import re
 import tempfile
-import weakref
 from pathlib import Path
 from typing import Sequence
 
@@ -47,9 +46,6 @@ from luminate.transforms import Transform, compose, standard_transforms
 #: Channels rendered together in one batch (one image per channel).
 DEFAULT_BATCH = 32
 
-_FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
-
-
 def default_cache_dir() -> Path:
     """``$LUMINATE_CACHE``, else ``$LUMINATE_HOME/sprites``, else ``~/.cache/luminate/sprites``."""
     if os.environ.get("LUMINATE_CACHE"):
@@ -57,31 +53,6 @@ def default_cache_dir() -> Path:
     if os.environ.get("LUMINATE_HOME"):
         return Path(os.environ["LUMINATE_HOME"]).expanduser() / "sprites"
     return Path.home() / ".cache" / "luminate" / "sprites"
-
-
-def weights_key(model: Model, refresh: bool = False) -> str:
-    """A short hash of every parameter and buffer of ``model.network`` (all bytes: any changed value changes it);
-    the same value as :func:`luminate.atlas.collect.weights_fingerprint`, memoized.
-
-    Hashing all of EfficientNet-Lite0 (4.6M parameters) takes a few tens of milliseconds, so the value is memoized
-    per network (weakly referenced) and recomputed only when a tensor has been replaced or modified in place
-    (PyTorch's per-tensor version counter: optimizer steps, ``copy_``, ``load_state_dict``). Writes through
-    ``tensor.data`` bypass the version counter; after such edits pass ``refresh=True`` once.
-    """
-    model = as_model(model)
-    network = model.network
-    state = [t for t in network.state_dict(keep_vars=True).values() if isinstance(t, torch.Tensor)]
-    stamp = tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype) for t in state)
-    memo = _FINGERPRINTS.get(network)
-    if memo is not None and memo[0] == stamp and not refresh:
-        return memo[1]
-    # the one weight hash of Luminate (activation stores record it too); imported here because luminate.atlas
-    # itself imports this module
-    from luminate.atlas.collect import weights_fingerprint
-
-    value = weights_fingerprint(model)
-    _FINGERPRINTS[network] = (stamp, value)
-    return value
 
 
 def icon_settings(size: int, steps: int, lr: float, seed: int, transforms: Sequence[Transform] | Transform | None,
@@ -106,7 +77,7 @@ class SpriteSheet:
         self.n_channels = n_channels
         self.cols = max(1, math.ceil(math.sqrt(n_channels)))
         self.settings = {**settings, "model": model.name, "layer": layer, "channels": n_channels}
-        self.weights = weights_key(model)
+        self.weights = model.weights_fingerprint()
         digest = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:12]
         folder = root / f"{_safe(model.name)}-{self.weights}"
         self.png = folder / f"{_safe(layer)}-{digest}.png"

@@ -51,7 +51,6 @@ import torch
 from torch import Tensor
 
 from luminate import images as imageio
-from luminate.analysis.sprites import weights_key
 from luminate.atlas.icons import render_icons
 from luminate.atlas.layout import atlas_layout, bin_layout, class_filter, comparison_layout, whitening_matrix
 from luminate.atlas.store import ActivationStore
@@ -356,9 +355,9 @@ def _model(store: ActivationStore, model) -> Model:
         model = load(store.model_name)
     model = as_model(model)
     expected = store.settings.get("weights")
-    if expected and weights_key(model) != expected:
+    if expected and model.weights_fingerprint() != expected:
         warnings.warn(f"the model's weights differ from those that collected {store.path} (fingerprint "
-                      f"{weights_key(model)} vs {expected}); icons may not match the layout", stacklevel=3)
+                      f"{model.weights_fingerprint()} vs {expected}); icons may not match the layout", stacklevel=3)
     return model
 
 

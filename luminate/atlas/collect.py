@@ -106,7 +106,7 @@ def collect(model, images, layers: str | Sequence[str], out_dir, positions_per_i
     shard_images = max(1, shard_size // positions_per_image)
     n_shards = math.ceil(n_images / shard_images)
     settings = {
-        "model": model.name, "weights": weights_fingerprint(model), "input": model.contract.describe(),
+        "model": model.name, "weights": model.weights_fingerprint(), "input": model.contract.describe(),
         "layers": names, "positions_per_image": positions_per_image, "seed": seed, "sampling": "uniform-v1",
         "shard_images": shard_images, "attribution": bool(attribution), "activation_dtype": activation_dtype,
         "attribution_dtype": attribution_dtype, "top_k": top_k, "n_images": n_images,
@@ -174,15 +174,6 @@ def _output_width(model: Model) -> int:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"{model.name} returns {shape}; collection needs a classifier returning logits [N, classes]")
     return int(out.shape[1])
-
-
-def weights_fingerprint(model: Model) -> str:
-    """A short hash of the network's parameters and buffers (so a store knows which weights made it)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.network.state_dict().items():
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}\n".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def draw_positions(seed: int, image_index: int, grid: tuple[int, int], count: int) -> np.ndarray:

@@ -41,7 +41,6 @@ from PIL import Image, PngImagePlugin
 from torch import Tensor
 
 from luminate.activations import LayerTap
-from luminate.analysis.sprites import weights_key
 from luminate.models.base import Model, as_model
 from luminate.objectives import Objective, directions as directions_objective, penalize_boundary_complexity
 from luminate.param import image
@@ -97,7 +96,7 @@ def render_icons(model: Model | torch.nn.Module | str, layer: str, directions, s
                          f"{model.layer_info(layer).channels} channels")
     S_t = None if S is None else torch.as_tensor(np.asarray(S), dtype=torch.float32)
     transform = compose(atlas_transforms(size) if transforms is None else transforms)
-    settings = {"version": ICON_VERSION, "model": model.name, "weights": weights_key(model),
+    settings = {"version": ICON_VERSION, "model": model.name, "weights": model.weights_fingerprint(),
                 "layer": layer, "size": size, "steps": steps, "attempts": attempts, "cossim_pow": float(cossim_pow),
                 "lr": lr, "boundary_width": boundary_width, "transforms": repr(transform),
                 "redirect_relu_steps": redirect_relu_steps, "seed": seed,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -105,6 +106,28 @@ class Model(nn.Module):
         if not -n <= channel < n:
             raise IndexError(f"channel {channel} is out of range for layer {layer!r} of {self.name}, "
                              f"which has {n} channels (0..{n - 1})")
+
+    def weights_fingerprint(self, refresh: bool = False) -> str:
+        """A short hash of every parameter and buffer of the network (any changed value changes it).
+
+        Caches (sprite sheets, atlas icons) and activation stores record it, so they never reuse results
+        made with other weights. Hashing EfficientNet-Lite0 takes tens of milliseconds, so the value is
+        memoized and recomputed when a tensor is replaced or modified in place (PyTorch's version counters:
+        ``copy_``, optimizer steps, ``load_state_dict``). Writes through ``tensor.data`` bypass the counters:
+        pass ``refresh=True`` after those.
+        """
+        state = self.network.state_dict(keep_vars=True)
+        stamp = tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype) for t in state.values())
+        memo = self.__dict__.get("_fingerprint")
+        if memo is not None and memo[0] == stamp and not refresh:
+            return memo[1]
+        digest = hashlib.sha256()
+        for name, tensor in state.items():
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}\n".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        value = digest.hexdigest()[:16]
+        self.__dict__["_fingerprint"] = (stamp, value)
+        return value
 
     def class_index(self, label: str | int) -> int:
         if self.labels is None:
