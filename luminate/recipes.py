@@ -177,7 +177,7 @@ def gallery(model: Model, steps: int = 256, size: int = 128, seed: int = 0, prog
                                   "similarity (Gram-matrix overlap): different facets of one feature.",
                                   r.image, [f"{layer}:{a} #{i + 1}" for i in range(r.image.shape[0])], r))
     say(f"class: {label}")
-    r = class_visualization(model, label, steps=max(steps, 256), seed=seed, progress=progress)
+    r = class_visualization(model, label, steps=steps, seed=seed, progress=progress)
     with torch.no_grad():
         top = model(r.image.to(model.device)).softmax(-1)[0].topk(3)
     names = [model.labels[i] if model.labels is not None else str(i) for i in top.indices.tolist()]
@@ -190,7 +190,8 @@ def gallery(model: Model, steps: int = 256, size: int = 128, seed: int = 0, prog
         photo = load_image(photos[-1])
         shallow, deep = _dream_layers(model, layer)
         say(f"DeepDream: {shallow}, {deep}")
-        dreams = [deepdream(model, photo, lay, seed=seed, progress=progress) for lay in (shallow, deep)]
+        dreams = [deepdream(model, photo, lay, steps=max(1, steps // 4), seed=seed, progress=progress)
+                  for lay in (shallow, deep)]
         original = model.contract.preprocess(photo)
         experiments.append(Experiment("deepdream", "DeepDream",
                                       f"{photos[-1].name} (left) amplified toward what a shallow layer ({shallow}: "

@@ -1,0 +1,43 @@
+"""The feature-visualization experiments and the gallery page (tiny settings: they test wiring, not beauty)."""
+
+import torch
+
+from luminate import recipes
+from luminate.views.gallery import write_gallery
+
+
+def test_strongest_channels_skip_dead_ones(lite0):
+    channels = recipes.strongest_channels(lite0, "blocks.9", 3)
+    assert len(set(channels)) == 3 and all(0 <= c < 112 for c in channels)
+
+
+def test_default_layer_is_a_middle_block(lite0):
+    assert recipes.default_layer(lite0) == "blocks.9"
+
+
+def test_negative_image_moves_the_channel_both_ways(lite0):
+    r = recipes.negative(lite0, "blocks.6", 5, size=48, steps=20, progress=False)
+    assert r.image.shape[0] == 2
+    # item 0 maximizes the channel, item 1 minimizes it: both contributions rise
+    assert (r.history[-1] > r.history[0]).all()
+
+
+def test_neuron_image_is_focused_channel_image_fills_the_frame(lite0):
+    r = recipes.neuron_vs_channel(lite0, "blocks.6", 5, size=64, steps=40, progress=False)
+    change = (r.image - 0.5).abs().mean(1)  # [2, H, W]: how far each pixel moved from the grey start
+    h, w = change.shape[-2:]
+    centre = change[:, h // 4: 3 * h // 4, w // 4: 3 * w // 4].mean((1, 2))
+    whole = change.mean((1, 2))
+    assert centre[0] / whole[0] > centre[1] / whole[1]
+
+
+def test_gallery_page_has_every_experiment(lite0, tmp_path):
+    experiments = recipes.gallery(lite0, steps=2, size=32, progress=False)
+    keys = [e.key for e in experiments]
+    assert keys == ["neuron_vs_channel", "channel_pair", "interpolate", "negative", "diverse", "class", "deepdream"]
+    assert all(e.images.shape[0] == len(e.captions) for e in experiments)
+    page = write_gallery(lite0, experiments, tmp_path / "gallery")
+    html = page.read_text()
+    assert html.count("<section") == len(experiments) and "http://" not in html and "https://" not in html
+    assert (tmp_path / "gallery" / "interpolate.png").exists()
+    assert torch.isfinite(experiments[2].images).all()
