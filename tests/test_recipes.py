@@ -41,3 +41,21 @@ def test_gallery_page_has_every_experiment(lite0, tmp_path):
     assert html.count("<section") == len(experiments) and "http://" not in html and "https://" not in html
     assert (tmp_path / "gallery" / "interpolate.png").exists()
     assert torch.isfinite(experiments[2].images).all()
+
+
+def test_gallery_opens_in_a_browser_with_every_caption(lite0, tmp_path, page):
+    import numpy as np
+    from PIL import Image
+
+    experiments = recipes.gallery(lite0, steps=2, size=32, progress=False)
+    path = write_gallery(lite0, experiments, tmp_path / "g")
+    page.goto(path.as_uri())
+    assert page.locator("section.card").count() == len(experiments)
+    captions = page.locator("figcaption").all_inner_texts()
+    assert captions[0].startswith("neuron blocks.9:") and any("DeepDream" in c for c in captions)
+    sizes = page.evaluate("Array.from(document.images).map(i => i.naturalWidth)")
+    assert sizes and min(sizes) > 0  # every inline image decoded
+    shot = tmp_path / "shot.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert np.asarray(Image.open(shot).convert("RGB"), dtype=np.float32).std() > 10
+    assert page.remote_requests == []
