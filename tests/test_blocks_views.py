@@ -55,7 +55,7 @@ def test_daisy_attribution_lies_on_the_flower(lite0, flower_path):
     """Spatial attribution of "daisy" on flower.jpg puts more mass on the (bright, warm) flower than on the dark
     teal background; the flower mask comes from the photo itself."""
     maps = B.attribution_maps(lite0, flower_path, B.explain_layers(lite0)["attribution"], ["daisy"], n_steps=16)
-    assert maps.classes == ["daisy"] and maps.spatial.shape == (1, 7, 7)
+    assert maps.classes == ["daisy"] and maps.spatial.shape == (1, 14, 14)
     x = maps.image[0]
     r, g, b = x
     flower = (r > 0.5) & (r > b + 0.15)
@@ -86,7 +86,7 @@ def explain_page(tmp_path_factory, flower_path, cache_dir):
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         code = main(["explain", "efficientnet_lite0", flower_path, "-o", str(out), "--icon-size", "32",
-                     "--icon-steps", "4", "--groups", "2", "--attribution-steps", "4", "-k", "3", "--top", "2",
+                     "--icon-steps", "4", "--groups", "2", "--attribution-steps", "4", "-k", "2", "--top", "2",
                      "--cache", str(cache_dir), "--quiet"])
     assert code == 0
     return out, stdout.getvalue()

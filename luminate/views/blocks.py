@@ -44,7 +44,7 @@ ClassLike = int | str
 #: name with shell wildcards. ``groups`` must be non-negative for NMF: EfficientNet's block outputs are signed
 #: (linear projections), its ``head`` is after a ReLU6. Other models: see :func:`explain_layers`.
 EXPLAIN_LAYERS: dict[str, dict[str, str]] = {
-    "efficientnet_lite*": {"attribution": "blocks.12", "groups": "head", "dictionary": "blocks.12"},
+    "efficientnet_lite*": {"attribution": "blocks.10", "groups": "head", "dictionary": "blocks.10"},
     "inception_v1": {"attribution": "mixed4d", "groups": "mixed4d", "dictionary": "mixed4d"},
 }
 
@@ -243,14 +243,14 @@ def _icon_urls(icons: dict[int, torch.Tensor]) -> dict[str, str]:
     return {str(int(c)): data_url(icon) for c, icon in icons.items()}
 
 
-def _signed_row(label: str, value: float, vmax: float, signed: bool = True, label_html: bool = False) -> str:
+def _signed_row(label: str, value: float, vmax: float, signed: bool = True) -> str:
+    """A label, a bar (signed: orange right of centre / blue left; else orange from the left) and the value."""
     pct = min(100.0, 100.0 * abs(value) / vmax) if vmax > 0 else 0.0
     if signed:
         span = f'<span class="{"pos" if value >= 0 else "neg"}" style="width:{pct / 2:.1f}%"></span>'
     else:
         span = f'<span class="pos" style="width:{max(0.0, pct):.1f}%"></span>'
-    text = label if label_html else esc(label)
-    return (f'<div class="lm-hrow"><div>{text}</div><div class="lm-hbar{"" if signed else " plain"}">{span}</div>'
+    return (f'<div class="lm-hrow"><div>{esc(label)}</div><div class="lm-hbar{"" if signed else " plain"}">{span}</div>'
             f"<div>{value:.3g}</div></div>")
 
 
@@ -425,8 +425,9 @@ def attribution_maps(model: Model | str, image: ImageLike, layer: str,
     class's attributions sum to about ``logit(image) - logit(zero activation)``. **Differs from Lucid's
     AttrSpatial**, which used the linear approximation ``acts * grad`` (``integrated=False``): at EfficientNet's
     residual block outputs (signed activations) the linear sum over channels comes out *negative* on the object
-    (measured on flower.jpg, ``daisy``, ``blocks.12``: mean -0.05 on the flower vs -0.02 elsewhere), while the
-    integrated map is positive and concentrated on it (0.26 vs 0.08). For layers that feed the logits linearly
+    (measured on flower.jpg, ``daisy``, ``blocks.10``: mean -0.025 on the flower vs +0.001 elsewhere; ``blocks.12``:
+    -0.05 vs -0.02), while the integrated map is positive and concentrated on it (``blocks.10``: 0.06 vs 0.019;
+    ``blocks.12``: 0.26 vs 0.08). For layers that feed the logits linearly
     (``head`` of EfficientNet, after the last ReLU6) both methods agree.
 
     ``image``: a path / PIL image / array (through ``model.preprocess``) or a ``[1, 3, H, W]`` tensor (as is).
@@ -455,10 +456,11 @@ def attribution_maps(model: Model | str, image: ImageLike, layer: str,
 
 
 def spotlight(photo: torch.Tensor, values: torch.Tensor, floor: float = 0.15) -> torch.Tensor:
-    """The photo ``[3, H, W]`` lit where ``values`` ``[h, w]`` is positive (dimmed to ``floor`` elsewhere)."""
-    pos = values.float().clamp_min(0)
-    pos = pos / pos.max().clamp_min(1e-12)
-    light = _upsample(pos, tuple(photo.shape[1:])).clamp(0, 1)
+    """The photo ``[3, H, W]`` lit where ``values`` ``[h, w]`` is positive (dimmed to ``floor`` elsewhere).
+
+    The positive part is scaled by its 99th percentile (clipped to 1), so one hot position does not leave the
+    rest of the evidence in the dark."""
+    light = _upsample(_unit99(values), tuple(photo.shape[1:])).clamp(0, 1)
     return photo * (floor + (1 - floor) * light)
 
 
@@ -542,7 +544,8 @@ def attribution_section(maps: AttributionMaps, width: int = PHOTO_WIDTH, n_chann
     payload = {"layer": maps.layer, "classes": maps.classes, "values": _nested(values, 4),
                "vmax": float(maps.spatial.abs().max().clamp_min(1e-12)), "overlays": overlays,
                "first": maps.classes[0], "start": start, "h": h, "w": w}
-    buttons = "".join(f'<button class="lm-pick" data-overlay="{esc(key)}">{esc(label)}</button>' for key, label in picks)
+    buttons = "".join(f'<button class="lm-pick" data-overlay="{esc(key)}">{esc(label)}</button>'
+                      for key, label in picks)
     aspect = photo.shape[1] / photo.shape[2]
     thumbs = "".join(f"<figure>{img_tag(spotlight(photo, maps.spatial[i]), width=120, fmt='jpeg', alt=name)}"
                      f"<figcaption>{esc(name)}</figcaption></figure>" for i, name in enumerate(maps.classes))
@@ -659,6 +662,10 @@ def groups_view(ngv) -> HTMLView:
 
 
 # ----------------------------------------------------------------------------------- layer by layer
+def _input_figure(photo: torch.Tensor, size: int = 96) -> str:
+    return f"<figure>{img_tag(photo, width=size, alt='input')}<figcaption><b>input</b></figcaption></figure>"
+
+
 def perception_section(layer_views: Sequence, size: int = 96, first: str = "") -> str:
     """A strip with each layer's colour summary (``LayerView.summary`` ``[3, h, w]``), in forward order, after the
     HTML ``first`` (e.g. the input photo)."""
@@ -680,8 +687,7 @@ def perception_view(layer_views: Sequence, image: ImageLike | None = None, model
     """
     if not layer_views:
         raise ValueError("no layers to show: pass the list that luminate.analysis.perception.layer_by_layer returns")
-    photo = f"<figure>{img_tag(_photo(image), width=96, alt='photo')}<figcaption><b>input</b></figcaption></figure>" \
-        if image is not None else ""
+    photo = _input_figure(_photo(image)) if image is not None else ""
     lede = ("From the input to the last layer: each square is one layer's activations, coloured by their first three "
             "principal components, so you can watch resolution drop and regions group into objects.")
     return _blocks_page(f"Layer by layer{': ' + model_name if model_name else ''}",
@@ -693,8 +699,9 @@ def perception_view(layer_views: Sequence, image: ImageLike | None = None, model
 def explain_layers(model: Model) -> dict[str, str]:
     """Default layers ``{"attribution": ..., "groups": ..., "dictionary": ...}`` for :func:`explain`.
 
-    From :data:`EXPLAIN_LAYERS` for known models (EfficientNet-Lite: attribution and dictionary at ``blocks.12``,
-    groups at ``head``; InceptionV1: ``mixed4d``, as Lucid). Otherwise the top-level block about 75% of the way
+    From :data:`EXPLAIN_LAYERS` for known models (EfficientNet-Lite: attribution and dictionary at ``blocks.10``,
+    the last block with a 14x14 grid at 224 px, as Lucid's ``mixed4d``; groups at ``head``, 7x7, non-negative;
+    InceptionV1: ``mixed4d``, as Lucid). Otherwise the top-level block about 75% of the way
     through the network for attribution and groups, and :func:`luminate.recipes.default_layer` (about 60%) for the
     dictionary.
     """
@@ -750,8 +757,7 @@ def explain_view(explanation: Explanation) -> HTMLView:
         _section(f"Semantic dictionary of {d.layer}", dictionary_section(d),
                  f"Hover a cell: the {d.top_channels.shape[2]} channels of <code>{esc(d.layer)}</code> that fire most "
                  "there, as feature visualizations with bars proportional to their activation.", sid="dictionary"),
-        _section("Layer by layer", perception_section(
-            e.layers, first=f"<figure>{img_tag(photo, width=96, alt='input')}<figcaption><b>input</b></figcaption></figure>"),
+        _section("Layer by layer", perception_section(e.layers, first=_input_figure(photo)),
                  "Each layer's activations coloured by their first three principal components, from the input to "
                  "the last layer.", sid="layers"),
     ]
@@ -770,7 +776,7 @@ def explain(model: Model | str, image: ImageLike, layer: str | None = None,
             classes: Sequence[ClassLike] | ClassLike | None = None, n_groups: int = 6, *,
             groups_layer: str | None = None, dictionary_layer: str | None = None, top: int = 5, n_classes: int = 3,
             k: int = 4, icon_size: int = 64, icon_steps: int = 128, group_steps: int | None = None,
-            attribution_steps: int = 16, integrated: bool = True, n_channels: int = 3,
+            attribution_steps: int = 32, integrated: bool = True, n_channels: int = 3,
             cache_dir: str | os.PathLike | None = None, seed: int = 0, progress: bool = True,
             log: Callable[[str], None] | None = None, return_data: bool = False) -> HTMLView | Explanation:
     """Explain one photo: everything the Building Blocks show, computed and laid out on one page.
@@ -785,15 +791,17 @@ def explain(model: Model | str, image: ImageLike, layer: str | None = None,
     * a semantic dictionary of ``dictionary_layer`` (top ``k`` channels per position);
     * the layer-by-layer strip (:func:`luminate.analysis.perception.layer_by_layer`).
 
-    Layers default to :func:`explain_layers` (EfficientNet-Lite: attribution and dictionary at ``blocks.12``,
+    Layers default to :func:`explain_layers` (EfficientNet-Lite: attribution and dictionary at ``blocks.10``,
     groups at ``head``, whose activations are non-negative as NMF needs; InceptionV1: ``mixed4d``). When ``layer``
     is given, the dictionary defaults to it too. The dictionary's and the channel attribution's icons come from
     the sprite cache (``cache_dir``, see :func:`luminate.analysis.sprites.channel_icons`): with both on one layer,
     channels are rendered once, and a later run renders only channels no earlier run needed.
 
-    Cost: the channel icons dominate (about 45 for a 7x7 dictionary with ``k=4``), each ``icon_steps`` optimizer
-    steps; the group icons add ``n_groups`` more. Returns the page, or the :class:`Explanation` with
-    ``return_data=True``.
+    Cost: the channel icons dominate (about 90 for a 14x14 dictionary with ``k=4``, rendered 32 per batch for
+    ``icon_steps`` steps); the group icons add one batch of ``n_groups``. Measured for EfficientNet-Lite0 and
+    flower.jpg on 2 CPU cores (torch 2 threads, idle machine, empty sprite cache): 81 s wall with the defaults
+    (dictionary 66 s, groups 10 s, attribution 2 s); ``icon_steps=256`` roughly doubles the icon time. Returns
+    the page, or the :class:`Explanation` with ``return_data=True``.
     """
     from luminate.analysis.dictionary import semantic_dictionary
     from luminate.analysis.groups import explain_groups
