@@ -74,12 +74,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only efficientnet_lite0, blocks.9, 128 px, batch 1")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS), help="models to time")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.quick:
         grid = [("efficientnet_lite0", "middle", 128, 1)]
     else:
-        grid = [(n, w, s, b) for n in CONFIGS for w in ("middle", "logits") for s in (128, 224) for b in (1, 8)]
+        grid = [(n, w, s, b) for n in args.models for w in ("middle", "logits") for s in (128, 224) for b in (1, 8)]
     print(f"{'model':<20} {'layer':<10} {'size':>4} {'batch':>5} {'render ms':>10} {'cut ms':>8} {'full ms':>8} "
           f"{'render/cut':>10} {'full/cut':>8}")
     for name, which, size, batch in grid:
