@@ -27,7 +27,7 @@ from luminate import param as P
 from luminate import transforms as T
 from luminate.activations import activations
 from luminate.images import load_image, sample_image_paths
-from luminate.models.base import Model, as_model, top_level_layers
+from luminate.models.base import Model, as_model, block_layers
 from luminate.render import RenderResult, render
 
 
@@ -126,10 +126,8 @@ def strongest_channels(model: Model, layer: str, k: int = 2, photos: list | None
 
 def default_layer(model: Model) -> str:
     """A middle layer: the top-level block about 60% of the way through the network."""
-    blocks = [info for info in top_level_layers(model) if len(info.shape) == 3 and "." in info.name]
-    if not blocks:
-        blocks = [info for info in model.layers() if len(info.shape) == 3]
-    return blocks[int(0.6 * (len(blocks) - 1))].name
+    blocks = block_layers(model)
+    return blocks[int(0.6 * (len(blocks) - 1))]
 
 
 def gallery(model: Model, steps: int = 256, size: int = 128, seed: int = 0, progress: bool = True,
@@ -202,7 +200,7 @@ def gallery(model: Model, steps: int = 256, size: int = 128, seed: int = 0, prog
 
 
 def _dream_layers(model: Model, middle: str) -> tuple[str, str]:
-    blocks = [info.name for info in top_level_layers(model) if len(info.shape) == 3 and "." in info.name]
+    blocks = block_layers(model)
     if len(blocks) < 3:
         return middle, middle
     return blocks[len(blocks) // 4], blocks[(3 * len(blocks)) // 4]

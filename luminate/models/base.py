@@ -219,6 +219,15 @@ def _trace_layers(model: Model, size: tuple[int, int]) -> list[LayerInfo]:
     return sorted(shapes.values(), key=lambda info: order[info.name])
 
 
+def block_layers(model: Model) -> list[str]:
+    """The network's repeated spatial blocks (``blocks.0`` ... ``blocks.15``): the children of its Sequential /
+    ModuleList containers with ``[C, H, W]`` outputs of more than one position, in forward order. Models without such containers give their
+    top-level spatial layers, and failing that every spatial layer. Recipes pick default layers from this list."""
+    spatial = [info for info in top_level_layers(model) if len(info.shape) == 3 and info.shape[1] * info.shape[2] > 1]
+    blocks = [info.name for info in spatial if "." in info.name]
+    return blocks or [info.name for info in spatial] or [info.name for info in model.layers() if len(info.shape) == 3]
+
+
 def top_level_layers(model: Model, size=None) -> list[LayerInfo]:
     """Layers worth listing first: named children and the blocks of containers (``blocks.0``, ...)."""
     infos = model.layers(size)

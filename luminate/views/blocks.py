@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from luminate.images import ImageLike, data_url, to_tensor
-from luminate.models.base import Model, as_model, top_level_layers
+from luminate.models.base import Model, as_model, block_layers
 from luminate.views.html import HTMLView, esc, img_tag, json_script, page
 
 ClassLike = int | str
@@ -710,8 +710,8 @@ def explain_layers(model: Model) -> dict[str, str]:
     for pattern, layers in EXPLAIN_LAYERS.items():
         if fnmatch.fnmatch(model.name, pattern):
             return dict(layers)
-    blocks = [info.name for info in top_level_layers(model) if len(info.shape) == 3]
-    late = blocks[int(0.75 * (len(blocks) - 1))] if blocks else default_layer(model)
+    blocks = block_layers(model)
+    late = blocks[int(0.75 * (len(blocks) - 1))]
     return {"attribution": late, "groups": late, "dictionary": default_layer(model)}
 
 
