@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["models", "render", "blocks", "atlas"]
+COMMANDS = ["models", "render", "blocks", "atlas", "microscope", "experiments", "quality"]
 
 
 def build_parser() -> argparse.ArgumentParser:
