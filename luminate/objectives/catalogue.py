@@ -1,13 +1,4 @@
-"""Objectives: what feature visualization maximizes, and how objectives combine.
-
-An :class:`Objective` reads activations and returns a **per-batch-item contribution vector** ``[B]``
-whose sum is exactly the scalar Lucid's objective of the same name computes. The render loop
-maximizes ``objective(acts).sum()`` and records the vector, so each image of a batch has its own score.
-
-``acts`` maps layer names to activations, NCHW: ``[B, C, H, W]`` for convolutional layers and
-``[B, C]`` for linear ones (channel dimension 1), plus ``"input"`` (the untransformed
-parameterization output ``[B, C, H, W]`` in [0, 1]), ``"output"`` (the model output) and
-``acts["step"]`` (a 0-d int64 tensor, the optimization step, read by :func:`schedule`).
+"""The catalogue: Lucid's objectives (and a few more), each a per-item contribution vector ``[B]``.
 
 How a Lucid scalar becomes a vector:
 
@@ -23,13 +14,10 @@ How a Lucid scalar becomes a vector:
 * a length-1 vector is a batch-free total (a :func:`schedule`, or a callable returning a scalar): added to a
   ``[B]`` vector it is spread evenly, ``total / B`` per item. Numbers added to objectives are spread the same way.
 
-Algebra: ``a + b``, ``a - b``, ``-a``, ``k * a``, ``a / k``, ``a + k``, ``sum([...])`` and
-:meth:`Objective.sum` give linear combinations; ``a * b`` and ``a / b`` of two objectives multiply (divide)
-``a``'s vector by ``b``'s total, as Lucid multiplies scalars (used for schedules: ``decay(200) * blur``).
-
-Several single-item objectives on one layer inside one sum (``sum(channel(l, n_i, batch=i) for i ...)``,
-``sum(direction(l, v_i, batch=i) ...)``) are fused into one vectorized gather, so a batch of 64 icons
-costs one tensor operation, not 64. :func:`channels` and :func:`directions` build that form directly.
+Many units at once: :func:`channels` (item ``i`` maximizes channel ``indices[i]``) and :func:`directions` (item
+``i`` follows direction ``vecs[i]``) compute every item in one vectorized gather; Luminate's own code (sprites,
+atlas icons, grids, groups) uses them. A sum of single-item terms written out, ``sum(channel(l, n_i, batch=i) ...)``,
+is merged into the same form when the sum is built (see ``core._fuse``).
 
 Deliberate differences from Lucid (each also noted where it applies):
 
@@ -45,268 +33,16 @@ Deliberate differences from Lucid (each also noted where it applies):
 from __future__ import annotations
 
 import numbers
-import re
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from luminate.models.base import Model, as_model
-
-Acts = Mapping[str, Tensor]
-
-#: Layer names that are not modules of the network.
-SPECIAL_LAYERS = frozenset({"input", "output"})
+from luminate.models.base import Model
+from luminate.objectives.core import Acts, Objective, _is_number, _linear_name, _num
 
 _EPS = 1e-4  # Lucid's epsilon in the cosine similarity
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The Objective class and its algebra
-# ----------------------------------------------------------------------------------------------------------------
-
-
-class Objective:
-    """A function ``acts -> [B]`` with the layers it reads and a readable name.
-
-    Args:
-        fn: ``acts -> Tensor [B]`` (a 0-d tensor is accepted as a batch-free total and becomes ``[1]``).
-        layers: layer names ``fn`` reads (``"input"`` and ``"output"`` included when used).
-        name: short description, e.g. ``"channel(blocks.9, 7)"``.
-        bind: optional ``model -> Objective`` that validates/resolves this objective against a model.
-    """
-
-    _prec = 3  # precedence for names: 3 atom, 2 product, 1 sum
-
-    def __init__(self, fn: Callable[[Acts], Tensor], layers: Iterable[str] = (), name: str | None = None, *,
-                 bind: Callable[[Model], "Objective"] | None = None):
-        if not callable(fn):
-            raise TypeError(f"an Objective wraps a function acts -> [B] tensor, got {type(fn).__name__}")
-        layers = [layers] if isinstance(layers, str) else list(layers)
-        for layer in layers:
-            if not isinstance(layer, str):
-                raise TypeError(f"layer names are strings like 'blocks.9', got {layer!r}")
-        self._fn = fn
-        self.layers: frozenset[str] = frozenset(layers)
-        self.name: str = name or getattr(fn, "__name__", "objective")
-        self._binder = bind
-
-    # -- evaluation ---------------------------------------------------------------------------------------------
-
-    def __call__(self, acts: Acts) -> Tensor:
-        """Per-item contributions ``[B]`` (``[1]`` for a batch-free objective); their sum is the objective."""
-        missing = [name for name in self.layers if name not in acts]
-        if missing:
-            raise KeyError(f"objective {self.name} reads {sorted(missing)}, but the activations only have "
-                           f"{sorted(acts)}; collect every layer in objective.layers")
-        out = self._evaluate(acts)
-        if not isinstance(out, Tensor):
-            raise TypeError(f"objective {self.name} returned {type(out).__name__}, not a tensor")
-        if out.ndim == 0:
-            return out.reshape(1)
-        if out.ndim != 1:
-            raise ValueError(f"objective {self.name} returned shape {tuple(out.shape)}; objectives return one "
-                             "value per batch item, shape [B]")
-        return out
-
-    def _evaluate(self, acts: Acts) -> Tensor:
-        return self._fn(acts)
-
-    def total(self, acts: Acts) -> Tensor:
-        """The scalar objective (Lucid's value): ``self(acts).sum()``."""
-        return self(acts).sum()
-
-    # -- binding --------------------------------------------------------------------------------------------------
-
-    def bind(self, model: Model) -> "Objective":
-        """Validate (and resolve) against ``model`` before any optimization.
-
-        Unknown layers raise with the closest names, channel indices out of range give the valid range,
-        class names are resolved to indices (unknown names suggest close ones). Returns the objective to use.
-        """
-        model = as_model(model)
-        for layer in sorted(self.layers - SPECIAL_LAYERS):
-            model.layer(layer)
-        return self._bind(model)
-
-    def _bind(self, model: Model) -> "Objective":
-        return self._binder(model) if self._binder is not None else self
-
-    # -- algebra --------------------------------------------------------------------------------------------------
-
-    def _terms(self) -> tuple[list[tuple[float, "Objective"]], float]:
-        return [(1.0, self)], 0.0
-
-    def __add__(self, other):
-        if _is_number(other):
-            if other == 0:
-                return self
-            terms, const = self._terms()
-            return _Linear(terms, const + float(other))
-        if isinstance(other, Objective):
-            t1, c1 = self._terms()
-            t2, c2 = other._terms()
-            return _Linear(t1 + t2, c1 + c2)
-        return NotImplemented
-
-    def __radd__(self, other):
-        if _is_number(other):
-            return self.__add__(other)
-        return NotImplemented
-
-    def __neg__(self) -> "Objective":
-        return self * -1.0
-
-    def __sub__(self, other):
-        if _is_number(other):
-            return self + (-float(other))
-        if isinstance(other, Objective):
-            return self + (-other)
-        return NotImplemented
-
-    def __rsub__(self, other):
-        if _is_number(other):
-            return (-self) + float(other)
-        return NotImplemented
-
-    def __mul__(self, other):
-        if _is_number(other):
-            k = float(other)
-            if k == 1.0:
-                return self
-            terms, const = self._terms()
-            return _Linear([(k * c, obj) for c, obj in terms], k * const)
-        if isinstance(other, Objective):
-            return _Product(self, other, "*")
-        return NotImplemented
-
-    def __rmul__(self, other):
-        if _is_number(other):
-            return self.__mul__(other)
-        return NotImplemented
-
-    def __truediv__(self, other):
-        if _is_number(other):
-            if other == 0:
-                raise ZeroDivisionError(f"dividing objective {self.name} by zero")
-            return self * (1.0 / float(other))
-        if isinstance(other, Objective):
-            return _Product(self, other, "/")
-        return NotImplemented
-
-    @staticmethod
-    def sum(objectives: Iterable["Objective | float"]) -> "Objective":
-        """One flat sum of many objectives (numbers allowed): ``Objective.sum([a, b, c])``."""
-        terms: list[tuple[float, Objective]] = []
-        const = 0.0
-        for obj in objectives:
-            if _is_number(obj):
-                const += float(obj)
-            elif isinstance(obj, Objective):
-                t, c = obj._terms()
-                terms += t
-                const += c
-            else:
-                raise TypeError(f"Objective.sum takes objectives and numbers, got {type(obj).__name__}")
-        if not terms:
-            raise ValueError("Objective.sum needs at least one objective")
-        return _Linear(terms, const)
-
-    def __repr__(self) -> str:
-        return f"Objective({self.name})"
-
-    def _name_at(self, prec: int) -> str:
-        return f"({self.name})" if self._prec < prec else self.name
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
-def _num(k: float) -> str:
-    return f"{k:g}"
-
-
-def _accumulate(parts: list[Tensor], const: float = 0.0) -> Tensor:
-    """Sum per-item vectors; a length-1 vector (batch-free total) is spread evenly over the batch."""
-    n = max(p.shape[0] for p in parts)
-    total = None
-    for p in parts:
-        if p.shape[0] != n:
-            if p.shape[0] != 1:
-                raise ValueError(f"objectives disagree on the batch size ({p.shape[0]} vs {n}); "
-                                 "their activations must come from the same batch")
-            p = p.expand(n) / n
-        total = p if total is None else total + p
-    if const:
-        total = total + const / n
-    return total
-
-
-class _Linear(Objective):
-    """``Σ c_j · objective_j + const``; fusable single-item objectives are evaluated as one gather."""
-
-    def __init__(self, terms: list[tuple[float, Objective]], const: float = 0.0):
-        self.terms = [(float(c), obj) for c, obj in terms if c != 0.0] or [(0.0, terms[0][1])]
-        self.const = float(const)
-        layers = frozenset().union(*(obj.layers for _, obj in self.terms))
-        super().__init__(self._evaluate, layers, _linear_name(self.terms, self.const))
-        self._prec = 1 if len(self.terms) > 1 or self.const else 2
-        self._plan: list[tuple[float, Objective]] | None = None
-
-    def _terms(self):
-        return list(self.terms), self.const
-
-    def _evaluate(self, acts: Acts) -> Tensor:
-        if self._plan is None:
-            self._plan = _fuse(self.terms)
-        parts = [obj(acts) if c == 1.0 else c * obj(acts) for c, obj in self._plan]
-        return _accumulate(parts, self.const)
-
-    def _bind(self, model: Model) -> Objective:
-        return _Linear([(c, obj._bind(model)) for c, obj in self.terms], self.const)
-
-
-def _linear_name(terms: list[tuple[float, Objective]], const: float) -> str:
-    out = ""
-    for i, (c, obj) in enumerate(terms):
-        sign = "-" if c < 0 else "+"
-        mag = abs(c)
-        body = obj._name_at(2) if mag == 1.0 else f"{_num(mag)} * {obj._name_at(2)}"
-        if i == 0:
-            out = f"-{body}" if sign == "-" else body
-        else:
-            out += f" {sign} {body}"
-    if const:
-        out += f" {'-' if const < 0 else '+'} {_num(abs(const))}"
-    return out
-
-
-class _Product(Objective):
-    """``a * b`` (or ``a / b``) of two objectives: ``a``'s vector times (over) ``b``'s total.
-
-    The sum is Lucid's product of scalars. For ``a * b`` where ``a`` reads no layers (a schedule or a constant)
-    and ``b`` does, the roles swap so the per-item split follows ``b``: ``decay(n) * blur`` is ``blur_i * decay``.
-    """
-
-    _prec = 2
-
-    def __init__(self, a: Objective, b: Objective, op: str):
-        self.a, self.b, self.op = a, b, op
-        right = b._name_at(3 if op == "/" else 2)
-        super().__init__(self._evaluate, a.layers | b.layers, f"{a._name_at(2)} {op} {right}")
-
-    def _evaluate(self, acts: Acts) -> Tensor:
-        a, b = self.a, self.b
-        if self.op == "*" and not a.layers and b.layers:
-            a, b = b, a   # schedule * objective: keep the per-item split of the objective that reads the batch
-        va = a(acts)
-        tb = b(acts).sum()
-        return va * tb if self.op == "*" else va / tb
-
-    def _bind(self, model: Model) -> Objective:
-        return _Product(self.a._bind(model), self.b._bind(model), self.op)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -445,7 +181,7 @@ class _Items(Objective):
     ``pos=None`` averages every position; ``pos=(x, y)`` takes one (``None`` entries: the centre).
     Entries aimed at one item ``k`` add ``w * score`` at ``k``; entries for the whole batch (``k=None``) add
     ``w * score_i / B`` at every item ``i`` (Lucid's mean over the batch). Several ``_Items`` with the same
-    ``fuse_key`` in one sum merge into one, so one gather serves all of them.
+    ``fuse_key`` in one sum merge into one (:meth:`merge`, called by the sum's plan), so one gather serves all.
     """
 
     def __init__(self, kind: str, layer: str, items: Sequence[int | None], specs, weights: Sequence[float],
@@ -554,29 +290,6 @@ class _Items(Objective):
         else:
             _check_vector_length(model, self.layer, self.specs.shape[1], self.name)
         return self
-
-
-def _fuse(terms: list[tuple[float, Objective]]) -> list[tuple[float, Objective]]:
-    """Merge the ``_Items`` of a sum that share a layer and kind into one vectorized objective."""
-    groups: dict = {}
-    order: list = []   # each entry: a (coefficient, objective) term, or the fuse key of a group
-    for c, obj in terms:
-        key = getattr(obj, "fuse_key", None)
-        if key is None:
-            order.append(("term", (c, obj)))
-        else:
-            if key not in groups:
-                groups[key] = []
-                order.append(("group", key))
-            groups[key].append((c, obj))
-    plan = []
-    for kind, entry in order:
-        if kind == "term":
-            plan.append(entry)
-        else:
-            members = groups[entry]
-            plan.append(members[0] if len(members) == 1 else (1.0, _Items.merge(members)))
-    return plan
 
 
 def _pos(x, y, name: str) -> tuple[int | None, int | None]:
@@ -957,162 +670,3 @@ def decay(n: float) -> Objective:
 def only_after(n: int) -> Objective:
     """0 before step ``n``, 1 from step ``n`` on."""
     return schedule(lambda step: 0.0 if step < n else 1.0, f"only_after({n})")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Conversion and parsing
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def as_objective(obj, layers: Iterable[str] | None = None) -> Objective:
-    """An :class:`Objective` from an Objective (as is), a string (``"blocks.9:7"`` -> ``channel``,
-    ``"class:daisy"`` -> ``class_logit``, or any :func:`parse` expression), or a callable ``acts -> [B]`` (give
-    the ``layers`` it reads)."""
-    if isinstance(obj, Objective):
-        return obj
-    if isinstance(obj, str):
-        return parse(obj)
-    if callable(obj):
-        if layers is None:
-            raise TypeError("as_objective(callable) needs layers=[...], the layer names the callable reads")
-        return Objective(obj, layers, getattr(obj, "__name__", None))
-    raise TypeError(f"cannot make an objective from {type(obj).__name__}; give an Objective, a string like "
-                    "'blocks.9:7' or 'class:daisy', or a callable with layers=")
-
-
-_TOKEN = re.compile(r"""
-    (?P<space>\s+)
-  | (?P<unit>(?P<layer>[A-Za-z0-9_][\w.]*)\s*:\s*(?P<spec>"[^"]*"|'[^']*'|[\w]+))
-  | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
-  | (?P<op>[-+*/()])
-""", re.VERBOSE)
-
-
-class ObjectiveSyntaxError(ValueError):
-    """A malformed objective expression (the message points at the problem)."""
-
-
-def parse(expression: str) -> Objective:
-    """An objective from a small expression: shorthands, numbers, ``+ - * /``, unary minus, parentheses.
-
-    Shorthands: ``layer:7`` is ``channel("layer", 7)``; ``class:daisy`` / ``class:985`` /
-    ``class:"tiger cat"`` is ``class_logit(...)`` (an unquoted ``_`` may stand for a space). Examples:
-    ``"-blocks.10:7 + 0.5*blocks.10:11"``, ``"(blocks.9:1 - blocks.9:2) / 2"``. No ``eval``: a tokenizer and a
-    recursive-descent parser.
-    """
-    if not isinstance(expression, str):
-        raise TypeError(f"parse() takes a string, got {type(expression).__name__}")
-    tokens = _tokenize(expression)
-    parser = _Parser(expression, tokens)
-    value = parser.expr()
-    if parser.i < len(tokens):
-        parser.fail("unexpected", tokens[parser.i])
-    if not isinstance(value, Objective):
-        raise ObjectiveSyntaxError(f"{expression!r} has no objective in it; use shorthands like 'blocks.9:7' "
-                                   "or 'class:daisy'")
-    return value
-
-
-def _tokenize(text: str) -> list[tuple[str, object, int]]:
-    tokens = []
-    pos = 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None:
-            raise ObjectiveSyntaxError(f"cannot read {text!r} at position {pos}:\n  {text}\n  {' ' * pos}^\n"
-                                       "expected a shorthand like 'blocks.9:7' or 'class:daisy', a number, "
-                                       "+ - * / or parentheses")
-        kind = m.lastgroup if m.lastgroup in ("space", "number", "op") else "unit"
-        if kind == "number":
-            tokens.append(("number", float(m.group("number")), pos))
-        elif kind == "op":
-            tokens.append(("op", m.group("op"), pos))
-        elif kind == "unit":
-            tokens.append(("unit", _shorthand(m.group("layer"), m.group("spec"), text, pos), pos))
-        pos = m.end()
-    return tokens
-
-
-def _shorthand(layer: str, spec: str, text: str, pos: int) -> Objective:
-    quoted = spec[:1] in "'\"" and len(spec) >= 2
-    if layer == "class":
-        return class_logit(spec[1:-1] if quoted else spec)
-    if quoted or not spec.isdigit():
-        raise ObjectiveSyntaxError(f"in {text!r} at position {pos}: {layer}:{spec} needs a channel index "
-                                   f"(an integer), as in '{layer}:7'")
-    return channel(layer, int(spec))
-
-
-class _Parser:
-    """expr := term (('+'|'-') term)* ; term := unary (('*'|'/') unary)* ; unary := ('-'|'+') unary | atom."""
-
-    def __init__(self, text: str, tokens: list):
-        self.text, self.tokens, self.i = text, tokens, 0
-
-    def fail(self, what: str, token=None):
-        if token is None:
-            raise ObjectiveSyntaxError(f"{self.text!r} ends too early: expected a shorthand, a number or '('")
-        pos = token[2]
-        raise ObjectiveSyntaxError(f"{what} {token[1] if token[0] != 'unit' else token[1].name!s} in "
-                                   f"{self.text!r} at position {pos}:\n  {self.text}\n  {' ' * pos}^")
-
-    def peek(self):
-        return self.tokens[self.i] if self.i < len(self.tokens) else None
-
-    def take_op(self, ops: str):
-        t = self.peek()
-        if t is not None and t[0] == "op" and t[1] in ops:
-            self.i += 1
-            return t
-        return None
-
-    def expr(self):
-        value = self.term()
-        while (t := self.take_op("+-")) is not None:
-            rhs = self.term()
-            value = value + rhs if t[1] == "+" else value - rhs
-        return value
-
-    def term(self):
-        value = self.unary()
-        while (t := self.take_op("*/")) is not None:
-            rhs = self.unary()
-            if t[1] == "/" and not isinstance(rhs, Objective) and rhs == 0:
-                raise ObjectiveSyntaxError(f"division by zero in {self.text!r} at position {t[2]}")
-            if t[1] == "/" and _is_number(value) and isinstance(rhs, Objective):
-                raise ObjectiveSyntaxError(f"cannot divide a number by an objective in {self.text!r} "
-                                           f"(position {t[2]})")
-            value = value * rhs if t[1] == "*" else value / rhs
-        return value
-
-    def unary(self):
-        t = self.take_op("+-")
-        if t is not None:
-            value = self.unary()
-            return -value if t[1] == "-" else value
-        return self.atom()
-
-    def atom(self):
-        t = self.peek()
-        if t is None:
-            self.fail("")
-        self.i += 1
-        if t[0] in ("number", "unit"):
-            return t[1]
-        if t[1] == "(":
-            value = self.expr()
-            if self.take_op(")") is None:
-                nxt = self.peek()
-                if nxt is None:
-                    raise ObjectiveSyntaxError(f"unclosed '(' in {self.text!r} at position {t[2]}")
-                self.fail("expected ')' but found", nxt)
-            return value
-        self.fail("unexpected", t)
-
-
-__all__ = [
-    "Objective", "ObjectiveSyntaxError", "L1", "L2", "alignment", "as_objective", "blur", "blur_alpha_each_step",
-    "blur_input_each_step", "channel", "channel_interpolate", "channels", "class_logit", "decay", "deepdream",
-    "direction", "direction_cossim", "direction_neuron", "directions", "diversity", "input_diff", "neuron",
-    "only_after", "parse", "penalize_boundary_complexity", "schedule", "tensor_direction", "total_variation",
-]
