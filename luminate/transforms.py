@@ -49,8 +49,8 @@ from luminate.param.spatial import fft_scale, spectrum_to_image
 __all__ = [
     "Transform", "compose", "Compose", "pad", "Pad", "jitter", "Jitter", "random_scale", "RandomScale",
     "random_rotate", "RandomRotate", "normalize_gradient", "NormalizeGradient", "crop_or_pad_to", "CropOrPadTo",
-    "collapse_alpha_random", "CollapseAlphaRandom", "standard_transforms", "atlas_transforms",
-    "atlas_notebook_transforms",
+    "collapse_alpha_random", "CollapseAlphaRandom", "resize_to", "ResizeTo", "end_at_size", "standard_transforms", "atlas_transforms",
+    "atlas_notebook_transforms", "random_crop_resize", "RandomCropResize", "add_noise", "AddNoise", "maco_transforms",
 ]
 
 Transform = Callable[[Tensor, torch.Generator], Tensor]
@@ -532,6 +532,52 @@ def crop_or_pad_to(height: int, width: int, value: float = 0.0) -> CropOrPadTo:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# resize_to
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class ResizeTo(_Base):
+    """Resize to ``[B, C, height, width]`` (bilinear, half-pixel centres, antialiased when shrinking); the identity
+    when the image already has that size. Meant as the last transform for models that take one input size only
+    (a ViT with learned position embeddings): the random transforms before it change the size, this puts it back.
+    Deterministic: the generator is unused.
+    """
+
+    height: int
+    width: int
+    _cache: dict = _cache_field()
+    _factory = "resize_to"
+
+    def __post_init__(self):
+        if int(self.height) != self.height or int(self.width) != self.width or self.height < 1 or self.width < 1:
+            raise ValueError(f"resize_to needs positive integer sizes; got {self.height!r}, {self.width!r}")
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_image(x, self)
+        size = (int(self.height), int(self.width))
+        if tuple(x.shape[-2:]) == size:
+            return x
+        shrink = x.shape[-2] > size[0] or x.shape[-1] > size[1]
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+
+    def _args(self) -> str:
+        return f"{self.height}, {self.width}"
+
+
+def resize_to(height: int, width: int | None = None) -> ResizeTo:
+    """See :class:`ResizeTo`."""
+    return ResizeTo(height, height if width is None else width)
+
+
+def end_at_size(transforms: Sequence[Transform] | Transform, size: tuple[int, int]) -> Compose:
+    """``transforms`` followed by :func:`resize_to` ``size`` (for fixed-size models), as one :class:`Compose`."""
+    items = list(transforms) if isinstance(transforms, (list, tuple, Compose)) else [transforms]
+    if items and isinstance(items[-1], ResizeTo) and (items[-1].height, items[-1].width) == tuple(size):
+        return Compose(tuple(items))
+    return Compose(tuple(items) + (resize_to(*size),))
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # collapse_alpha_random
 
 @dataclass(frozen=True, eq=True, repr=False)
@@ -580,6 +626,103 @@ class CollapseAlphaRandom(_Base):
 def collapse_alpha_random(sd: float = 0.5, decay_power: float = 1.0) -> CollapseAlphaRandom:
     """See :class:`CollapseAlphaRandom`."""
     return CollapseAlphaRandom(float(sd), float(decay_power))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# MACO's random crops and noise
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class RandomCropResize(_Base):
+    """A random square-ish box of each item, resized to ``size`` (default: the input's size): ``[B, C, H, W] ->
+    [B, C, h, w]``. MACO's crop transform (Fel et al. 2023), one box per item per call.
+
+    The box side is a fraction of the image side drawn uniformly from ``scale``; its centre is ``0.5 + N(0, sd)`` of
+    the image (in each axis), moved so the box stays inside. Sampling is bilinear (``grid_sample``, half-pixel
+    centres), so the gradient reaches every pixel the box covers.
+    """
+
+    scale: tuple = (0.5, 1.0)
+    sd: float = 0.15
+    size: tuple | None = None
+    _cache: dict = _cache_field()
+    _factory = "random_crop_resize"
+
+    def __post_init__(self):
+        lo, hi = (float(v) for v in self.scale)
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"random_crop_resize scale must satisfy 0 < low <= high <= 1 (fractions of the side); "
+                             f"got {self.scale!r}")
+        object.__setattr__(self, "scale", (lo, hi))
+        if self.size is not None:
+            size = (int(self.size), int(self.size)) if isinstance(self.size, (int, float)) else tuple(self.size)
+            object.__setattr__(self, "size", tuple(int(v) for v in size))
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_image(x, self)
+        generator = _check_generator(generator, self)
+        b = x.shape[0]
+        lo, hi = self.scale
+        side = lo + (hi - lo) * torch.rand(b, generator=generator, dtype=torch.float64)
+        centre = 0.5 + self.sd * torch.randn(b, 2, generator=generator, dtype=torch.float64)
+        half = side[:, None] / 2
+        centre = torch.minimum(torch.maximum(centre, half), 1 - half)
+        theta = torch.zeros(b, 2, 3, dtype=torch.float64)
+        theta[:, 0, 0] = side
+        theta[:, 1, 1] = side
+        theta[:, 0, 2] = 2 * centre[:, 0] - 1                       # x
+        theta[:, 1, 2] = 2 * centre[:, 1] - 1                       # y
+        h, w = self.size or tuple(x.shape[-2:])
+        theta = theta.to(device=x.device, dtype=x.dtype, non_blocking=True)
+        grid = F.affine_grid(theta, [b, x.shape[1], h, w], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def _args(self) -> str:
+        size = f", size={self.size}" if self.size else ""
+        return f"scale={self.scale}, sd={self.sd}{size}"
+
+
+def random_crop_resize(scale: tuple[float, float] = (0.5, 1.0), sd: float = 0.15,
+                       size: int | tuple[int, int] | None = None) -> RandomCropResize:
+    """See :class:`RandomCropResize`: one random box per item (side a fraction in ``scale``), resized to ``size``."""
+    return RandomCropResize(tuple(scale), float(sd), size)
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class AddNoise(_Base):
+    """Add Gaussian noise ``N(0, sd)`` and uniform noise ``U(-u/2, u/2)`` to every pixel, then clamp to [0, 1]
+    (MACO adds both, with ``sd = u = 0.05``). Noise is drawn on the CPU from the generator."""
+
+    sd: float = 0.05
+    uniform: float = 0.05
+    _cache: dict = _cache_field()
+    _factory = "add_noise"
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_image(x, self)
+        generator = _check_generator(generator, self)
+        shape = tuple(x.shape)
+        noise = self.sd * torch.randn(shape, generator=generator) + self.uniform * (torch.rand(shape, generator=generator)
+                                                                                   - 0.5)
+        return (x + noise.to(device=x.device, dtype=x.dtype, non_blocking=True)).clamp(0.0, 1.0)
+
+    def _args(self) -> str:
+        return f"sd={self.sd}, uniform={self.uniform}"
+
+
+def add_noise(sd: float = 0.05, uniform: float = 0.05) -> AddNoise:
+    """See :class:`AddNoise`."""
+    return AddNoise(float(sd), float(uniform))
+
+
+def maco_transforms(scale: tuple[float, float] = (0.5, 1.0), noise: float = 0.05,
+                    size: int | tuple[int, int] | None = None) -> list[Transform]:
+    """MACO's transform set: a random crop per item (side ``scale`` of the image, centre ``0.5 + N(0, 0.15)``)
+    resized to ``size`` (default: the image's own size), plus Gaussian and uniform noise of amplitude ``noise``.
+
+    Horama takes 6 crops of 20-30% of a 1280 px image per step; Luminate keeps one crop per batch item per step (the
+    render loop's batch is the parameterization's) and uses larger boxes, since its images are model-sized."""
+    return [random_crop_resize(scale, 0.15, size), add_noise(noise, noise)]
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -21,7 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=512, help="optimizer steps (default 512)")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same image (default 0)")
     p.add_argument("--batch", type=int, default=1, help="images optimized together (default 1)")
-    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.05; 0.1 with --param maco)")
+    p.add_argument("--param", choices=("fourier", "maco", "pixel"), default="fourier",
+                   help="image parameterization: fourier (Lucid's, default), maco (fixed natural magnitude spectrum, "
+                        "phase optimized, random crops + noise: more natural images) or pixel")
     p.add_argument("--gif", default=None, help="also write an animated GIF of the optimization")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_render)
@@ -57,10 +60,13 @@ def run_render(args: argparse.Namespace) -> int:
     from luminate.objectives import parse
     from luminate.render import render
 
+    from luminate.param.maco import parameterization
+
     model = models.load(args.model)
     objective = parse(args.objective)
-    result = render(model, objective, size=args.size, steps=args.steps, seed=args.seed, batch=args.batch,
-                    lr=args.lr, progress=not args.quiet,
+    param, transforms, lr = parameterization(args.param, args.size, args.batch)
+    result = render(model, objective, param=param, transforms=transforms, steps=args.steps, seed=args.seed,
+                    lr=lr if args.lr is None else args.lr, progress=not args.quiet,
                     frames_every=max(1, args.steps // 48) if args.gif else None)
     path = result.save(args.output)
     if args.gif:

@@ -13,6 +13,7 @@ from .color import (COLOR_CORRELATION_SVD_SQRT, COLOR_MEAN, Grayscale, ImagePara
 from .composite import ALIGNED_SHARED_TERMS, Combined, aligned_interpolation, shared_groups
 from .cppn import CPPN, cppn
 from .lowres import LaplacianPyramid, LowResTensor, interpolation_matrix
+from .maco import MACO_LR, MacoImage, MacoParam, maco, magnitude_from_images, natural_magnitude
 from .photo import from_image
 from .spatial import (FourierImage, PixelImage, fft_scale, grayscale, image, image_to_spectrum, random_image,
                       rfft2d_freqs, spectrum_to_image)
@@ -24,6 +25,7 @@ __all__ = [
     "ALIGNED_SHARED_TERMS", "Combined", "aligned_interpolation", "shared_groups",
     "CPPN", "cppn",
     "LaplacianPyramid", "LowResTensor", "interpolation_matrix",
+    "MACO_LR", "MacoImage", "MacoParam", "maco", "magnitude_from_images", "natural_magnitude",
     "from_image",
     "FourierImage", "PixelImage", "fft_scale", "grayscale", "image", "image_to_spectrum", "random_image",
     "rfft2d_freqs", "spectrum_to_image",
