@@ -20,3 +20,21 @@ from luminate.render import RenderResult, render  # noqa: E402
 
 __all__ = ["LayerTap", "RenderResult", "activations", "load_image", "models", "objectives", "param", "render",
            "save_image", "transforms"]
+
+# Heavier subpackages load on first use: `import luminate; luminate.atlas.collect(...)` works without importing
+# them up front.
+_LAZY = ("analysis", "atlas", "recipes", "views", "lucid")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f"luminate.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'luminate' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -2,13 +2,23 @@
 
 :class:`LayerTap` hooks only the layers asked for and, by default, stops the forward pass as soon
 as the deepest of them has been computed: the rest of the network is wasted work for an objective
-or an activation read-out. Hooks are removed when the ``with`` block ends, even on error.
+or an activation read-out. Hooks are removed when the ``with`` block ends, even on error, and the network
+runs in eval mode with frozen weights only while the tap is open (:meth:`Model.frozen`).
 
-Shapes: convolutional layers give ``[N, C, H, W]``; linear layers ``[N, C]``.
+Shapes: convolutional layers give ``[N, C, H, W]``; linear layers ``[N, C]``. A token layer (declared with
+``wrap(..., layout="tokens")``) computes ``[N, T, C]``; the tap presents it as ``[N, C, h, w]`` (``grid=True``, the
+default): its patch tokens on their grid, leading class / register tokens left out, so every objective and
+analysis indexes channels on dimension 1. :func:`activations` returns layers as the network computed them
+unless asked for ``grid=True``.
+
+Reused modules: a module called several times in one forward pass (ResNet's shared ``relu``) is addressed per
+call as ``"name#k"`` (``k`` from 0); the plain name means its first call, and a tap on a plain name that fires
+more than once per pass warns, naming the module and the ``#k`` syntax.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterable, Mapping
 
 import torch
@@ -21,6 +31,23 @@ class _StopForward(Exception):
     """Raised inside a hook once every requested layer has its output."""
 
 
+def tokens_to_grid(model: Model, name: str, tokens: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """A token layer's ``[N, T, C]`` activation as ``[N, C, h, w]``: leading prefix (class / register) tokens
+    dropped, the patch tokens laid out row by row on the grid for an input of ``image_size``."""
+    if tokens.ndim != 3:
+        raise ValueError(f"layer {name!r} is declared as tokens [N, T, C] but outputs shape {tuple(tokens.shape)}")
+    n, t, c = tokens.shape
+    prefix, h, w = model.token_grid(name, t, image_size)
+    return tokens[:, prefix:].transpose(1, 2).reshape(n, c, h, w)
+
+
+def grid_to_tokens(grid: torch.Tensor, prefix: torch.Tensor | None = None) -> torch.Tensor:
+    """Inverse of :func:`tokens_to_grid`: ``[N, C, h, w]`` -> ``[N, prefix + h*w, C]`` (``prefix`` ``[N, P, C]``
+    tokens put back in front)."""
+    tokens = grid.flatten(2).transpose(1, 2)
+    return tokens if prefix is None else torch.cat([prefix, tokens], 1)
+
+
 class LayerTap:
     """Forward hooks on a set of layers, reusable for many forward passes.
 
@@ -28,48 +55,84 @@ class LayerTap:
     ...     acts = tap(images)          # {"blocks.9": [N,112,14,14], "logits": [N,1000]}
 
     Args:
-        model: a :class:`~luminate.models.Model` (or a zoo name / bare module).
-        layers: dotted layer names; ``"input"`` is the image itself, as the model receives it in [0, 1];
+        model: a :class:`~luminate.models.Model` (or a zoo name).
+        layers: dotted layer names; ``"name#k"`` is call ``k`` of a module that runs several times per pass;
+            ``"input"`` is the image itself, as the model receives it in [0, 1];
             ``"output"`` is the model's output (for example the logits of a classifier).
-        stop_early: end the forward pass once all the layers have fired (a model that calls a
-            module twice only records its first call). Ignored when ``"output"`` is requested.
+        stop_early: end the forward pass once all the layers have fired. Ignored when ``"output"`` is requested.
         detach: store detached tensors (for read-outs under ``no_grad``).
         check_inputs: check every batch against the input contract (off in the render loop, where
             images are in [0, 1] by construction and the check would cost a device sync per step).
+        grid: present token layers as ``[N, C, h, w]`` (False: as computed, ``[N, T, C]``).
     """
 
     SPECIAL = ("input", "output")
 
     def __init__(self, model, layers: Iterable[str], stop_early: bool = True, detach: bool = False,
-                 check_inputs: bool = True):
+                 check_inputs: bool = True, grid: bool = True):
         self.model: Model = as_model(model)
         self.layers = list(dict.fromkeys(layers))
         self.module_layers = [name for name in self.layers if name not in self.SPECIAL]
-        self.modules = {name: self.model.layer(name) for name in self.module_layers}
+        # module name -> [(call index, layer name)]
+        self._targets: dict[str, list[tuple[int, str]]] = {}
+        for name in self.module_layers:
+            module_name, call = self.model.resolve(name)
+            self._targets.setdefault(module_name, []).append((call or 0, name))
+        self.modules = {module_name: self.model.network.get_submodule(module_name) for module_name in self._targets}
+        self._tokens = {name for name in self.module_layers if self.model.layer_layout(name) == "tokens"} if grid \
+            else set()
         self.wants_output = "output" in self.layers
         self.stop_early = stop_early and not self.wants_output
         self.detach = detach
         self.check_inputs = check_inputs
+        self.grid = grid
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._store: dict[str, torch.Tensor] = {}
+        self._calls: dict[str, int] = {}
+        self._image_size: tuple[int, int] = self.model.size
+        self._frozen = None
+        self._warn_reused()
 
-    def _make_hook(self, name: str):
+    def _warn_reused(self) -> None:
+        plain = [name for name in self.module_layers if self.model.resolve(name)[1] is None]
+        if not plain:
+            return
+        try:
+            runs = {name: self.model.layer_info(name).calls for name in plain}
+        except Exception:  # a network that cannot run a blank image at its native size: no warning possible here
+            return
+        for name, calls in runs.items():
+            if calls > 1:
+                warnings.warn(f"layer {name!r} of {self.model.name} runs {calls} times in one forward pass; "
+                              f"{name!r} means its first call. Address one call as '{name}#0' .. "
+                              f"'{name}#{calls - 1}'.", stacklevel=3)
+
+    def _make_hook(self, module_name: str):
+        targets = self._targets[module_name]
         wanted = len(self.module_layers)
 
         def hook(module: nn.Module, inputs, output):
-            if name in self._store:
-                return
-            if not isinstance(output, torch.Tensor):
-                raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor; "
-                                "choose one of its submodules")
-            self._store[name] = output.detach() if self.detach else output
+            call = self._calls.get(module_name, 0)
+            self._calls[module_name] = call + 1
+            for k, name in targets:
+                if k != call or name in self._store:
+                    continue
+                if not isinstance(output, torch.Tensor):
+                    raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor; "
+                                    "choose one of its submodules")
+                value = output.detach() if self.detach else output
+                if name in self._tokens and value.ndim == 3:
+                    value = tokens_to_grid(self.model, name, value, self._image_size)
+                self._store[name] = value
             if self.stop_early and len(self._store) == wanted:
                 raise _StopForward
         return hook
 
     def __enter__(self) -> "LayerTap":
-        for name, module in self.modules.items():
-            self._handles.append(module.register_forward_hook(self._make_hook(name)))
+        self._frozen = self.model.frozen()
+        self._frozen.__enter__()
+        for module_name, module in self.modules.items():
+            self._handles.append(module.register_forward_hook(self._make_hook(module_name)))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -80,25 +143,31 @@ class LayerTap:
             handle.remove()
         self._handles.clear()
         self._store = {}
+        if self._frozen is not None:
+            frozen, self._frozen = self._frozen, None
+            frozen.__exit__(None, None, None)
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Run ``images`` ``[N, C, H, W]`` in [0, 1]; return ``{layer: activation}``."""
         if not self._handles and self.module_layers:
             raise RuntimeError("LayerTap is not active: use it inside a `with` block")
         self._store = {}
+        self._calls = {}
+        self._image_size = tuple(images.shape[-2:])
         output = None
         if self.module_layers or self.wants_output:
             if self.check_inputs:
                 self.model.contract.check(images)
             try:
-                output = self.model.network(self.model.contract.normalize(images))
+                output = self.model.network(self.model.normalize(images))
             except _StopForward:
                 pass
         out = dict(self._store)
         self._store = {}
         missing = [n for n in self.module_layers if n not in out]
         if missing:
-            raise RuntimeError(f"layers {missing} did not run in the forward pass of {self.model.name}")
+            detail = "; ".join(f"{n!r} ran {self._calls.get(self.model.resolve(n)[0], 0)} time(s)" for n in missing)
+            raise RuntimeError(f"layers {missing} did not run in the forward pass of {self.model.name} ({detail})")
         if "input" in self.layers:
             out["input"] = images
         if self.wants_output:
@@ -107,17 +176,18 @@ class LayerTap:
 
 
 def activations(model, images: torch.Tensor, layers: str | Iterable[str], batch_size: int = 32,
-                stop_early: bool = True) -> dict[str, torch.Tensor] | torch.Tensor:
+                stop_early: bool = True, grid: bool = False) -> dict[str, torch.Tensor] | torch.Tensor:
     """Activations of ``layers`` for ``images`` ``[N, C, H, W]`` in [0, 1], without gradients.
 
     Processes ``batch_size`` images at a time on the model's device and returns CPU tensors:
-    a dict for a list of layers, a tensor for a single layer name.
+    a dict for a list of layers, a tensor for a single layer name. Layers come as the network computed them
+    (a token layer: ``[N, T, C]``); ``grid=True`` gives token layers as ``[N, C, h, w]``, as objectives see them.
     """
     model = as_model(model)
     single = isinstance(layers, str)
     names = [layers] if single else list(layers)
     chunks: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    with torch.no_grad(), LayerTap(model, names, stop_early=stop_early, detach=True) as tap:
+    with torch.no_grad(), LayerTap(model, names, stop_early=stop_early, detach=True, grid=grid) as tap:
         for start in range(0, images.shape[0], batch_size):
             batch = images[start:start + batch_size].to(model.device)
             for name, value in tap(batch).items():
@@ -128,9 +198,9 @@ def activations(model, images: torch.Tensor, layers: str | Iterable[str], batch_
 
 def all_activations(model, image: torch.Tensor, depth: int | None = 1) -> Mapping[str, torch.Tensor]:
     """Activations of one image at every listed layer (``depth=1``: blocks and top-level modules;
-    ``None``: every submodule), in forward order."""
+    ``None``: every submodule), in forward order; token layers as ``[1, C, h, w]`` grids."""
     from luminate.models.base import top_level_layers
 
     model = as_model(model)
     infos = top_level_layers(model, tuple(image.shape[-2:])) if depth == 1 else model.layers(tuple(image.shape[-2:]))
-    return activations(model, image, [info.name for info in infos], stop_early=False)
+    return activations(model, image, [info.name for info in infos], stop_early=False, grid=True)

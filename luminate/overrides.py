@@ -3,24 +3,42 @@
 A unit that never fires on the initial noise gets no gradient through ReLU and stays dead. Lucid's
 fix (``redirected_relu_grad``): while the optimization is young, if an image's true ReLU gradient is
 entirely zero, let the incoming gradient through instead, except where it would push an input that is
-already below zero (or, for ReLU6, above six) further out. Luminate applies it to every ``nn.ReLU`` and
-``nn.ReLU6`` module through forward hooks that :class:`RedirectedReLU` removes when it is closed.
+already below zero (or, for ReLU6, above six) further out.
 
-The rule reads the ReLU's *output*, so it also works for in-place ReLUs whose input is overwritten.
+:class:`RedirectedReLU` is a ``TorchFunctionMode``: while it is active, every ReLU-like call, however it is
+spelled, computes the same values through a function whose backward is the redirected gradient:
+
+* ``nn.ReLU`` / ``F.relu`` / ``torch.relu`` / ``Tensor.relu``, and their in-place forms
+  (``nn.ReLU(inplace=True)``, ``F.relu(x, inplace=True)``, ``torch.relu_``, ``Tensor.relu_``);
+* ``nn.ReLU6`` / ``F.relu6`` and ``F.hardtanh(x, 0, max)`` (in place or not): capped at the upper value.
+
+Because the override sits on the function call and not on a module hook, it also holds when an objective reads
+the ReLU's own output (the output already carries the redirected gradient), when a module is reused, and for
+functional calls inside a module's ``forward``. Only tensors that require gradients are redirected, and
+nothing outside the ``with`` block is affected. ``count`` says how many calls were redirected, so a render can
+report a network with no ReLU-like unit instead of pretending.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
+
+INF = float("inf")
 
 
 class _RedirectedReLU(torch.autograd.Function):
-    """``clamp(x, 0, upper)`` whose backward is Lucid's redirected ReLU gradient (computed from the output)."""
+    """``clamp(x, 0, upper)`` (in place when asked) whose backward is Lucid's redirected ReLU gradient."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, upper: float) -> torch.Tensor:
-        out = x.clamp_min(0) if upper == float("inf") else x.clamp(0, upper)
+    def forward(ctx, x: torch.Tensor, upper: float, inplace: bool) -> torch.Tensor:
+        if inplace:
+            out = x.clamp_min_(0) if upper == INF else x.clamp_(0, upper)
+            ctx.mark_dirty(x)
+        else:
+            out = x.clamp_min(0) if upper == INF else x.clamp(0, upper)
         ctx.save_for_backward(out)
         ctx.upper = upper
         return out
@@ -29,52 +47,68 @@ class _RedirectedReLU(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         (out,) = ctx.saved_tensors
         below = out <= 0
-        outside = below | (out >= ctx.upper) if ctx.upper != float("inf") else below
+        outside = below | (out >= ctx.upper) if ctx.upper != INF else below
         relu_grad = grad.masked_fill(outside, 0)
         # Gradient descent moves against grad: grad > 0 pushes a negative input lower, grad < 0 pushes
         # an input above the cap higher. Those are the only directions the redirect refuses.
         refused = below & (grad > 0)
-        if ctx.upper != float("inf"):
+        if ctx.upper != INF:
             refused |= (out >= ctx.upper) & (grad < 0)
         redirected = grad.masked_fill(refused, 0)
-        alive = relu_grad.flatten(1).ne(0).any(1).view(-1, *([1] * (grad.ndim - 1)))
-        return torch.where(alive, relu_grad, redirected), None
+        alive = relu_grad.flatten(1).ne(0).any(1).view(-1, *([1] * (grad.ndim - 1))) if grad.ndim > 1 \
+            else relu_grad.ne(0).any()
+        return torch.where(alive, relu_grad, redirected), None, None
 
 
-class RedirectedReLU:
-    """Context manager: redirect the gradients of every ReLU/ReLU6 module of ``module``.
+def _arg(args, kwargs, index: int, name: str, default):
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name, default)
 
-    >>> with RedirectedReLU(model.network):
-    ...     loss.backward()
+
+def _relu_spec(func, args, kwargs):
+    """``(x, upper, inplace)`` when ``func(*args, **kwargs)`` is a ReLU-like call, else None."""
+    if func is F.relu:
+        return _arg(args, kwargs, 0, "input", None), INF, bool(_arg(args, kwargs, 1, "inplace", False))
+    if func is torch.relu or func is torch.Tensor.relu:
+        return _arg(args, kwargs, 0, "input", None), INF, False
+    if func is torch.relu_ or func is torch.Tensor.relu_:
+        return _arg(args, kwargs, 0, "input", None), INF, True
+    if func is F.relu6:
+        return _arg(args, kwargs, 0, "input", None), 6.0, bool(_arg(args, kwargs, 1, "inplace", False))
+    if func is F.hardtanh:
+        low = float(_arg(args, kwargs, 1, "min_val", -1.0))
+        high = float(_arg(args, kwargs, 2, "max_val", 1.0))
+        if low == 0.0 and high > 0:
+            return _arg(args, kwargs, 0, "input", None), high, bool(_arg(args, kwargs, 3, "inplace", False))
+    return None
+
+
+class RedirectedReLU(TorchFunctionMode):
+    """Context manager: redirect the gradients of every ReLU-like call made inside the block.
+
+    >>> with RedirectedReLU():
+    ...     y = net(x)            # nn.ReLU, F.relu, torch.relu_, nn.ReLU6, hardtanh(0, 6), ...
+    >>> loss(y).backward()        # the redirect lives in the graph recorded inside the block
+
+    ``module`` is accepted for compatibility and not needed: the mode covers every call in the block.
+    ``count`` is the number of calls redirected so far.
     """
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module | None = None):
+        super().__init__()
         self.module = module
-        self._handles: list = []
+        self.count = 0
 
-    def __enter__(self) -> "RedirectedReLU":
-        for m in self.module.modules():
-            if isinstance(m, nn.ReLU6):
-                self._handles.append(m.register_forward_hook(_hook(6.0)))
-            elif isinstance(m, nn.ReLU):
-                self._handles.append(m.register_forward_hook(_hook(float("inf"))))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        spec = _relu_spec(func, args, kwargs)
+        if spec is not None:
+            x, upper, inplace = spec
+            if isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled():
+                self.count += 1
+                return _RedirectedReLU.apply(x, upper, inplace)
+        return func(*args, **kwargs)
 
     def close(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-
-def _hook(upper: float):
-    # The hook recomputes the output from the module's input through the redirecting function, so the
-    # module's own backward (which would zero the gradient again) drops out of the graph. In-place
-    # ReLUs have overwritten their input with the output; clamping it again is harmless.
-    def hook(module, inputs, output):
-        if output.requires_grad:
-            return _RedirectedReLU.apply(inputs[0], upper)
-        return None
-    return hook
+        """Compatibility no-op: leaving the ``with`` block ends the redirect."""

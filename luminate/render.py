@@ -9,8 +9,15 @@ Deliberate differences, each a fix of a known quirk:
 * ``seed`` really makes a run repeatable on the CPU: every random draw (initial image, transforms)
   comes from one ``torch.Generator``; no global RNG state is read or changed. ``seed=None`` draws a
   seed and records it in ``result.settings``.
-* One set of defaults for every entry point (Lucid's ``make_vis_T`` did not redirect ReLUs).
-* The forward pass stops at the deepest layer the objective reads, and the model's weights are frozen.
+* One set of defaults for every entry point (Lucid's ``make_vis_T`` did not redirect ReLUs). The redirect
+  reaches every ReLU-like call (modules, functional and in-place forms, ReLU6 / hardtanh(0, 6)); a network
+  without one says so in ``result.settings["redirect_relu"]``.
+* ``thresholds`` without ``steps`` runs ``max(thresholds)`` steps, and ``result.image`` is always the final state.
+* The forward pass stops at the deepest layer the objective reads. The network runs in eval mode with frozen
+  weights during the render only; its training mode and ``requires_grad`` flags are put back afterwards.
+* The default image has the model's input channels (1 for grayscale, 4+ for multispectral), and a model with a
+  fixed input size gets its transforms followed by a crop (or resize) back to that size.
+* No host-device sync per step: scores stay on the device (the progress bar reads them every 16 steps).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from luminate.models.base import Model, as_model
 from luminate.objectives import Objective, as_objective
 from luminate.overrides import RedirectedReLU
 from luminate.param import Parameterization, image
-from luminate.transforms import Transform, compose, standard_transforms
+from luminate.transforms import Transform, compose, end_at_size, standard_transforms
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
@@ -88,7 +95,7 @@ def render(model: Model | torch.nn.Module | str,
            objective: Objective | str,
            param: Parameterization | None = None,
            transforms: Sequence[Transform] | Transform | None = None,
-           steps: int = 512,
+           steps: int | None = None,
            thresholds: Sequence[int] | None = None,
            optimizer: OptimizerFactory | None = None,
            lr: float = 0.05,
@@ -96,7 +103,7 @@ def render(model: Model | torch.nn.Module | str,
            progress: bool = True,
            callback: Callable[[int, torch.Tensor, torch.Tensor], bool | None] | None = None,
            redirect_relu_steps: int = 16,
-           size: int | tuple[int, int] = 128,
+           size: int | tuple[int, int] | None = None,
            batch: int = 1,
            frames_every: int | None = None,
            reset: bool = True) -> RenderResult:
@@ -107,17 +114,19 @@ def render(model: Model | torch.nn.Module | str,
         objective: an :class:`~luminate.objectives.Objective`, or a shorthand/expression string
             (``"blocks.9:7"``, ``"class:daisy"``, ``"-blocks.10:7 + 0.5*blocks.10:11"``).
         param: the image parameterization; default ``param.image(size, batch=batch)``
-            (Fourier + decorrelated colour, sd 0.01).
-        transforms: a list of transforms (or one); ``None`` gives Lucid's standard set, ``[]`` none.
-        steps: optimizer updates.
-        thresholds: steps after which to record the images; default ``(steps,)``.
+            (Fourier + decorrelated colour, sd 0.01) with the model's input channels.
+        transforms: a list of transforms (or one); ``None`` gives Lucid's standard set, ``[]`` none. For a model
+            with a fixed input size (``contract.fixed_size``) ``fit_to(size)`` (crop or resize) is appended.
+        steps: optimizer updates; default ``max(thresholds)``, or 512 without thresholds.
+        thresholds: steps after which to record the images; default ``(steps,)``. ``result.image`` is the
+            final state in any case.
         optimizer: a factory ``params -> torch.optim.Optimizer``; default Adam(lr).
         lr: learning rate of the default optimizer (Lucid: 0.05).
         seed: seeds the initial image and every transform; ``None`` picks one (kept in settings).
         progress: show a tqdm progress bar with the objective.
         callback: ``callback(step, images [B,C,H,W], scores [B])`` after each update; return True to stop.
-        redirect_relu_steps: steps during which ReLU/ReLU6 gradients are redirected (0 disables).
-        size, batch: shape of the default parameterization.
+        redirect_relu_steps: steps during which ReLU-like gradients are redirected (0 disables).
+        size, batch: shape of the default parameterization (size: 128, or the model's size when it is fixed).
         frames_every: also keep the images every N steps, for :meth:`RenderResult.save_gif`.
         reset: re-draw the parameterization's initial values from the seed (False continues from its state).
 
@@ -127,6 +136,8 @@ def render(model: Model | torch.nn.Module | str,
     model = as_model(model)
     device = model.device
     objective = as_objective(objective).bind(model)
+    if steps is None:
+        steps = max(thresholds) if thresholds else 512
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     thresholds = sorted(set(thresholds or (steps,)))
@@ -135,13 +146,19 @@ def render(model: Model | torch.nn.Module | str,
     seed = secrets.randbits(31) if seed is None else int(seed)
     generator = torch.Generator().manual_seed(seed)
 
-    param = image(size, batch=batch) if param is None else param
+    if param is None:
+        if size is None:
+            size = model.size if model.contract.fixed_size else 128
+        channels = model.contract.channels
+        param = image(size, batch=batch, channels=None if channels == 3 else channels)
     param = param.to(device)
     if reset:
         param.reset_parameters(generator)
     if transforms is None:
         transforms = standard_transforms()
     transform = compose(transforms) if isinstance(transforms, (list, tuple)) else transforms
+    if model.contract.fixed_size:
+        transform = end_at_size(transform, model.size)
     params = [p for p in param.parameters() if p.requires_grad]
     opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, lr=lr)
 
@@ -155,7 +172,7 @@ def render(model: Model | torch.nn.Module | str,
     if 0 in thresholds:
         with torch.no_grad():
             snapshots.append(param().detach().cpu())
-    redirect = RedirectedReLU(model.network) if redirect_relu_steps > 0 else None
+    redirect = RedirectedReLU() if redirect_relu_steps > 0 else None
     bar = _progress(steps, progress)
     done = 0
     interrupted = False
@@ -163,14 +180,14 @@ def render(model: Model | torch.nn.Module | str,
     step_tensor = torch.zeros((), dtype=torch.long, device=device)
     try:
         with LayerTap(model, layers, check_inputs=False) as tap:
-            if redirect is not None:
-                redirect.__enter__()
             for step in range(steps):
-                if redirect is not None and step == redirect_relu_steps:
-                    redirect.close()
-                    redirect = None
                 images = param()
-                acts = tap(transform(images, generator))
+                transformed = transform(images, generator)
+                if redirect is not None and step < redirect_relu_steps:
+                    with redirect:  # scoped to the network's forward pass; the graph keeps the redirect
+                        acts = tap(transformed)
+                else:
+                    acts = tap(transformed)
                 acts["input"] = images
                 acts["step"] = step_tensor.fill_(step)
                 scores = objective(acts)
@@ -196,12 +213,16 @@ def render(model: Model | torch.nn.Module | str,
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if redirect is not None:
-            redirect.close()
         if bar is not None:
             bar.close()
+    if redirect is not None and done:
+        n = min(done, redirect_relu_steps)
+        settings["redirect_relu"] = (f"{redirect.count // n} ReLU-like calls per step redirected for {n} steps"
+                                     if redirect.count else
+                                     "nothing to redirect: the network has no ReLU-like unit (nn.ReLU, F.relu, "
+                                     "relu6, hardtanh(0, x)) on the objective's path")
     recorded = [t for t in thresholds if t <= done]
-    if len(recorded) < len(thresholds) and (not recorded or recorded[-1] != done):
+    if not recorded or recorded[-1] != done:  # result.image is always the final state
         with torch.no_grad():
             snapshots.append(param().detach().cpu())
         recorded.append(done)

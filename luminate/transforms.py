@@ -49,7 +49,7 @@ from luminate.param.spatial import fft_scale, spectrum_to_image
 __all__ = [
     "Transform", "compose", "Compose", "pad", "Pad", "jitter", "Jitter", "random_scale", "RandomScale",
     "random_rotate", "RandomRotate", "normalize_gradient", "NormalizeGradient", "crop_or_pad_to", "CropOrPadTo",
-    "collapse_alpha_random", "CollapseAlphaRandom", "resize_to", "ResizeTo", "end_at_size", "standard_transforms", "atlas_transforms",
+    "collapse_alpha_random", "CollapseAlphaRandom", "fit_to", "FitTo", "end_at_size", "standard_transforms", "atlas_transforms",
     "atlas_notebook_transforms", "random_crop_resize", "RandomCropResize", "add_noise", "AddNoise", "maco_transforms",
 ]
 
@@ -532,49 +532,52 @@ def crop_or_pad_to(height: int, width: int, value: float = 0.0) -> CropOrPadTo:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# resize_to
+# fit_to
 
 
 @dataclass(frozen=True, eq=True, repr=False)
-class ResizeTo(_Base):
-    """Resize to ``[B, C, height, width]`` (bilinear, half-pixel centres, antialiased when shrinking); the identity
-    when the image already has that size. Meant as the last transform for models that take one input size only
-    (a ViT with learned position embeddings): the random transforms before it change the size, this puts it back.
-    Deterministic: the generator is unused.
+class FitTo(_Base):
+    """Bring a batch to ``[B, C, height, width]``: a larger image is centre-cropped (pixels keep their scale), a
+    smaller one resized up (bilinear, half-pixel centres); the identity at that size. Meant as the last transform
+    for models that take one input size only (a ViT with learned position embeddings): the random transforms
+    before it change the size, this puts it back. Deterministic: the generator is unused.
     """
 
     height: int
     width: int
     _cache: dict = _cache_field()
-    _factory = "resize_to"
+    _factory = "fit_to"
 
     def __post_init__(self):
         if int(self.height) != self.height or int(self.width) != self.width or self.height < 1 or self.width < 1:
-            raise ValueError(f"resize_to needs positive integer sizes; got {self.height!r}, {self.width!r}")
+            raise ValueError(f"fit_to needs positive integer sizes; got {self.height!r}, {self.width!r}")
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         _check_image(x, self)
-        size = (int(self.height), int(self.width))
-        if tuple(x.shape[-2:]) == size:
+        th, tw = int(self.height), int(self.width)
+        h, w = x.shape[-2:]
+        if (h, w) == (th, tw):
             return x
-        shrink = x.shape[-2] > size[0] or x.shape[-1] > size[1]
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+        if h >= th and w >= tw:
+            top, left = (h - th) // 2, (w - tw) // 2
+            return x[..., top:top + th, left:left + tw]
+        return F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False)
 
     def _args(self) -> str:
         return f"{self.height}, {self.width}"
 
 
-def resize_to(height: int, width: int | None = None) -> ResizeTo:
-    """See :class:`ResizeTo`."""
-    return ResizeTo(height, height if width is None else width)
+def fit_to(height: int, width: int | None = None) -> FitTo:
+    """See :class:`FitTo`."""
+    return FitTo(height, height if width is None else width)
 
 
 def end_at_size(transforms: Sequence[Transform] | Transform, size: tuple[int, int]) -> Compose:
-    """``transforms`` followed by :func:`resize_to` ``size`` (for fixed-size models), as one :class:`Compose`."""
+    """``transforms`` followed by :func:`fit_to` ``size`` (for fixed-size models), as one :class:`Compose`."""
     items = list(transforms) if isinstance(transforms, (list, tuple, Compose)) else [transforms]
-    if items and isinstance(items[-1], ResizeTo) and (items[-1].height, items[-1].width) == tuple(size):
+    if items and isinstance(items[-1], FitTo) and (items[-1].height, items[-1].width) == tuple(size):
         return Compose(tuple(items))
-    return Compose(tuple(items) + (resize_to(*size),))
+    return Compose(tuple(items) + (fit_to(*size),))
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -140,7 +140,10 @@ def test_wrap_any_module_with_a_contract():
     assert [info.name for info in model.layers()] == ["0", "1", "2", "3", "4"]
     assert model.layer_info("0").shape == (4, 32, 32)
     assert model.class_index("dog") == 1
-    assert not any(p.requires_grad for p in model.parameters())
+    assert all(p.requires_grad for p in model.parameters())  # the caller's module is left as it was
+    with model.frozen():  # Luminate's entry points freeze it only while they run
+        assert not any(p.requires_grad for p in model.parameters())
+    assert all(p.requires_grad for p in model.parameters())
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 2)
 
 

@@ -9,10 +9,35 @@ visualization, so the contract is explicit, checked on every call, and shown in 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+
+
+#: Named input conventions for :func:`luminate.models.wrap` (``preset="imagenet"``). Each is the keyword arguments
+#: it stands for; explicit arguments given next to a preset override it.
+PRESETS: Mapping[str, dict] = {
+    # torchvision, timm and most PyTorch ImageNet models: (x - mean) / std with ImageNet statistics
+    "imagenet": {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
+    # CLIP's image encoders
+    "clip": {"mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.26862954, 0.26130258, 0.27577711)},
+    # [-1, 1] input (TF-slim Inception, many GANs and ViTs trained with mean = std = 0.5)
+    "symmetric": {"value_range": (-1.0, 1.0)},
+    # the network takes [0, 1] images as they are
+    "unit": {"value_range": (0.0, 1.0)},
+    # [0, 255] input (Caffe-style networks without mean subtraction)
+    "0-255": {"value_range": (0.0, 255.0)},
+}
+
+
+def preset(name: str) -> dict:
+    """The keyword arguments a named input convention stands for (see :data:`PRESETS`)."""
+    key = str(name).lower()
+    if key not in PRESETS:
+        raise ValueError(f"unknown input preset {name!r}; known presets: {', '.join(PRESETS)}. Or give "
+                         "mean=..., std=... (normalized input) or value_range=(lo, hi) yourself.")
+    return dict(PRESETS[key])
 
 
 @dataclass(frozen=True)
@@ -31,6 +56,8 @@ class InputContract:
             ``crop_fraction * min(h, w)`` before resizing to ``size`` (1.0: the whole short side).
         interpolation: resize filter of the evaluation preprocessing.
         channels: number of input channels.
+        fixed_size: the network only accepts ``size`` (a ViT with learned position embeddings): renders end
+            their random transforms with a resize back to ``size``.
     """
 
     size: tuple[int, int] = (224, 224)
@@ -41,6 +68,7 @@ class InputContract:
     crop_fraction: float = 1.0
     interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
     channels: int = 3
+    fixed_size: bool = False
     _affine: tuple[torch.Tensor, torch.Tensor] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -50,6 +78,8 @@ class InputContract:
             raise ValueError("mean and std go together: give both or neither")
         if self.channel_order not in ("RGB", "BGR"):
             raise ValueError(f"channel_order must be 'RGB' or 'BGR', not {self.channel_order!r}")
+        if int(self.channels) != self.channels or self.channels < 1:
+            raise ValueError(f"channels must be a positive integer, got {self.channels!r}")
         if not 0 < self.crop_fraction <= 1:
             raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
         size = (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
@@ -65,6 +95,18 @@ class InputContract:
         else:
             scale, shift = torch.ones(c), torch.zeros(c)
         object.__setattr__(self, "_affine", (scale.view(1, c, 1, 1), shift.view(1, c, 1, 1)))
+        object.__setattr__(self, "_on_device", {})
+
+    def affine(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        """``(scale, shift)``, each ``[1, C, 1, 1]``, on ``device``: network input = image * scale + shift.
+
+        Copies are made once per device and dtype and kept (no host-to-device copy per call).
+        """
+        key = (torch.device(device), dtype)
+        cached = self._on_device.get(key)
+        if cached is None:
+            cached = self._on_device[key] = tuple(t.to(device=key[0], dtype=dtype) for t in self._affine)
+        return cached
 
     @property
     def network_range(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -81,8 +123,8 @@ class InputContract:
             raise ValueError(f"expected images of shape [N, {self.channels}, H, W], got {tuple(images.shape)}")
         if not images.is_floating_point():
             raise ValueError(f"expected float images in [0, 1], got dtype {images.dtype}; divide uint8 by 255")
-        with torch.no_grad():
-            lo, hi = images.min().item(), images.max().item()
+        with torch.no_grad():  # one device sync for both numbers
+            lo, hi = torch.stack([images.min(), images.max()]).tolist()
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise ValueError(
                 f"images must be in [0, 1] (Luminate converts to the network's range {self._describe_range()} "
@@ -94,7 +136,7 @@ class InputContract:
             images = images.flip(1)
         scale, shift = self._affine
         if scale.device != images.device or scale.dtype != images.dtype:
-            scale, shift = scale.to(images), shift.to(images)
+            scale, shift = self.affine(images.device, images.dtype)
         return images * scale + shift
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -127,4 +169,5 @@ class InputContract:
         """One line: size, order and the range the network sees."""
         h, w = self.size
         return (f"{h}x{w} {self.channel_order}, [0,1] -> {self._describe_range()}"
-                + (f", centre crop {self.crop_fraction:.3f}" if self.crop_fraction < 1 else ""))
+                + (f", centre crop {self.crop_fraction:.3f}" if self.crop_fraction < 1 else "")
+                + (", fixed size" if self.fixed_size else ""))

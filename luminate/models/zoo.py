@@ -13,22 +13,30 @@ from luminate.models.labels import imagenet_labels
 DEFAULT_MODEL = "efficientnet_lite0"
 
 
+def _ready(model: Model, device) -> Model:
+    """Zoo models are ours, not a caller's: eval mode and frozen weights for good, then on ``device``."""
+    model.eval_only = True
+    model.eval()
+    model.network.requires_grad_(False)
+    return model.to(device) if device else model
+
+
 def _efficientnet(name: str) -> Callable[..., Model]:
     def build(weights: str | Path | bool = True, device: str | None = None) -> Model:
         res = VARIANTS[name].resolution
         contract = InputContract(size=(res, res), value_range=(-127 / 128, 128 / 128),
                                  crop_fraction=res / (res + 32), interpolation="bicubic")
-        model = Model(efficientnet_lite(name, weights), contract, imagenet_labels(), name)
-        return model.to(device) if device else model
+        return _ready(Model(efficientnet_lite(name, weights), contract, imagenet_labels(), name), device)
     build.__doc__ = f"{name}: ImageNet EfficientNet-Lite, {VARIANTS[name].resolution} px, input (255x-127)/128."
     return build
 
 
 def _inception_v1(weights: str | Path | bool = True, device: str | None = None) -> Model:
-    from luminate.models.inception import inception_v1
+    from luminate.models.inception import inception_v1, lucid_layer
 
     model = inception_v1(weights)
-    return model.to(device) if device else model
+    model.layer_aliases = lucid_layer  # Lucid's names ("mixed4a_pre_relu") work too, for ported Lucid code
+    return _ready(model, device)
 
 
 ZOO: dict[str, Callable[..., Model]] = {name: _efficientnet(name) for name in VARIANTS}
@@ -41,7 +49,8 @@ def available() -> list[str]:
 
 
 def load(name: str = DEFAULT_MODEL, weights: str | Path | bool = True, device: str | None = None) -> Model:
-    """A ready model by name (see :func:`available`).
+    """A ready model by name (see :func:`available`), on ``device`` (``"cuda"``, ``"cuda:1"``, ``"cpu"``; default
+    CPU). Zoo models are in eval mode with frozen weights.
 
     ``weights=True`` loads the pretrained weights (from the registry package, or for InceptionV1 from the
     local cache); a path loads that file; ``False`` builds the architecture with random weights.
