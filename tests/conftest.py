@@ -10,6 +10,14 @@ import torch  # noqa: E402
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _luminate_cache(tmp_path_factory):
+    """What tests render and cache by default goes to a temporary folder, never the user's ~/.cache/luminate."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LUMINATE_CACHE", str(tmp_path_factory.mktemp("luminate-cache")))
+        yield
+
+
 def _sample(name: str) -> str:
     import sklearn.datasets
 

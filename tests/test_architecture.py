@@ -7,7 +7,7 @@ from pathlib import Path
 import luminate
 
 RANKS = [
-    ("luminate.images", 0),
+    ("luminate.images", 0), ("luminate.cache", 0),
     ("luminate.models", 1),
     ("luminate.activations", 2), ("luminate.overrides", 2),
     ("luminate.objectives", 3), ("luminate.param", 3), ("luminate.transforms", 3),

@@ -176,7 +176,7 @@ def test_a_checkpoint_with_a_stray_or_missing_key_is_refused(lucent_file, tmp_pa
 
 
 def test_missing_weights_error_says_where_to_put_the_file(monkeypatch, tmp_path):
-    monkeypatch.setenv("LUMINATE_HOME", str(tmp_path))
+    monkeypatch.setenv("LUMINATE_CACHE", str(tmp_path))
     expected = tmp_path / "inception_v1.pth"
     assert inception.weights_path() == expected
     with pytest.raises(FileNotFoundError) as err:
@@ -187,7 +187,7 @@ def test_missing_weights_error_says_where_to_put_the_file(monkeypatch, tmp_path)
 
 
 def test_weights_true_loads_the_cached_file(monkeypatch, tmp_path, lucent_file):
-    monkeypatch.setenv("LUMINATE_HOME", str(tmp_path))
+    monkeypatch.setenv("LUMINATE_CACHE", str(tmp_path))
     (tmp_path / "inception_v1.pth").write_bytes(lucent_file.read_bytes())
     state = torch.load(lucent_file, weights_only=True)
     net = models.load("inception_v1").network  # weights=True by default

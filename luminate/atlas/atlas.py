@@ -54,6 +54,7 @@ from luminate import images as imageio
 from luminate.atlas.icons import render_icons
 from luminate.atlas.layout import atlas_layout, bin_layout, class_filter, comparison_layout, whitening_matrix
 from luminate.atlas.store import ActivationStore
+from luminate.cache import RenderCache
 from luminate.models.base import Model, as_model
 from luminate.models.contract import InputContract
 
@@ -228,7 +229,8 @@ def activation_atlas(store: ActivationStore | str | os.PathLike, model: Model | 
             rows the inverse covariance mostly amplifies noise: on 240 rows of ``blocks.10`` (112 channels) the
             whitened icons came out as similar high-frequency textures, the raw ones as distinct objects.
         layout_method: ``"auto"``, ``"umap"``, ``"tsne"`` or ``"pca"`` (:func:`luminate.atlas.embed`).
-        cache_dir: icon cache folder; ``None``: ``<store>/icons``; ``False``: no cache.
+        cache_dir: icon cache folder; ``None``: the render cache (``$LUMINATE_CACHE/renders``, see
+            :mod:`luminate.cache`); ``False``: no cache.
         progress: progress bars.
         n_samples: typical points kept per cell (thumbnails in the HTML view).
         n_top: top classes kept per cell.
@@ -323,7 +325,7 @@ def _build(store: ActivationStore, kind: str, labels: list[str], rows: np.ndarra
         whiten = len(store) >= WHITEN_MIN_ROWS_PER_CHANNEL * store.layer_info(layer)["channels"]
     if whiten:
         S = whitening_matrix(all_acts if all_acts is not None else store.activations(layer))
-    cache = None if cache_dir is False else Path(cache_dir) if cache_dir is not None else store.path / "icons"
+    cache = None if cache_dir is False else Path(cache_dir) if cache_dir is not None else RenderCache().folder
     directions = np.stack([c.mean for c in cells])
     icons, scores = render_icons(model, layer, directions, size=icon_size, steps=steps, attempts=attempts,
                                  cossim_pow=cossim_pow, S=S, batch_size=batch_size, seed=seed, cache_dir=cache,

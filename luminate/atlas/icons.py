@@ -17,10 +17,11 @@ Deliberate differences from Lucid, each on purpose:
   (Lucid's ``render_icons`` went through ``make_vis_T``, which did not redirect).
 
 The cache
-    With ``cache_dir``, each icon is a PNG file named by a SHA-256 key of everything it depends on: the model's
-    name and weight fingerprint, the layer, the direction's float32 bytes, the whitening matrix's bytes and every
-    setting (size, steps, attempts, cossim_pow, lr, transforms, boundary penalty, seed). A later call finds the
-    file and renders nothing for that icon. Icons are returned quantized to 8 bits (what a PNG holds), whether
+    With ``cache_dir``, each icon is an entry of the render cache (:class:`luminate.cache.RenderCache`, one PNG per
+    icon, its score in the entry's index) named by a SHA-256 key of everything it depends on: the model's name and
+    weight fingerprint, the layer, the direction's float32 bytes, the whitening matrix's bytes and every setting
+    (size, steps, attempts, cossim_pow, lr, transforms, boundary penalty, seed). A later call finds the entry and
+    renders nothing for that icon. Icons are returned quantized to 8 bits (what a PNG holds), whether
     they come from the cache or were just rendered, so both give the same tensor. An icon shares its batch's
     random transforms with the other icons of the batch; a batch's seed is derived from ``seed``, the attempt and
     the keys of its icons (without the number of attempts), so the same request renders the same icons, and attempt
@@ -30,24 +31,22 @@ The cache
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, PngImagePlugin
 from torch import Tensor
 
 from luminate.activations import LayerTap
+from luminate.cache import RenderCache, dequantize, quantize
 from luminate.models.base import Model, as_model
 from luminate.objectives import Objective, directions as directions_objective, penalize_boundary_complexity
 from luminate.param import image
 from luminate.render import render
 from luminate.transforms import Transform, atlas_transforms, compose
 
-__all__ = ["render_icons", "icon_keys", "IconCache"]
+__all__ = ["render_icons", "icon_keys"]
 
 #: bumped when the icon algorithm changes, so old cache entries stop matching
 ICON_VERSION = 1
@@ -72,7 +71,8 @@ def render_icons(model: Model | torch.nn.Module | str, layer: str, directions, s
         S: whitening matrix ``[C, C]`` (``luminate.atlas.whitening_matrix``); directions become ``v @ S``.
         batch_size: icons optimized together (one batch per render call).
         seed: seeds the initial images and transforms (see the module docstring).
-        cache_dir: folder of cached icons (one PNG per icon, named by its content key); None: no cache.
+        cache_dir: the render cache folder for icons (one entry per icon, named by its content key); None: no
+            cache.
         progress: a progress bar over icons.
         lr: Adam learning rate (Lucid: 0.05).
         boundary_width: border width of ``penalize_boundary_complexity`` (Lucid: 5; 0 disables the penalty).
@@ -105,16 +105,17 @@ def render_icons(model: Model | torch.nn.Module | str, layer: str, directions, s
     # batch seeds ignore `attempts`, so attempt k is the same render whatever the number of attempts: more attempts
     # only ever improve on fewer
     seed_keys = icon_keys(dirs, {k: v for k, v in settings.items() if k != "attempts"})
-    cache = IconCache(cache_dir) if cache_dir is not None else None
+    cache = RenderCache(cache_dir) if cache_dir is not None else None
+    hits = cache.get_many(keys, [0]) if cache is not None else {}
     icons = torch.empty(n, 3, size, size)
     best = torch.full((n,), float("nan"))
     todo = []
     for k, key in enumerate(keys):
-        hit = cache.get(key, size) if cache is not None else None
-        if hit is None:
+        hit = hits.get(key)
+        if hit is None or 0 not in hit.images or hit.images[0].shape != (3, size, size):
             todo.append(k)
         else:
-            icons[k], best[k] = hit
+            icons[k], best[k] = hit.images[0], hit.scores.get(0, float("nan"))
     bar = _progress(n, n - len(todo), progress)
     try:
         for start in range(0, len(todo), batch_size):
@@ -126,7 +127,7 @@ def render_icons(model: Model | torch.nn.Module | str, layer: str, directions, s
             best[chunk] = batch_scores
             if cache is not None:
                 for k, icon, score in zip(chunk, batch_icons, batch_scores):
-                    cache.put(keys[k], icon, float(score), settings)
+                    cache.put(keys[k], {0: icon}, scores={0: float(score)}, settings=settings)
             if bar is not None:
                 bar.update(len(chunk))
     finally:
@@ -136,61 +137,11 @@ def render_icons(model: Model | torch.nn.Module | str, layer: str, directions, s
 
 
 def icon_keys(directions, settings: dict) -> list[str]:
-    """The cache key of each direction ``[N, C]`` under ``settings`` (a JSON-able dict): SHA-256 hex strings."""
+    """The cache key of each direction ``[N, C]`` under ``settings`` (a JSON-able dict): SHA-256 hex strings,
+    :meth:`RenderCache.key` of the settings and ``"<C>:"`` followed by the direction's float32 bytes."""
     dirs = _as_directions(directions)
-    base = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    keys = []
-    for row in dirs.numpy().astype("<f4"):
-        h = base.copy()
-        h.update(f"{row.shape[0]}:".encode())
-        h.update(row.tobytes())
-        keys.append(h.hexdigest())
-    return keys
-
-
-class IconCache:
-    """A folder of icons, one PNG per content key (``<key[:2]>/<key>.png``); the PNG's text chunk holds the
-    icon's score and the settings that made it. Writes are atomic (temporary file + rename), so concurrent
-    writers and interrupted runs never leave a broken icon."""
-
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder).expanduser()
-
-    def path(self, key: str) -> Path:
-        return self.folder / key[:2] / f"{key}.png"
-
-    def get(self, key: str, size: int) -> tuple[Tensor, float] | None:
-        """``(icon [3, size, size], score)`` or None when missing or unreadable."""
-        path = self.path(key)
-        if not path.is_file():
-            return None
-        try:
-            with Image.open(path) as im:
-                im.load()
-                score = float(im.info.get("luminate-score", "nan"))
-                array = np.asarray(im.convert("RGB"))
-        except (OSError, ValueError, SyntaxError):
-            return None  # a damaged entry is simply rendered again
-        if array.shape != (size, size, 3):
-            return None
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0, score
-
-    def put(self, key: str, icon: Tensor, score: float, settings: dict) -> Path:
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        info = PngImagePlugin.PngInfo()
-        info.add_text("luminate-score", repr(score))
-        info.add_text("luminate-settings", json.dumps(settings, sort_keys=True))
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        Image.fromarray(_to_uint8(icon).permute(1, 2, 0).numpy()).save(tmp, format="PNG", pnginfo=info)
-        os.replace(tmp, path)
-        return path
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self.folder.glob("*/*.png")) if self.folder.is_dir() else 0
-
-    def __repr__(self) -> str:
-        return f"IconCache({str(self.folder)!r}, {len(self)} icons)"
+    rows = dirs.numpy().astype("<f4")
+    return [RenderCache.key(settings, f"{row.shape[0]}:".encode() + row.tobytes()) for row in rows]
 
 
 # ----- internals -------------------------------------------------------------------------------------
@@ -225,7 +176,7 @@ def _render_batch(model: Model, layer: str, dirs: Tensor, S: Tensor | None, size
         result = render(model, objective, param=image(size, batch=dirs.shape[0]), transforms=transform, steps=steps,
                         lr=lr, seed=_batch_seed(seed, attempt, keys), progress=False,
                         redirect_relu_steps=redirect_relu_steps)
-        icons = _to_uint8(result.image[:, :3]).float() / 255.0
+        icons = dequantize(quantize(result.image[:, :3]))
         scores = _final_scores(model, layer, score_fn, icons)
         if best_icons is None:
             best_icons, best_scores = icons, scores
@@ -241,10 +192,6 @@ def _final_scores(model: Model, layer: str, objective: Objective, icons: Tensor)
     with torch.no_grad(), LayerTap(model, [layer], check_inputs=False) as tap:
         acts = tap(icons.to(model.device))
     return objective(acts).detach().float().cpu()
-
-
-def _to_uint8(images: Tensor) -> Tensor:
-    return (images.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def _progress(total: int, done: int, enabled: bool):

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "hover a cell to see its count, top classes and sample images. --class makes the atlas of one "
                     "class's rows, --compare A B puts two classes side by side (x: attribution difference). Grid "
                     "size and cell threshold adapt to the number of points unless given. Icons are cached in "
-                    "STORE/icons, so a rerun renders nothing again.",
+                    "$LUMINATE_CACHE/renders (~/.cache/luminate/renders), so a rerun renders nothing again.",
         epilog="example: luminate atlas store/ -o atlas.html --png atlas.png")
     p.add_argument("store", help="a store folder made by `luminate collect`")
     which = p.add_mutually_exclusive_group()
@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "least 10 rows per channel)")
     p.add_argument("--batch-size", type=int, default=32, help="icons rendered together (default 32)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache", default=None, help="icon cache folder (default STORE/icons)")
+    p.add_argument("--cache", default=None, help="icon cache folder (default $LUMINATE_CACHE/renders)")
     p.add_argument("--no-cache", action="store_true", help="render every icon, cache nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_atlas)

@@ -46,7 +46,8 @@ Weights
 -------
 The converted Lucid weights (ProGamerGov's ``inception5h.pth``, the state dict lucent and captum.optim
 download) are not redistributed with Luminate. ``inception_v1(weights=True)`` loads
-``$LUMINATE_HOME/inception_v1.pth`` (default ``~/.cache/luminate/inception_v1.pth``); put the file there,
+``$LUMINATE_CACHE/inception_v1.pth`` (default ``~/.cache/luminate/inception_v1.pth``, see
+:func:`luminate.cache.cache_dir`); put the file there,
 or run :func:`download_weights` once on a machine with internet access. Both lucent's key names
 (``mixed4a_3x3_pre_relu_conv.weight``) and captum.optim's (``mixed4a.conv_3x3.weight``) are converted;
 loading is strict.
@@ -64,6 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from luminate.cache import cache_dir
 from luminate.models.base import Model
 from luminate.models.contract import InputContract
 from luminate.models.labels import Labels, _read
@@ -309,12 +311,6 @@ def convert_checkpoint_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
     return out
 
 
-def cache_dir() -> Path:
-    """Where Luminate keeps downloaded weights: ``$LUMINATE_HOME``, else ``~/.cache/luminate``."""
-    home = os.environ.get("LUMINATE_HOME")
-    return Path(home).expanduser() if home else Path.home() / ".cache" / "luminate"
-
-
 def weights_path() -> Path:
     """The file ``inception_v1(weights=True)`` loads."""
     return cache_dir() / WEIGHTS_FILE
@@ -324,7 +320,7 @@ def _missing_weights_message(path: Path) -> str:
     return (f"InceptionV1 weights not found at {path}. Put the converted Lucid weights (the inception5h.pth "
             f"state dict that lucent and captum.optim use) there: download {WEIGHTS_URL} and save it as {path}, "
             "or run luminate.models.inception.download_weights() on a machine with internet access. "
-            "Set $LUMINATE_HOME to use another folder, pass weights=PATH to load a file elsewhere, or "
+            "Set $LUMINATE_CACHE to use another folder, pass weights=PATH to load a file elsewhere, or "
             "weights=False for random weights.")
 
 
