@@ -18,8 +18,9 @@ more than once per pass warns, naming the module and the ``#k`` syntax.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -46,6 +47,54 @@ def grid_to_tokens(grid: torch.Tensor, prefix: torch.Tensor | None = None) -> to
     tokens put back in front)."""
     tokens = grid.flatten(2).transpose(1, 2)
     return tokens if prefix is None else torch.cat([prefix, tokens], 1)
+
+
+@contextlib.contextmanager
+def replace_output(model, layer: str, fn: Callable[[torch.Tensor], torch.Tensor], grid: bool = True
+                   ) -> Iterator[None]:
+    """While active, the output ``a`` of ``layer`` is replaced by ``fn(a)`` (same shape) in every forward pass.
+
+    Only the addressed call is replaced: ``"name#k"`` its ``k``-th call, a plain name its first (the other calls of
+    a reused module run unchanged). With ``grid=True`` a token layer's ``fn`` sees and returns ``[N, C, h, w]``
+    (prefix tokens are kept as they were). Used by layer attribution.
+    """
+    model = as_model(model)
+    module_name, call = model.resolve(layer)
+    module = model.network.get_submodule(module_name)
+    tokens = grid and model.layer_layout(layer) == "tokens"
+    calls = {"n": 0}
+
+    def hook(mod, inputs, output):
+        k = calls["n"]
+        calls["n"] += 1
+        if k != (call or 0):
+            return None
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"layer {layer!r} returns {type(output).__name__}, not a tensor; "
+                            "choose one of its submodules")
+        if tokens and output.ndim == 3:
+            prefix = model.token_grid(layer, output.shape[1], image_size["hw"])[0]
+            new = grid_to_tokens(fn(tokens_to_grid(model, layer, output, image_size["hw"])), output[:, :prefix])
+        else:
+            new = fn(output)
+        if new.shape != output.shape:
+            raise ValueError(f"replacement for layer {layer!r} has shape {tuple(new.shape)}, "
+                             f"expected {tuple(output.shape)}")
+        return new
+
+    image_size = {"hw": model.size}
+
+    def root_hook(mod, inputs):
+        calls["n"] = 0
+        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].ndim == 4:
+            image_size["hw"] = tuple(inputs[0].shape[-2:])
+
+    handles = [model.network.register_forward_pre_hook(root_hook), module.register_forward_hook(hook)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class LayerTap:

@@ -117,7 +117,7 @@ def strongest_channels(model: Model, layer: str, k: int = 2, photos: list | None
     model = as_model(model)
     paths = photos if photos is not None else sample_image_paths()
     images = torch.cat([model.preprocess(p) for p in paths]) if paths else torch.rand(4, 3, *model.size)
-    acts = activations(model, images.to(model.device), layer)
+    acts = activations(model, images.to(model.device), layer, grid=True)
     score = acts.mean(dim=tuple(d for d in range(acts.ndim) if d != 1))
     spread = acts.transpose(0, 1).flatten(1).std(1)
     score = torch.where(spread > 1e-4, score, torch.full_like(score, -float("inf")))

@@ -162,24 +162,12 @@ def _grad(score: torch.Tensor, leaf: torch.Tensor, retain_graph: bool = False) -
 
 @contextmanager
 def _replace_output(model: Model, layer: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
-    """While active, ``layer``'s output ``a`` is replaced by ``fn(a)`` (same shape) in every forward pass."""
-    module = model.layer(layer)
+    """While active, ``layer``'s output ``a`` is replaced by ``fn(a)`` (same shape) in every forward pass: only the
+    addressed call of a reused module (``"name#k"``; a plain name: its first), token layers as ``[N, C, h, w]``."""
+    from luminate.activations import replace_output
 
-    def hook(mod, inputs, output):
-        if not isinstance(output, torch.Tensor):
-            raise TypeError(f"layer {layer!r} returns {type(output).__name__}, not a tensor; "
-                            "choose one of its submodules")
-        new = fn(output)
-        if new.shape != output.shape:
-            raise ValueError(f"replacement for layer {layer!r} has shape {tuple(new.shape)}, "
-                             f"expected {tuple(output.shape)}")
-        return new
-
-    handle = module.register_forward_hook(hook)
-    try:
+    with replace_output(model, layer, fn):
         yield
-    finally:
-        handle.remove()
 
 
 def _input_gradient(model: Model, x: torch.Tensor, target: torch.Tensor, baseline: torch.Tensor | None
@@ -360,7 +348,7 @@ def layer_integrated_gradients(model, inputs, layer: str, target: Target = None,
     model = as_model(model)
     x = as_batch(model, inputs)
     t, b = resolve_targets(model, target, x.shape[0], x, baseline_target)
-    acts = activations(model, x, layer).to(x.device)
+    acts = activations(model, x, layer, grid=True).to(x.device)
     if baselines is None:
         start = torch.zeros_like(acts)
     else:

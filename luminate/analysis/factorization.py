@@ -310,7 +310,7 @@ def neuron_groups(model, image, layer: str, n_groups: int = 6,
     x = as_batch(model, image)
     if x.shape[0] != 1:
         raise ValueError(f"neuron_groups takes one image, got a batch of {x.shape[0]}")
-    acts = activations(model, x, layer)[0]
+    acts = activations(model, x, layer, grid=True)[0]
     if acts.ndim != 3:
         raise ValueError(f"layer {layer!r} gives activations of shape {tuple(acts.shape)}, not [C, H, W]: "
                          "choose a convolutional layer")

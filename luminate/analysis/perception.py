@@ -57,7 +57,7 @@ def layer_activations(model: Model, image: torch.Tensor, layer: str) -> torch.Te
 
     Raises a clear error for layers without spatial positions (``[C]`` outputs such as logits).
     """
-    acts = activations(model, image, layer)
+    acts = activations(model, image, layer, grid=True)
     if acts.ndim != 4:
         raise ValueError(f"layer {layer!r} outputs shape {tuple(acts.shape[1:])}, without spatial positions; "
                          "choose a convolutional layer [C, h, w] (see `luminate layers MODEL`)")
@@ -84,7 +84,7 @@ def layer_by_layer(model: Model | str, image: ImageLike, layers: Sequence[str] |
     names = list(layers) if layers is not None else default_layers(model, tuple(x.shape[-2:]))
     if not names:
         raise ValueError(f"no layers to show for {model.name}: pass layers=[...] (see `luminate layers MODEL`)")
-    acts = activations(model, x, names, stop_early=True)
+    acts = activations(model, x, names, stop_early=True, grid=True)
     views = []
     for name in names:
         a = acts[name]
