@@ -130,8 +130,9 @@ def collect(model, images, layers: str | Sequence[str], out_dir, positions_per_i
         logger.info("resuming %s: %d of %d shards already collected", out_dir, len(done), n_shards)
 
     if todo:
-        _run(model, imageset, specs, ref_grid, writer, todo, shard_images, batch_size, positions_per_image, seed,
-             attribution, top_k, activation_dtype, attribution_dtype, n_classes, progress, num_workers)
+        with model.frozen():  # eval mode, frozen weights; the caller's network is put back as it was
+            _run(model, imageset, specs, ref_grid, writer, todo, shard_images, batch_size, positions_per_image,
+                 seed, attribution, top_k, activation_dtype, attribution_dtype, n_classes, progress, num_workers)
 
     store = ActivationStore(out_dir)
     if store.skipped:
