@@ -304,12 +304,14 @@ def position_mask(act: torch.Tensor, yx: torch.Tensor) -> torch.Tensor:
     return masked
 
 
-def dual_forward(model: Model, images: torch.Tensor, module: nn.Module, yx: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def dual_forward(model: Model, images: torch.Tensor, module: nn.Module, yx: torch.Tensor | None = None, *,
+                 mask=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One forward-mode AD pass: ``(activation of module, logits [N, K], attribution [N, K])``.
 
     The tangent at ``module``'s output is its activation masked to position ``yx[n]`` of each item, so
     the logits' tangent is ``J_logits · masked activation``: each position's attribution to every class.
+    ``mask`` (a function ``activation -> tangent``, same shape) replaces the position mask, e.g. one
+    channel's map for a unit's attribution (the Microscope).
     """
     state: dict[str, torch.Tensor] = {}
 
@@ -320,7 +322,7 @@ def dual_forward(model: Model, images: torch.Tensor, module: nn.Module, yx: torc
             raise TypeError(f"the layer returns {type(output).__name__}, not a tensor; choose one of its submodules")
         primal = output.detach()
         state["act"] = primal
-        return fwAD.make_dual(primal, position_mask(primal, yx))
+        return fwAD.make_dual(primal, position_mask(primal, yx) if mask is None else mask(primal))
 
     with torch.no_grad(), fwAD.dual_level():
         handle = module.register_forward_hook(hook)

@@ -1,0 +1,538 @@
+"""Dataset examples of every unit: one streaming pass over an image set into sharded, resumable stores.
+
+For every image and every unit (channel) of the chosen layers, the pass records the unit's **maximum
+activation over positions** and where it is (the arg-max position), with the model's evaluation
+preprocessing. Per-unit results are then merged from the shards (:func:`summarize`):
+
+* the top-k images by that maximum, best first, with the arg-max position (ties: the lower image index);
+* a histogram of the maxima over the image set, the fraction of images where the unit fires (maximum
+  above zero), mean / spread, and flags for **dead** units (never above zero) and **constant** units
+  (the same maximum on every image);
+* co-activation similarity: the correlation, over images, of two units' maxima (units of one layer);
+* class attribution (optional, ``units``): the unit's attribution to every logit, averaged over the images,
+  ``attr[k] = Σ_{y,x} ∂logit_k/∂a[c,y,x] · a[c,y,x]`` (gradient x activation of the unit's whole map, the
+  linear estimate of what the unit adds to class ``k``). It is computed with forward-mode AD, one pass of the
+  network per unit and image, so it runs on an evenly spaced sample of at most ``attribution_images``
+  images (every ``ceil(N / attribution_images)``-th image; all of them for small sets).
+
+Storage (both are :mod:`luminate.atlas.store` stores, so shards are written atomically, listed in a manifest
+only when complete, never rewritten, and a killed run resumes where it stopped)::
+
+    OUT/examples/      shard k = images [k*S, (k+1)*S): image [R] (index), peak.<layer> [R, C] float32,
+                       argmax.<layer> [R, C] int32 (row * W + column in the layer's grid); unreadable
+                       images are skipped and named in the manifest
+    OUT/attribution/   shard k = the sampled images of the same range: image [R'],
+                       attr.<layer> [R', U, n_classes] float32 (U = the units asked for)
+    OUT/summary-<layer>.npz   the merged per-unit results (written once the shards are complete)
+
+A shard depends only on the settings and its images (never on the batch size, the worker count or where a
+run resumed), so shards can be computed by separate processes or Ray tasks (:mod:`luminate.parallel`).
+Memory stays at one batch while collecting and one shard while merging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from luminate.activations import LayerTap
+from luminate.atlas.collect import _LayerSpec, _output_width, dual_forward
+from luminate.atlas.imageset import DatasetImages, ImageFolder, ImageSet, image_loader, image_set
+from luminate.atlas.store import ActivationStore, StoreWriter, _atomic_write
+from luminate.models.base import Model, as_model
+
+logger = logging.getLogger("luminate.microscope")
+
+EXAMPLES = "examples"
+ATTRIBUTION = "attribution"
+SUMMARY_VERSION = 1
+
+
+def parse_units(spec: str | Sequence[int] | range | None, channels: int) -> list[int]:
+    """Unit indices from ``"0:64"`` (a slice, clipped to the layer), ``"3,7,9"``, a list or range; ``None``: all."""
+    if spec is None:
+        return list(range(channels))
+    if isinstance(spec, str):
+        text = spec.strip()
+        try:
+            if ":" in text:
+                parts = [int(p) if p.strip() else None for p in text.split(":")]
+                if len(parts) > 3:
+                    raise ValueError
+                return list(range(channels))[slice(*parts)]
+            units = [int(p) for p in text.split(",") if p.strip()]
+        except ValueError:
+            raise ValueError(f"units {spec!r}: give a slice like 0:64 or a list like 3,7,9") from None
+    else:
+        units = [int(u) for u in spec]
+    bad = [u for u in units if not 0 <= u < channels]
+    if bad:
+        raise IndexError(f"unit {bad[0]} is out of range for a layer with {channels} channels (0..{channels - 1})")
+    return sorted(dict.fromkeys(units))
+
+
+class Examples:
+    """The collected examples of a Microscope run, read from ``OUT`` (a site's ``data`` folder).
+
+    ``examples.top_examples(layer, unit)`` lists the unit's best images; ``examples.summary(layer)`` holds every
+    per-unit result as numpy arrays (see :func:`summarize`).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.store = ActivationStore(self.path / EXAMPLES)
+        self.attribution = (ActivationStore(self.path / ATTRIBUTION)
+                            if (self.path / ATTRIBUTION / "manifest.json").is_file() else None)
+        self._summaries: dict[str, dict] = {}
+
+    @property
+    def layers(self) -> list[str]:
+        return self.store.layers
+
+    @property
+    def complete(self) -> bool:
+        return self.store.complete and (self.attribution is None or self.attribution.complete)
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return self.store.skipped
+
+    @property
+    def top_k(self) -> int:
+        return int(self.store.manifest["microscope"]["top_k"])
+
+    def units(self, layer: str) -> list[int]:
+        """The units the run was asked about (rendered, attributed, given pages)."""
+        return list(self.store.manifest["microscope"]["units"][layer])
+
+    def image_name(self, index: int) -> str:
+        return self.store.image_names()[int(index)]
+
+    def image_path(self, index: int) -> str:
+        """The original file of image ``index`` (its name when it came from a Dataset)."""
+        path = self.store.image_path(index)
+        return str(path) if path is not None else self.image_name(index)
+
+    def summary(self, layer: str) -> dict:
+        if layer not in self._summaries:
+            self._summaries[layer] = summarize(self.path, layer, write=False)
+        return self._summaries[layer]
+
+    def top_examples(self, layer: str, unit: int, k: int | None = None) -> list[dict]:
+        """``[{"image", "value", "y", "x", "index"}]`` best first: the unit's strongest images, the value of its
+        maximum over positions and the position (row ``y``, column ``x`` in the layer's grid)."""
+        s = self.summary(layer)
+        channels = s["top_values"].shape[0]
+        if not 0 <= int(unit) < channels:
+            raise IndexError(f"unit {unit} is out of range for layer {layer!r} ({channels} units, 0..{channels - 1})")
+        width = int(s["grid"][1])
+        out = []
+        for value, index, flat in zip(s["top_values"][unit], s["top_images"][unit], s["top_argmax"][unit]):
+            if index < 0:
+                break
+            out.append({"image": self.image_path(int(index)), "value": float(value), "y": int(flat) // width,
+                        "x": int(flat) % width, "index": int(index)})
+        return out[:k] if k is not None else out
+
+    def __repr__(self) -> str:
+        return f"Examples({str(self.path)!r}, layers={self.layers}, images={self.store.n_images})"
+
+
+def open_examples(site_or_store: str | os.PathLike | Examples) -> Examples:
+    """:class:`Examples` from a Microscope site folder, its ``data`` folder, or the ``examples`` store itself."""
+    if isinstance(site_or_store, Examples):
+        return site_or_store
+    path = Path(site_or_store).expanduser()
+    for candidate in (path / "data", path, path.parent):
+        if (candidate / EXAMPLES / "manifest.json").is_file():
+            return Examples(candidate)
+    raise FileNotFoundError(f"{path} holds no Microscope examples (no data/{EXAMPLES}/manifest.json): build a site "
+                            "with `luminate microscope MODEL IMAGES -o SITE` or luminate.microscope.build_site")
+
+
+def top_examples(site_or_store: str | os.PathLike | Examples, layer: str, unit: int, k: int | None = None
+                 ) -> list[dict]:
+    """The images that excite ``unit`` of ``layer`` most, best first: ``[{"image", "value", "y", "x", "index"}]``.
+
+    ``image`` is the original file path (or ``dataset[i]``), ``value`` the unit's maximum activation over
+    positions in that image, ``(y, x)`` where that maximum is, in the layer's grid.
+    """
+    return open_examples(site_or_store).top_examples(layer, unit, k)
+
+
+# ----- collection ------------------------------------------------------------------------------------------------
+
+
+def collect_examples(model, images, layers: str | Sequence[str], out_dir: str | os.PathLike, *,
+                     units: str | Sequence[int] | dict | None = None, top_k: int = 9, batch_size: int = 32,
+                     shard_images: int = 256, attribution_images: int = 256, progress: bool = True,
+                     num_workers: int | None = None, shards: Iterable[int] | None = None, ray: str | None = None,
+                     num_cpus: int | None = None) -> Examples:
+    """Stream ``images`` through ``model`` once and record every unit's peak activation per image.
+
+    Args:
+        model: a :class:`~luminate.models.Model`, zoo name or module; images get its evaluation preprocessing.
+        images: a folder, a list of paths, a torch ``Dataset`` or an image batch (the atlas's image sets:
+            unreadable files are skipped and named).
+        layers: layer name(s) with ``[C, H, W]`` (or ``[C]``) outputs.
+        out_dir: the data folder (created or resumed).
+        units: the units to attribute to classes (and to show): ``"0:64"``, a list, ``{layer: units}``;
+            ``None``: all. Peaks are recorded for every unit of the layer regardless.
+        top_k: examples kept per unit by :func:`summarize`.
+        batch_size: images per forward pass (results do not depend on it).
+        shard_images: images per shard, the unit of resumption and of parallel work.
+        attribution_images: at most this many (evenly spaced) images for class attribution; 0 disables it.
+        shards: only these shards (a worker's share); default all missing ones.
+        ray: ``None`` (this process), ``"local"`` or a Ray address: shards become Ray tasks.
+
+    Returns:
+        :class:`Examples` (complete unless ``shards`` left some out).
+    """
+    model = as_model(model)
+    names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
+    if not names:
+        raise ValueError("give at least one layer, e.g. layers='blocks.10' (list them with `luminate layers MODEL`)")
+    if batch_size < 1 or shard_images < 1 or top_k < 1:
+        raise ValueError("batch_size, shard_images and top_k must be at least 1")
+    specs = [_LayerSpec(model, name) for name in names]
+    unit_map = {s.name: parse_units(units.get(s.name) if isinstance(units, dict) else units, s.channels)
+                for s in specs}
+    n_classes = _output_width(model)
+    imageset = image_set(images)
+    n_images = len(imageset)
+    n_shards = math.ceil(n_images / shard_images)
+    every = max(1, math.ceil(n_images / attribution_images)) if attribution_images > 0 else 0
+    out_dir = Path(out_dir)
+    kind = "folder" if isinstance(imageset, ImageFolder) else "dataset" if isinstance(imageset, DatasetImages) \
+        else "list"
+    layer_records = [{"name": s.name, "key": s.key, "channels": s.channels, "grid": list(s.grid)} for s in specs]
+    settings = {"kind": "microscope.peaks-v1", "model": model.name, "weights": model.weights_fingerprint(),
+                "input": model.contract.describe(), "layers": names, "n_images": n_images,
+                "images": imageset.fingerprint(), "shard_images": shard_images, "attribution": False}
+    header = {"model": model.name, "input": model.contract.describe(), "layers": layer_records,
+              "n_classes": n_classes, "labels": list(model.labels.entries) if model.labels is not None else None,
+              "images": {"count": n_images, "kind": kind, "source": imageset.source,
+                         "root": str(imageset.root) if isinstance(imageset, ImageFolder) else None},
+              "settings": settings, "n_shards": n_shards, "shard_images": shard_images,
+              "microscope": {"units": unit_map, "top_k": int(top_k)}}
+    examples = StoreWriter(out_dir / EXAMPLES, header, imageset.names(), overwrite=True)
+    attribution = None
+    if every:
+        attr_settings = dict(settings, kind="microscope.attribution-v1", units=unit_map, every=every,
+                             method="grad-x-activation(channel map)")
+        attribution = StoreWriter(out_dir / ATTRIBUTION, dict(header, settings=attr_settings), imageset.names(),
+                                  overwrite=True)
+    _set_microscope_header(out_dir / EXAMPLES, header["microscope"])
+    done = examples.done() & (attribution.done() if attribution is not None else examples.done())
+    wanted = set(range(n_shards)) if shards is None else {int(k) for k in shards}
+    todo = sorted(k for k in wanted - done if 0 <= k < n_shards)
+    if done and todo:
+        logger.info("resuming %s: %d of %d shards already collected", out_dir, len(done), n_shards)
+    if todo and ray is not None:
+        from luminate.parallel import run_tasks
+
+        sizes = [min((k + 1) * shard_images, n_images) - k * shard_images for k in todo]
+        run_tasks(_collect_task, [(model, images, names, str(out_dir), unit_map, top_k, batch_size, shard_images,
+                                   attribution_images, k) for k in todo],
+                  ray=ray, num_cpus=num_cpus, progress=progress, desc="collect", unit="img", weights=sizes,
+                  shared={"model": model})
+    elif todo:
+        _run(model, imageset, specs, unit_map, examples, attribution, todo, shard_images, batch_size, every,
+             n_classes, progress, num_workers)
+    return Examples(out_dir)
+
+
+def _collect_task(model, images, names, out_dir, unit_map, top_k, batch_size, shard_images, attribution_images,
+                  shard) -> int:
+    """One shard, in a worker (idempotent: a finished shard is skipped)."""
+    collect_examples(model, images, names, out_dir, units=unit_map, top_k=top_k, batch_size=batch_size,
+                     shard_images=shard_images, attribution_images=attribution_images, progress=False,
+                     num_workers=0, shards=[shard])
+    return shard
+
+
+def _set_microscope_header(path: Path, info: dict) -> None:
+    """Record the run's units and k in the examples manifest (outside the settings: they do not change shards).
+    Rewrites the manifest only when they changed, so a rerun touches no file."""
+    from luminate.atlas.store import read_manifest
+
+    manifest = read_manifest(path)
+    if manifest.get("microscope") == json.loads(json.dumps(info)):
+        return
+    import fcntl
+
+    with open(path / ".lock", "a") as lock:   # the store's own manifest lock
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            manifest = read_manifest(path)
+            manifest["microscope"] = info
+            _atomic_write(path / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"))
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _run(model: Model, imageset: ImageSet, specs, unit_map, examples: StoreWriter, attribution: StoreWriter | None,
+         todo: list[int], shard_images: int, batch_size: int, every: int, n_classes: int, progress: bool,
+         num_workers: int | None) -> None:
+    from tqdm.auto import tqdm
+
+    n_images = len(imageset)
+    plan: list[tuple[int, list[int]]] = []   # (shard, image indices); batches never cross shards
+    for k in todo:
+        lo, hi = k * shard_images, min((k + 1) * shard_images, n_images)
+        plan += [(k, list(range(s, min(s + batch_size, hi)))) for s in range(lo, hi, batch_size)]
+    loader = image_loader(imageset, model.contract, [b for _, b in plan], num_workers=num_workers,
+                          pin_memory=model.device.type == "cuda")
+    bar = tqdm(total=sum(len(b) for _, b in plan), unit="img", desc="collect", disable=not progress)
+    parts: dict[str, list[np.ndarray]] = {}
+    attr_parts: dict[str, list[np.ndarray]] = {}
+    skipped: list[tuple[str, str]] = []
+    names = [s.name for s in specs]
+    frozen = model.frozen() if hasattr(model, "frozen") else contextlib.nullcontext()
+    try:
+        with frozen, LayerTap(model, names, detach=True) as tap:
+            for step, ((shard, indices), batch) in enumerate(zip(plan, loader)):
+                for index, reason in batch.skipped:
+                    name = imageset.name(index)
+                    logger.warning("skipping unreadable image %s: %s", name, reason)
+                    skipped.append((name, reason))
+                if len(batch.indices):
+                    images = batch.images.to(model.device, non_blocking=True)
+                    with torch.no_grad():
+                        acts = tap(images)
+                    parts.setdefault("image", []).append(batch.indices.numpy().astype(np.int64))
+                    for spec in specs:
+                        peak, argmax = peaks(acts[spec.name])
+                        parts.setdefault(f"peak.{spec.key}", []).append(peak.float().cpu().numpy())
+                        parts.setdefault(f"argmax.{spec.key}", []).append(argmax.cpu().numpy().astype(np.int32))
+                    if attribution is not None:
+                        sampled = [j for j, i in enumerate(batch.indices.tolist()) if i % every == 0]
+                        if sampled:
+                            chosen = images[sampled]
+                            attr_parts.setdefault("image", []).append(batch.indices[sampled].numpy().astype(np.int64))
+                            for spec in specs:
+                                attr = unit_attribution(model, chosen, spec.name, unit_map[spec.name])
+                                attr_parts.setdefault(f"attr.{spec.key}", []).append(attr.numpy())
+                bar.update(len(indices))
+                bar.set_postfix(skipped=len(skipped), refresh=False)
+                if step + 1 == len(plan) or plan[step + 1][0] != shard:
+                    lo, hi = shard * shard_images, min((shard + 1) * shard_images, n_images)
+                    if attribution is not None:   # first: the examples shard marks the pair as started
+                        arrays = _concat(attr_parts, specs, "attr", unit_map, n_classes)
+                        attribution.write_shard(shard, arrays, (lo, hi))
+                    arrays = _concat(parts, specs, "peak", unit_map, n_classes)
+                    if not examples.write_shard(shard, arrays, (lo, hi), skipped):
+                        logger.info("shard %d was finished by another writer meanwhile; kept that one", shard)
+                    parts, attr_parts, skipped = {}, {}, []
+    finally:
+        bar.close()
+
+
+def _concat(parts: dict, specs, kind: str, unit_map: dict, n_classes: int) -> dict[str, np.ndarray]:
+    if parts:
+        return {name: np.concatenate(values) for name, values in parts.items()}
+    arrays = {"image": np.zeros(0, np.int64)}
+    for spec in specs:
+        if kind == "peak":
+            arrays[f"peak.{spec.key}"] = np.zeros((0, spec.channels), np.float32)
+            arrays[f"argmax.{spec.key}"] = np.zeros((0, spec.channels), np.int32)
+        else:
+            arrays[f"attr.{spec.key}"] = np.zeros((0, len(unit_map[spec.name]), n_classes), np.float32)
+    return arrays
+
+
+def peaks(act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``act`` ``[N, C, H, W]`` -> (maximum over positions ``[N, C]``, flat arg-max ``y * W + x`` ``[N, C]``).
+    A ``[N, C]`` activation is its own maximum, at position 0."""
+    if act.ndim == 2:
+        return act, torch.zeros_like(act, dtype=torch.long)
+    if act.ndim != 4:
+        raise ValueError(f"activations of shape {tuple(act.shape)}: the Microscope needs [N, C, H, W] or [N, C]")
+    return act.flatten(2).max(2)
+
+
+def unit_attribution(model: Model, images: torch.Tensor, layer: str, units: Sequence[int]) -> torch.Tensor:
+    """Each unit's attribution to every logit for each image, ``[N, U, n_classes]`` (CPU float32):
+    ``Σ_{y,x} ∂logit_k/∂a[u,y,x] · a[u,y,x]``, by one forward-mode pass per unit."""
+    module = model.layer(layer)
+    out = []
+    for unit in units:
+        def mask(act: torch.Tensor, unit: int = unit) -> torch.Tensor:
+            tangent = torch.zeros_like(act)
+            tangent[:, unit] = act[:, unit]
+            return tangent
+
+        _, _, tangent = dual_forward(model, images, module, mask=mask)
+        out.append(tangent.float().cpu())
+    if not out:
+        return torch.zeros(images.shape[0], 0, 0)
+    return torch.stack(out, 1)
+
+
+# ----- merging ---------------------------------------------------------------------------------------------------
+
+
+def summary_path(data_dir: str | os.PathLike, layer: str) -> Path:
+    from luminate.atlas.store import layer_key
+
+    return Path(data_dir) / f"summary-{layer_key(layer)}.npz"
+
+
+def _summary_key(store: ActivationStore, attribution: ActivationStore | None, layer: str, bins: int,
+                 similar: int) -> str:
+    def shards(s: ActivationStore | None):
+        if s is None:
+            return None
+        return [s.manifest["settings_hash"], [[sh["index"], sorted((f, v["sha256"]) for f, v in sh["files"].items())]
+                                              for sh in s.shards]]
+    payload = [SUMMARY_VERSION, layer, bins, similar, store.manifest["microscope"], shards(store), shards(attribution)]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def summarize(data_dir: str | os.PathLike, layer: str, bins: int = 32, similar: int = 8, write: bool = True) -> dict:
+    """Merge the shards of ``layer`` into per-unit results (read back from ``summary-<layer>.npz`` when it is
+    up to date; written there when ``write`` and the collection is complete).
+
+    Returns a dict of numpy arrays (``C`` units, ``k`` examples, ``U`` attributed units, ``K`` classes):
+    ``top_values`` ``[C, k]`` float32 (maxima, best first; ``-inf`` past the images there are),
+    ``top_images`` ``[C, k]`` int64 (image indices, ``-1`` when missing), ``top_argmax`` ``[C, k]`` (flat
+    ``y * W + x``), ``hist_counts`` ``[C, bins]``, ``hist_edges`` ``[C, bins + 1]``, ``firing`` ``[C]``
+    (fraction of images with a maximum above zero), ``mean``, ``std``, ``minimum``, ``maximum`` ``[C]``,
+    ``dead`` / ``constant`` ``[C]`` bool, ``similar_units`` / ``similar_corr`` ``[C, similar]`` (the most
+    correlated units, by correlation of maxima over images), ``attr_units`` ``[U]``, ``attr_mean`` ``[U, K]``,
+    ``n_images``, ``grid`` ``[2]``, ``key`` (the inputs' hash).
+    """
+    data_dir = Path(data_dir)
+    store = ActivationStore(data_dir / EXAMPLES)
+    attr_dir = data_dir / ATTRIBUTION
+    attribution = ActivationStore(attr_dir) if (attr_dir / "manifest.json").is_file() else None
+    info = store.layer_info(layer)
+    key = _summary_key(store, attribution, layer, bins, similar)
+    path = summary_path(data_dir, layer)
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                if str(saved["key"]) == key:
+                    return {name: saved[name] for name in saved.files}
+        except (OSError, ValueError, KeyError):
+            pass
+    top_k = int(store.manifest["microscope"]["top_k"])
+    result = merge_shards(store, info["key"], top_k, bins, similar)
+    result["grid"] = np.array(info["grid"], dtype=np.int64)
+    units = store.manifest["microscope"]["units"][layer]
+    result["attr_units"] = np.array(units, dtype=np.int64)
+    result["attr_mean"], result["attr_count"] = _attribution_mean(attribution, info["key"], len(units),
+                                                                  store.n_classes)
+    result["key"] = np.array(key)
+    complete = store.complete and (attribution is None or attribution.complete)
+    if write and complete:
+        import io
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **result)
+        _atomic_write(path, buffer.getvalue())
+    return result
+
+
+def merge_shards(store: ActivationStore, key: str, top_k: int, bins: int = 32, similar: int = 8) -> dict:
+    """Streaming merge of the examples shards of one layer (memory: one shard plus ``[C, C]``)."""
+    channels = next(info["channels"] for info in store.manifest["layers"] if info["key"] == key)
+    values = np.full((channels, 0), -np.inf, np.float32)
+    images = np.zeros((channels, 0), np.int64)
+    argmax = np.zeros((channels, 0), np.int32)
+    n = 0
+    total = np.zeros(channels)
+    squares = np.zeros(channels)
+    outer = np.zeros((channels, channels))
+    fires = np.zeros(channels, np.int64)
+    lo = np.full(channels, np.inf)
+    hi = np.full(channels, -np.inf)
+    fields = ["image", f"peak.{key}", f"argmax.{key}"]
+    for _, shard in store.iter_shards(fields):
+        index = np.asarray(shard["image"])
+        if not len(index):
+            continue
+        peak = np.asarray(shard[f"peak.{key}"], dtype=np.float32)            # [R, C]
+        where = np.asarray(shard[f"argmax.{key}"], dtype=np.int32)            # [R, C]
+        values, images, argmax = merge_top_k(values, images, argmax, peak.T, np.broadcast_to(index, peak.T.shape),
+                                             where.T, top_k)
+        p = peak.astype(np.float64)
+        n += len(index)
+        total += p.sum(0)
+        squares += (p * p).sum(0)
+        outer += p.T @ p
+        fires += (peak > 0).sum(0)
+        lo = np.minimum(lo, p.min(0))
+        hi = np.maximum(hi, p.max(0))
+    if values.shape[1] < top_k:   # fewer readable images than k
+        pad = top_k - values.shape[1]
+        values = np.concatenate([values, np.full((channels, pad), -np.inf, np.float32)], 1)
+        images = np.concatenate([images, np.full((channels, pad), -1, np.int64)], 1)
+        argmax = np.concatenate([argmax, np.zeros((channels, pad), np.int32)], 1)
+    count = max(n, 1)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0))
+    if n == 0:
+        lo, hi = np.zeros(channels), np.zeros(channels)
+    dead = hi <= 0
+    constant = (hi - lo) <= 1e-6 * np.maximum(1.0, np.abs(hi))
+    # histograms: a second streaming pass, with per-unit edges from the first
+    edge_lo = np.where(hi > lo, lo, lo - 0.5)
+    edge_hi = np.where(hi > lo, hi, hi + 0.5)
+    edges = edge_lo[:, None] + (edge_hi - edge_lo)[:, None] * np.linspace(0, 1, bins + 1)[None, :]
+    counts = np.zeros((channels, bins), np.int64)
+    for _, shard in store.iter_shards([f"peak.{key}"]):
+        peak = np.asarray(shard[f"peak.{key}"], dtype=np.float64)
+        if not len(peak):
+            continue
+        slot = np.floor((peak - edge_lo) / (edge_hi - edge_lo) * bins).astype(np.int64).clip(0, bins - 1)  # [R, C]
+        np.add.at(counts, (np.broadcast_to(np.arange(channels), slot.shape), slot), 1)
+    # co-activation: correlation of the units' maxima over images
+    cov = outer / count - np.outer(mean, mean)
+    scale = np.where(constant, np.inf, std)
+    corr = cov / np.outer(scale, scale)
+    np.fill_diagonal(corr, -np.inf)
+    corr[:, constant] = -np.inf
+    similar = min(similar, max(channels - 1, 0))
+    order = np.argsort(-corr, axis=1, kind="stable")[:, :similar]
+    similar_corr = np.take_along_axis(corr, order, 1)
+    return {"top_values": values, "top_images": images, "top_argmax": argmax, "hist_counts": counts,
+            "hist_edges": edges.astype(np.float32), "firing": (fires / count).astype(np.float32),
+            "mean": mean.astype(np.float32), "std": std.astype(np.float32), "minimum": lo.astype(np.float32),
+            "maximum": hi.astype(np.float32), "dead": dead, "constant": constant & ~dead,
+            "similar_units": order.astype(np.int64), "similar_corr": np.nan_to_num(similar_corr, neginf=0.0),
+            "n_images": np.array(n)}
+
+
+def merge_top_k(values: np.ndarray, images: np.ndarray, argmax: np.ndarray, new_values: np.ndarray,
+                new_images: np.ndarray, new_argmax: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge a running per-unit top-k (``[C, k']``, best first) with new candidates ``[C, R]`` whose image
+    indices are all larger; keep the ``k`` largest values, ties to the lower image index (stable sort)."""
+    all_values = np.concatenate([values, new_values], 1)
+    all_images = np.concatenate([images, new_images], 1)
+    all_argmax = np.concatenate([argmax, new_argmax], 1)
+    order = np.argsort(-all_values, axis=1, kind="stable")[:, :k]
+    return (np.take_along_axis(all_values, order, 1), np.take_along_axis(all_images, order, 1),
+            np.take_along_axis(all_argmax, order, 1))
+
+
+def _attribution_mean(attribution: ActivationStore | None, key: str, n_units: int, n_classes: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    total = np.zeros((n_units, n_classes))
+    count = 0
+    if attribution is not None:
+        for _, shard in attribution.iter_shards([f"attr.{key}"]):
+            attr = np.asarray(shard[f"attr.{key}"], dtype=np.float64)
+            if len(attr):
+                total += attr.sum(0)
+                count += len(attr)
+    return (total / max(count, 1)).astype(np.float32), np.array(count)

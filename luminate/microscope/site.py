@@ -1,0 +1,215 @@
+"""A Microscope run: collection, per-unit summaries and renders for a site folder, ready for the pages.
+
+:func:`build` runs the three resumable stages into ``SITE/data`` (and the render cache):
+
+1. dataset examples (:func:`luminate.microscope.collect_examples`), sharded by images;
+2. per-unit summaries (:func:`luminate.microscope.summarize`);
+3. feature visualizations of the chosen units that are neither dead nor constant
+   (:func:`luminate.microscope.render.render_units`), chunked by units;
+
+and returns a :class:`Site`, which :func:`luminate.views.microscope.write_site` turns into pages. Stages 1 and 3
+can run as Ray tasks (``ray="local"`` or an address). A finished stage is skipped, so a rerun of a finished
+site computes nothing and (with ``write_site``) rewrites no file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from luminate.activations import LayerTap
+from luminate.atlas.imageset import ImageSet, image_set
+from luminate.images import UnreadableImageError
+from luminate.microscope.collect import Examples, collect_examples, summarize
+from luminate.microscope.render import default_cache_dir, render_units
+from luminate.models.base import Model, as_model
+
+DATA = "data"
+
+
+class Site:
+    """Everything the pages of a Microscope site show, computed (or read back) by :func:`build`.
+
+    Attributes:
+        path: the site folder; ``examples``: the :class:`~luminate.microscope.Examples`;
+        layers: ``[{"name", "key", "channels", "grid", "units"}]``; ``summaries``: ``{layer: summarize(...)}``;
+        renders: ``{layer: {unit: {"positive", "negative", "diversity"}}}``; ``settings``: the run's settings;
+        stamp: a hash of everything the pages depend on (a rerun with the same stamp writes nothing).
+    """
+
+    def __init__(self, path: Path, model: Model, imageset: ImageSet, examples: Examples, layers: list[dict],
+                 summaries: dict, renders: dict, settings: dict, sanity: dict | None = None):
+        self.path = path
+        self.model = model
+        self.imageset = imageset
+        self.examples = examples
+        self.layers = layers
+        self.summaries = summaries
+        self.renders = renders
+        self.settings = settings
+        self.sanity = sanity or {}
+        payload = [settings, {name: str(s["key"]) for name, s in summaries.items()},
+                   {layer: sorted(units) for layer, units in renders.items()}, sorted(self.sanity.items())]
+        self.stamp = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name
+
+    def status(self, layer: str, unit: int) -> str:
+        s = self.summaries[layer]
+        return "dead" if s["dead"][unit] else "constant" if s["constant"][unit] else "ok"
+
+    def classes(self, layer: str, unit: int, n: int = 6) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+        """The classes the unit raises most and lowers most: ``([(class, mean attribution)], [...])``."""
+        s = self.summaries[layer]
+        where = np.nonzero(s["attr_units"] == unit)[0]
+        if not len(where) or int(s["attr_count"]) == 0:
+            return [], []
+        row = s["attr_mean"][where[0]]
+        labels = self.model.labels
+        name = (lambda k: labels.name(int(k))) if labels is not None and hasattr(labels, "name") else \
+            (lambda k: str(labels.entries[int(k)]) if labels is not None else f"class {int(k)}")
+        order = np.argsort(-row, kind="stable")
+        raised = [(name(k), float(row[k])) for k in order[:n] if row[k] > 0]
+        lowered = [(name(k), float(row[k])) for k in order[::-1][:n] if row[k] < 0]
+        return raised, lowered
+
+    def similar(self, layer: str, unit: int, n: int = 8) -> list[tuple[int, float]]:
+        s = self.summaries[layer]
+        return [(int(v), float(c)) for v, c in zip(s["similar_units"][unit][:n], s["similar_corr"][unit][:n])
+                if c > 0]
+
+    def histogram(self, layer: str, unit: int) -> dict:
+        s = self.summaries[layer]
+        return {"counts": s["hist_counts"][unit], "edges": s["hist_edges"][unit], "firing": float(s["firing"][unit]),
+                "mean": float(s["mean"][unit]), "std": float(s["std"][unit]), "n_images": int(s["n_images"])}
+
+    def unit_data(self, layer: str, units: Sequence[int], batch_size: int = 16) -> Iterator[dict]:
+        """Per-unit page data (see :func:`luminate.views.microscope.unit_page`), computed a few units at a time:
+        the top examples' preprocessed images and the unit's activation map on each (one forward pass per image,
+        to the layer only)."""
+        info = next(l for l in self.layers if l["name"] == layer)
+        units = list(units)
+        for start in range(0, len(units), batch_size):
+            chunk = units[start:start + batch_size]
+            tops = {u: self.examples.top_examples(layer, u) for u in chunk}
+            wanted = sorted({t["index"] for u in chunk for t in tops[u]})
+            pictures: dict[int, torch.Tensor] = {}
+            for i in wanted:
+                try:
+                    pictures[i] = self.imageset.load(i, self.model.contract)
+                except (UnreadableImageError, OSError):   # the file changed since collection: leave it out
+                    continue
+            maps = self._maps(layer, pictures)
+            for u in chunk:
+                raised, lowered = self.classes(layer, u)
+                examples = [{"name": self.examples.image_name(t["index"]), "value": t["value"], "y": t["y"],
+                             "x": t["x"], "picture": pictures[t["index"]], "map": maps[t["index"]][u]}
+                            for t in tops[u] if t["index"] in pictures]
+                yield {"unit": u, "status": self.status(layer, u), "images": self.renders[layer].get(u),
+                       "examples": examples, "hist": self.histogram(layer, u), "raised": raised, "lowered": lowered,
+                       "similar": self.similar(layer, u), "sanity": self.sanity.get((layer, u)), "grid": info["grid"]}
+
+    def _maps(self, layer: str, pictures: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """``{image index: activation [C, h, w]}`` of ``layer`` (CPU)."""
+        if not pictures:
+            return {}
+        keys = list(pictures)
+        out = {}
+        with torch.no_grad(), LayerTap(self.model, [layer], detach=True) as tap:
+            for start in range(0, len(keys), 32):
+                part = keys[start:start + 32]
+                act = tap(torch.stack([pictures[i] for i in part]).to(self.model.device))[layer].cpu()
+                if act.ndim == 2:
+                    act = act[:, :, None, None]
+                out.update(zip(part, act))
+        return out
+
+
+def build(model, images, out: str | os.PathLike, *, layers: str | Sequence[str] | None = None,
+          units: str | Sequence[int] | None = "0:64", top_k: int = 9, steps: int = 256, size: int = 96,
+          seed: int = 0, batch_size: int = 32, shard_images: int = 256, attribution_images: int = 256,
+          units_per_batch: int = 8, cache_dir: str | os.PathLike | None = None, ray: str | None = None,
+          num_cpus: int | None = None, sanity: bool = False, progress: bool = True,
+          num_workers: int | None = None) -> Site:
+    """Collect, summarize and render everything a Microscope site of ``model`` over ``images`` shows.
+
+    Args:
+        model: a Model, zoo name or module. images: a folder, list of paths, Dataset or image batch.
+        out: the site folder (its ``data`` subfolder holds the collection; resumed when it exists).
+        layers: layer name(s); default :func:`luminate.recipes.default_layer`.
+        units: the units given pages, visualizations and class attributions (``"0:64"``, a list, ``None``: all);
+            peaks, histograms and similarity cover every unit of the layer.
+        top_k: dataset examples per unit. steps, size, seed: feature-visualization settings.
+        units_per_batch: units rendered together (``6 x`` as many images per batch).
+        cache_dir: the unit render cache (default: Luminate's render cache, ``$LUMINATE_CACHE/renders``).
+        ray: ``None`` (in-process), ``"local"`` or a Ray address: collection shards and render chunks become
+            Ray tasks; ``num_cpus``: CPUs of a local Ray instance.
+        sanity: show a sanity score per unit when :mod:`luminate.analysis.sanity` is available.
+    """
+    from luminate.recipes import default_layer
+
+    model = as_model(model)
+    names = [layers] if isinstance(layers, str) else list(layers or [default_layer(model)])
+    out = Path(out)
+    data = out / DATA
+    imageset = image_set(images)
+    examples = collect_examples(model, images, names, data, units=units, top_k=top_k, batch_size=batch_size, shard_images=shard_images,
+                               attribution_images=attribution_images, progress=progress, num_workers=num_workers,
+                               ray=ray, num_cpus=num_cpus)
+    if not examples.complete:
+        raise RuntimeError(f"the collection in {data} is incomplete after running; run again to finish it")
+    summaries = {name: summarize(data, name) for name in names}
+    if all(int(s["n_images"]) == 0 for s in summaries.values()):
+        reasons = "; ".join(f"{n}: {r}" for n, r in examples.skipped[:3])
+        raise ValueError(f"none of the {len(imageset)} images could be read ({reasons}); check the image set")
+    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    layer_info = []
+    renders = {}
+    for name in names:
+        info = dict(examples.store.layer_info(name))
+        info["units"] = examples.units(name)
+        layer_info.append(info)
+        s = summaries[name]
+        alive = [u for u in info["units"] if not (s["dead"][u] or s["constant"][u])]
+        if alive and len(model.layer_info(name).shape) == 3:   # [C] layers get no visualizations
+            renders[name] = render_units(model, name, alive, size=size, steps=steps, seed=seed,
+                                         units_per_batch=units_per_batch, cache_dir=cache_dir, ray=ray,
+                                         num_cpus=num_cpus, progress=progress)
+        else:
+            renders[name] = {}
+    settings = {"model": model.name, "weights": model.weights_fingerprint(), "input": model.contract.describe(),
+                "layers": ", ".join(names), "top examples": top_k, "visualizations":
+                    f"{size} px, {steps} steps, seed {seed}, {units_per_batch} units per batch",
+                "render cache": str(cache_dir),
+                "class attribution": f"gradient x activation, mean over "
+                                     f"{int(next(iter(summaries.values()))['attr_count'])} images"}
+    scores = _sanity_scores(model, renders) if sanity else None
+    return Site(out, model, imageset, examples, layer_info, summaries, renders, settings, scores)
+
+
+def _sanity_scores(model: Model, renders: dict) -> dict | None:
+    """``{(layer, unit): text}`` from :mod:`luminate.analysis.sanity` when it exists (optional)."""
+    try:
+        from luminate.analysis import sanity  # noqa: F401
+    except ImportError:
+        return None
+    score = getattr(sanity, "unit_score", None) or getattr(sanity, "sanity_score", None)
+    if score is None:
+        return None
+    out = {}
+    for layer, units in renders.items():
+        for unit, images in units.items():
+            try:
+                value = score(model, f"{layer}:{unit}", images["positive"][None])
+            except Exception:   # an optional annotation must never break a site
+                continue
+            out[(layer, unit)] = f"{float(value):.2f}" if isinstance(value, (int, float)) else str(value)
+    return out

@@ -1,0 +1,319 @@
+"""The Microscope's static pages: model page, layer pages (sprite grid + search), unit pages.
+
+The pages are drawn from results computed by :mod:`luminate.microscope` (no gradients, no rendering here): unit
+images, dataset examples with their activation maps, statistics and attributions. A site is a folder::
+
+    SITE/index.html                  the model: layers, image set, settings
+    SITE/<layer>/index.html          every unit of the layer as a sprite grid, searchable by unit or class
+    SITE/<layer>/sprite.png          the units' positive visualizations (a relative file, one per layer)
+    SITE/<layer>/unit-00007.html     one unit: visualizations, top examples, histogram, classes, similar units
+
+Every image is inline (data URLs) or a relative file inside the site; nothing is loaded from the network, so the
+folder can be opened straight from disk or served by any static server.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from luminate.views.atlas import _patch
+from luminate.views.html import esc, img_tag, json_script, page
+
+CSS = """
+nav.crumbs { font-size: 14px; margin-bottom: 10px; } nav.crumbs a { color: var(--accent); text-decoration: none; }
+a { color: var(--accent); }
+.vis figure img { width: 128px; height: 128px; }
+.vis .div img { width: 96px; height: 96px; }
+.examples figure img { width: 128px; height: 128px; }
+.grid { display: flex; flex-wrap: wrap; gap: 6px; }
+.grid a.unit { display: block; width: 76px; text-align: center; font-size: 12px; color: var(--ink); text-decoration: none; }
+.grid a.unit .tile { display: block; width: 72px; height: 72px; border: 1px solid var(--line); border-radius: 4px;
+  background-repeat: no-repeat; background-color: #ccc; }
+.grid a.unit.dead .tile, .grid a.unit.constant .tile { background-image: none !important; background-color: #e4e6ea; }
+.grid a.unit.hidden { display: none; }
+.badge { display: inline-block; font-size: 12px; padding: 1px 7px; border-radius: 9px; background: #e4e6ea; }
+.badge.dead { background: #f3d2c8; }
+input#search { font-size: 15px; padding: 6px 10px; width: 320px; border: 1px solid var(--line); border-radius: 6px; }
+.classes td.v { font-variant-numeric: tabular-nums; color: var(--muted); }
+.similar a { display: inline-block; margin: 0 10px 8px 0; text-align: center; font-size: 12px; }
+"""
+
+SEARCH_JS = """
+const box = document.getElementById('search'), count = document.getElementById('count');
+function filter() {
+  const q = box.value.trim().toLowerCase(); let shown = 0;
+  for (const a of document.querySelectorAll('a.unit')) {
+    const unit = a.dataset.unit, classes = a.dataset.classes;
+    const ok = !q || (/^\\d+$/.test(q) ? unit === q : classes.includes(q));
+    a.classList.toggle('hidden', !ok); if (ok) shown++;
+  }
+  count.textContent = shown + ' unit' + (shown === 1 ? '' : 's');
+}
+box.addEventListener('input', filter); filter();
+"""
+
+#: tile side of the layer sprite, in pixels
+SPRITE_TILE = 72
+
+
+def unit_file(unit: int) -> str:
+    return f"unit-{int(unit):05d}.html"
+
+
+def layer_dir(key: str) -> str:
+    return key
+
+
+def _crumbs(parts: Sequence[tuple[str, str | None]]) -> str:
+    links = [f'<a href="{esc(href)}">{esc(text)}</a>' if href else esc(text) for text, href in parts]
+    return f'<nav class="crumbs">{" / ".join(links)}</nav>'
+
+
+def model_page(model: dict, layers: list[dict]) -> str:
+    """``model``: ``{"name", "input", "images": {"count", "source", "skipped": [(name, reason)]}, "settings"}``;
+    ``layers``: ``[{"name", "key", "channels", "grid", "units", "dead"}]``."""
+    rows = "".join(f'<tr><td><a href="{esc(layer_dir(l["key"]))}/index.html">{esc(l["name"])}</a></td>'
+                   f'<td>{l["channels"]} units, {l["grid"][0]}x{l["grid"][1]}</td>'
+                   f'<td>{len(l["units"])} shown, {l["dead"]} dead or constant</td></tr>' for l in layers)
+    images = model["images"]
+    skipped = images.get("skipped", [])
+    skipped_html = ""
+    if skipped:
+        items = "".join(f"<li><code>{esc(n)}</code>: {esc(r)}</li>" for n, r in skipped[:100])
+        more = f"<li>... and {len(skipped) - 100} more</li>" if len(skipped) > 100 else ""
+        skipped_html = f"<p>Skipped {len(skipped)} unreadable file(s):</p><ul>{items}{more}</ul>"
+    settings = "".join(f"<tr><td>{esc(k)}</td><td><code>{esc(v)}</code></td></tr>"
+                       for k, v in model["settings"].items())
+    body = (f'<div class="card"><h2>Layers</h2><table>{rows}</table></div>'
+            f'<div class="card"><h2>Image set</h2><p>{images["count"]} images from {esc(images["source"])}; '
+            f'{images["read"]} read.</p>{skipped_html}</div>'
+            f'<div class="card"><h2>Settings</h2><table>{settings}</table></div>')
+    return page(f"Microscope: {model['name']}", body, CSS,
+                subtitle=f"Every unit of {len(layers)} layer(s) with its feature visualizations and the images of "
+                         f"the set that excite it most. Input: {esc(model['input'])}.")
+
+
+def sprite_sheet(tiles: dict[int, torch.Tensor], units: Sequence[int]) -> tuple[Image.Image, int]:
+    """The layer sprite: ``tiles[unit]`` ``[3, S, S]`` at :data:`SPRITE_TILE` px, in ``units`` order, in rows of
+    ``cols``; returns ``(image, cols)``. Units without a tile stay grey."""
+    cols = max(1, math.ceil(math.sqrt(len(units))))
+    rows = max(1, math.ceil(len(units) / cols))
+    sheet = Image.new("RGB", (cols * SPRITE_TILE, rows * SPRITE_TILE), (204, 204, 204))
+    for slot, unit in enumerate(units):
+        if unit in tiles:
+            tile = _pil(tiles[unit]).resize((SPRITE_TILE, SPRITE_TILE), Image.BICUBIC)
+            sheet.paste(tile, ((slot % cols) * SPRITE_TILE, (slot // cols) * SPRITE_TILE))
+    return sheet, cols
+
+
+def layer_page(model_name: str, layer: dict, units: list[dict], cols: int) -> str:
+    """``layer``: ``{"name", "channels", "grid"}``; ``units``: ``[{"unit", "status", "raised": [names]}]`` in
+    sprite order (``cols`` tiles per sprite row, ``sprite.png`` beside the page)."""
+    cells = []
+    for slot, u in enumerate(units):
+        x, y = (slot % cols) * SPRITE_TILE, (slot // cols) * SPRITE_TILE
+        classes = " ".join(c.lower() for c in u["raised"])
+        status = u["status"]
+        label = f'{u["unit"]}' + ("" if status == "ok" else f" ({status})")
+        cells.append(f'<a class="unit {status}" href="{unit_file(u["unit"])}" data-unit="{u["unit"]}" '
+                     f'data-classes="{esc(classes)}" title="unit {u["unit"]}: {esc(", ".join(u["raised"][:3]))}">'
+                     f'<span class="tile" style="background-image:url(sprite.png);background-position:-{x}px -{y}px">'
+                     f'</span>{esc(label)}</a>')
+    body = (_crumbs([(model_name, "../index.html"), (layer["name"], None)])
+            + '<p><input id="search" type="search" placeholder="search: a unit number or a class, e.g. 7 or daisy" '
+              'aria-label="search units"> <span id="count" class="muted"></span></p>'
+            + f'<div class="grid">{"".join(cells)}</div>')
+    return page(f"{layer['name']}: {len(units)} units", body, CSS, SEARCH_JS,
+                subtitle=f"{model_name}, layer {esc(layer['name'])} ({layer['channels']} units, "
+                         f"{layer['grid'][0]}x{layer['grid'][1]} positions). Click a unit for its page.")
+
+
+def _pil(image: torch.Tensor) -> Image.Image:
+    array = (image.detach().cpu().float().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def overlay(picture: torch.Tensor, act_map: torch.Tensor, top: float, alpha: float = 0.55) -> torch.Tensor:
+    """``picture`` ``[3, H, W]`` with the unit's activation map ``[h, w]`` (scaled by ``top``, the unit's best
+    value) drawn over it in orange, stronger where the unit fires more; darkened where it does not fire."""
+    h, w = picture.shape[-2:]
+    level = (act_map.float() / max(float(top), 1e-8)).clamp(0, 1)
+    heat = Image.fromarray((level.numpy() * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)
+    weight = torch.from_numpy(np.asarray(heat, dtype=np.float32) / 255)[None]        # [1, H, W]
+    color = torch.tensor([1.0, 0.45, 0.1])[:, None, None]
+    shaded = picture * (0.45 + 0.55 * weight)
+    return (shaded * (1 - alpha * weight) + color * alpha * weight * weight).clamp(0, 1)
+
+
+def _histogram_svg(counts: np.ndarray, edges: np.ndarray, marks: Sequence[float] = (), width: int = 420,
+                   height: int = 120) -> str:
+    counts = np.asarray(counts, dtype=np.float64)
+    peak = max(counts.max(), 1)
+    bw = width / len(counts)
+    bars = "".join(f'<rect x="{i * bw:.1f}" y="{height - 18 - c / peak * (height - 24):.1f}" width="{bw - 1:.1f}" '
+                   f'height="{c / peak * (height - 24):.1f}" fill="#d0542b"><title>{edges[i]:.3g} to {edges[i + 1]:.3g}'
+                   f': {int(c)} images</title></rect>' for i, c in enumerate(counts))
+    lo, hi = float(edges[0]), float(edges[-1])
+    ticks = []
+    for v in marks:
+        if lo <= v <= hi and hi > lo:
+            x = (v - lo) / (hi - lo) * width
+            ticks.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{height - 18}" stroke="#1d2430" '
+                         f'stroke-dasharray="3 3"/>')
+    axis = (f'<text x="0" y="{height - 4}" font-size="11" fill="#5b6576">{lo:.3g}</text>'
+            f'<text x="{width}" y="{height - 4}" font-size="11" fill="#5b6576" text-anchor="end">{hi:.3g}</text>')
+    return (f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+            f'aria-label="histogram of the unit\'s maximum activation per image">{bars}{"".join(ticks)}{axis}</svg>')
+
+
+def unit_page(model_name: str, layer: dict, unit: dict, prev_unit: int | None, next_unit: int | None) -> str:
+    """One unit. ``unit``: ``{"unit", "status", "images": {"positive", "negative", "diversity"} or None,
+    "examples": [{"name", "value", "picture" [3,H,W], "map" [h,w], "y", "x"}], "hist": {"counts", "edges",
+    "firing", "mean", "std", "n_images"}, "raised"/"lowered": [(class, value)], "similar": [(unit, corr)],
+    "sanity": optional text}``."""
+    u = unit["unit"]
+    grid = tuple(layer["grid"])
+    parts = [_crumbs([(model_name, "../index.html"), (layer["name"], "index.html"), (f"unit {u}", None)])]
+    steps = []
+    if prev_unit is not None:
+        steps.append(f'<a href="{unit_file(prev_unit)}" rel="prev">&larr; unit {prev_unit}</a>')
+    if next_unit is not None:
+        steps.append(f'<a href="{unit_file(next_unit)}" rel="next">unit {next_unit} &rarr;</a>')
+    if steps:
+        parts.append(f'<p>{" &middot; ".join(steps)}</p>')
+    status = unit["status"]
+    if status != "ok":
+        why = ("it never fires on the image set: its maximum is at most zero on every image"
+               if status == "dead" else "its maximum is the same on every image of the set")
+        parts.append(f'<div class="card"><span class="badge dead">{esc(status)} unit</span> Not rendered: {why}.'
+                     f'</div>')
+    images = unit.get("images")
+    if images is not None:
+        diversity = "".join(f'<figure class="div">{img_tag(im, alt=f"diverse {i + 1}")}</figure>'
+                            for i, im in enumerate(images["diversity"]))
+        sanity = f'<p class="muted">Sanity: {esc(unit["sanity"])}</p>' if unit.get("sanity") else ""
+        parts.append('<div class="card vis"><h2>Feature visualizations</h2><div class="row">'
+                     f'<figure>{img_tag(images["positive"], alt="positive")}<figcaption>positive: maximizes the unit'
+                     f'</figcaption></figure><figure>{img_tag(images["negative"], alt="negative")}<figcaption>'
+                     'negative: minimizes it</figcaption></figure></div><h2>Diversity</h2><div class="row">'
+                     f'{diversity}</div>{sanity}</div>')
+    examples = unit.get("examples", [])
+    if examples:
+        top = max(max(e["value"] for e in examples), 1e-8)
+        figs = []
+        for rank, e in enumerate(examples, 1):
+            crop = _patch(overlay(e["picture"], e["map"], top)[None], np.array([e["y"], e["x"]]), grid, 6.0, 128)[0]
+            caption = f'#{rank} {e["value"]:.3g}: {e["name"]}'
+            figs.append(f'<figure class="example" data-image="{esc(e["name"])}">'
+                        f'{img_tag(crop, alt=caption, fmt="jpeg")}<figcaption>{esc(caption)}</figcaption></figure>')
+        parts.append('<div class="card examples"><h2>Dataset examples</h2><p class="muted">The images where the unit '
+                     'reaches its highest maximum, cropped around the position of that maximum, with the unit\'s '
+                     f'activation map overlaid in orange.</p><div class="row">{"".join(figs)}</div></div>')
+    hist = unit.get("hist")
+    if hist is not None:
+        parts.append(f'<div class="card"><h2>Activation histogram</h2>{_histogram_svg(hist["counts"], hist["edges"], [0.0])}'
+                     f'<p class="muted">The unit\'s maximum over positions, over {hist["n_images"]} images: fires '
+                     f'(maximum above 0) on {100 * hist["firing"]:.1f}% of them; mean {hist["mean"]:.3g}, '
+                     f'spread {hist["std"]:.3g}.</p></div>')
+    if unit.get("raised") or unit.get("lowered"):
+        def table(entries):
+            return "".join(f'<tr><td>{esc(name)}</td><td class="v">{value:+.3g}</td></tr>' for name, value in entries)
+        parts.append('<div class="card classes"><h2>Classes</h2><p class="muted">The unit\'s attribution to each logit '
+                     '(gradient x activation of its whole map), averaged over the image set.</p><div class="row">'
+                     f'<div><h3>raises</h3><table>{table(unit.get("raised", []))}</table></div>'
+                     f'<div><h3>lowers</h3><table>{table(unit.get("lowered", []))}</table></div></div></div>')
+    similar = unit.get("similar", [])
+    if similar:
+        links = "".join(f'<a href="{unit_file(v)}">unit {v}<br><span class="muted">r = {c:.2f}</span></a>'
+                        for v, c in similar)
+        parts.append(f'<div class="card similar"><h2>Similar units</h2><p class="muted">Units of {esc(layer["name"])} '
+                     f'whose maxima rise and fall with this one\'s over the image set (correlation).</p>{links}</div>')
+    parts.append(json_script("unit-data", {"layer": layer["name"], "unit": u, "status": status,
+                                           "examples": [{"image": e["name"], "value": round(float(e["value"]), 6),
+                                                         "y": e["y"], "x": e["x"]} for e in examples]}))
+    return page(f"{layer['name']} unit {u}", "".join(parts), CSS, subtitle=f"{esc(model_name)}")
+
+
+#: bump when the pages change, so sites built before are rewritten
+PAGES_VERSION = 1
+
+
+def write_if_changed(path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` unless it already holds exactly that (a rerun leaves files untouched)."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return True
+
+
+def write_site(site, progress: bool = True):
+    """Write the pages of a :class:`luminate.microscope.Site` into ``site.path``; returns the path of
+    ``index.html``. Pages already written for the same inputs (``SITE/data/pages.json``) are left alone, so a
+    rerun of a finished site writes nothing."""
+    import hashlib
+    import io
+    import json
+
+    from tqdm.auto import tqdm
+
+    root = site.path
+    record_path = root / "data" / "pages.json"
+    stamp = hashlib.sha256(f"{site.stamp}:{PAGES_VERSION}".encode()).hexdigest()[:20]
+    try:
+        record = json.loads(record_path.read_text())
+        if record.get("stamp") == stamp and all((root / f).is_file() for f in record["files"]):
+            return root / "index.html"
+    except (OSError, ValueError, KeyError):
+        pass
+    files: list[str] = []
+
+    def put(relative: str, data: bytes) -> None:
+        write_if_changed(root / relative, data)
+        files.append(relative)
+
+    skipped = site.examples.skipped
+    read = sum(int(s["n_images"]) for s in list(site.summaries.values())[:1])
+    layers = []
+    total = sum(len(l["units"]) for l in site.layers)
+    bar = tqdm(total=total, desc="pages", unit="unit", disable=not progress or not total)
+    try:
+        for info in site.layers:
+            name, key, units = info["name"], info["key"], info["units"]
+            dead = int(sum(1 for u in units if site.status(name, u) != "ok"))
+            layers.append({**info, "dead": dead})
+            tiles = {u: r["positive"] for u, r in site.renders[name].items()}
+            sheet, cols = sprite_sheet(tiles, units)
+            buffer = io.BytesIO()
+            sheet.save(buffer, format="PNG")
+            put(f"{layer_dir(key)}/sprite.png", buffer.getvalue())
+            grid_units = [{"unit": u, "status": site.status(name, u), "raised": [c for c, _ in site.classes(name, u)[0]]}
+                          for u in units]
+            put(f"{layer_dir(key)}/index.html", layer_page(site.model_name, info, grid_units, cols).encode())
+            for i, data in enumerate(site.unit_data(name, units)):
+                prev_unit = units[i - 1] if i > 0 else None
+                next_unit = units[i + 1] if i + 1 < len(units) else None
+                html_text = unit_page(site.model_name, info, data, prev_unit, next_unit)
+                put(f"{layer_dir(key)}/{unit_file(data['unit'])}", html_text.encode())
+                bar.update(1)
+    finally:
+        bar.close()
+    model = {"name": site.model_name, "input": site.model.contract.describe(), "settings": site.settings,
+             "images": {"count": site.examples.store.n_images, "source": site.imageset.source, "read": read,
+                        "skipped": skipped}}
+    put("index.html", model_page(model, layers).encode())
+    write_if_changed(record_path, json.dumps({"stamp": stamp, "files": sorted(files)}, indent=1).encode())
+    return root / "index.html"
