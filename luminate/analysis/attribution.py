@@ -10,27 +10,40 @@ top-1 class. The score is the target's *logit* (pre-softmax, as in Lucid). Give 
 ``target=("daisy", "bee")``) to attribute the *difference* of two logits ``logit[target] - logit[j]``
 (Lucid's AttrChannel ``score_f``); it is antisymmetric in the two classes.
 
-**Input attribution** (Captum's argument names and return shapes):
+**Captum does the work.** Every method below runs Captum's algorithm (``captum.attr``, in the ``analysis`` extra)
+on Luminate's model contract: images are ``[N, 3, H, W]`` in [0, 1] (checked once; the noisy copies SmoothGrad and
+GradientSHAP make go through unchecked), class names resolve through the model's labels, and a logit
+difference is passed to Captum as an extra forward argument, so every Captum expansion (steps, samples, windows)
+keeps it aligned. What Luminate adds is only what Captum lacks: layer integrated gradients from *zero activation*
+(Lucid's AttrChannel), spatial-to-spatial and group attribution, and the atlas's forward-mode attribution
+(``luminate.atlas.collect``). :func:`attribute` takes a method by name (:data:`ATTRIBUTION_METHODS`);
+:func:`check_method` turns a bad name into an error listing the valid ones.
 
-* :func:`saliency` -- ``|d score / d x|`` ``[N,3,H,W]``; Captum ``Saliency`` (``abs=True`` default as there).
-* :func:`input_x_gradient` -- ``x * d score / d x``; Captum ``InputXGradient``.
-* :func:`integrated_gradients` -- ``(x - x0) * integral_0^1 grad(x0 + a (x - x0)) da``; Captum
-  ``IntegratedGradients`` with the same ``baselines``, ``n_steps``, ``method``, ``internal_batch_size``
-  and ``return_convergence_delta``. Differences: baselines default to zeros *in Luminate's [0, 1] image
-  space* (a black image, where Captum's zeros live in whatever space the forward function takes);
-  ``internal_batch_size=None`` processes chunks of at most 16 scaled images instead of all at once (same
-  result, bounded memory); and ``"riemann_trapezoid"`` uses true trapezoid weights ``1/(n-1)`` (halved
-  at the ends), which sum to 1 -- Captum's weights are ``1/n`` and sum to ``1 - 1/n``, so Captum's
-  trapezoid attributions equal ours times ``(n - 1) / n``.
+**Input attribution** ``[N, 3, H, W]``:
+
+* :func:`saliency` -- ``|d score / d x|`` (Captum ``Saliency``); :func:`input_x_gradient` (``InputXGradient``).
+* :func:`integrated_gradients` -- Captum ``IntegratedGradients`` with its ``baselines``, ``n_steps``, ``method``,
+  ``internal_batch_size`` and ``return_convergence_delta``. Baselines default to zeros, which in Luminate's [0, 1]
+  image space is a black image; ``internal_batch_size=None`` means chunks of 16 (bounded memory). Captum's
+  ``"riemann_trapezoid"`` weights sum to ``1 - 1/n`` (not 1): use the default ``"gausslegendre"`` when the sum
+  matters.
+* :func:`smoothgrad` (``NoiseTunnel(Saliency)``), :func:`gradient_shap` (``GradientShap``, black and white
+  references by default), :func:`occlusion` (``Occlusion``, grey patches of a seventh of the image side).
+* :func:`deeplift` -- Captum ``DeepLift`` (rescale rule). Captum has no rule for ``ReLU6`` (EfficientNet-Lite's
+  activation) and needs out-of-place non-linearities: while it runs, ``ReLU6`` modules become the exact
+  ``6 - relu(6 - relu(x))`` and in-place ReLUs are made out-of-place, so the attributions sum to
+  ``f(x) - f(x0)`` (measured: |delta| < 1e-12 on Lite0 in float64). Non-linearities called as functions or
+  modules reused twice still get plain gradients there (Captum warns).
 
 **Layer attribution** (``layer`` is a dotted module name such as ``"blocks.9.depthwise"``):
 
 * :func:`layer_gradient_x_activation` -- ``acts * d score / d acts``, full layer shape ``[N,C,H,W]``;
-  Captum ``LayerGradientXActivation`` (identical numbers). Lucid's "linear approximation".
+  Captum ``LayerGradientXActivation``. Lucid's "linear approximation".
+* :func:`gradcam` ``[N, h, w]`` -- Captum ``LayerGradCam`` (positive part, optionally upsampled).
 * :func:`layer_integrated_gradients` -- integrated gradients in activation space, by default from zero
-  activation with Lucid's AttrChannel left Riemann sum of 100 steps. Captum ``LayerIntegratedGradients``
-  starts instead at the layer's activations for a baseline *image* (black by default); pass
-  ``baselines=images`` to do the same (then the numbers match Captum's for the same ``method``).
+  activation with Lucid's AttrChannel left Riemann sum of 100 steps (Luminate's own path: Captum has no
+  activation-space baseline). With ``baselines=images`` it is Captum's ``LayerIntegratedGradients``, which starts
+  at the layer's activations for those images.
 * :func:`spatial_attribution` ``[N,H,W]`` (sum over channels, Lucid's AttrSpatial) and
   :func:`channel_attribution` ``[N,C]`` (sum over positions, Lucid's AttrChannel), linear or integrated.
   Captum has no direct equivalent: sum its layer attributions over ``dim=1`` or ``dim=(2, 3)``.
@@ -44,7 +57,8 @@ quadrature error, which ``return_convergence_delta=True`` reports. On ReLU6 netw
 slowly and erratically: the score along the path is piecewise linear with very many kinks, and near a flat
 baseline the gradient spikes (on EfficientNet-Lite0 the daisy logit of ``flower.jpg`` makes half its
 change in the first 5% of the path from a black image, with gradients 40x their mean). Measured relative
-errors ``|delta| / |f(x) - f(x0)|`` on Lite0, ``flower.jpg``, class daisy:
+errors ``|delta| / |f(x) - f(x0)|`` on Lite0, ``flower.jpg``, class daisy (measured with trapezoid weights summing to 1,
+before the move to Captum; Captum's trapezoid adds an error of about ``1/n``):
 
 * input IG, 224 px, black baseline: trapezoid 64 steps 56%, 128 steps 0.6%, 256 steps 2.5%;
   Gauss-Legendre 64 steps 1.8%, 128 steps 3.6%. Grey baseline, Gauss-Legendre 64: 6.8%.
@@ -68,7 +82,6 @@ import numpy as np
 import torch
 
 from luminate.activations import LayerTap, activations
-from luminate.images import to_tensor
 from luminate.models.base import Model, as_model
 
 ClassLike = Union[int, str]
@@ -80,17 +93,9 @@ _DEFAULT_CHUNK = 16
 
 # ----------------------------------------------------------------------------------------------- helpers
 def as_batch(model: Model, images) -> torch.Tensor:
-    """``images`` as ``[N, C, H, W]`` float on the model's device.
-
-    Tensors are used as they are (``[C,H,W]`` gains a batch axis; float dtypes are kept; no crop or
-    resize); paths, PIL images and arrays go through ``model.preprocess`` (the model's evaluation crop
-    and size).
-    """
-    if isinstance(images, torch.Tensor):
-        if images.is_floating_point() and images.ndim in (3, 4):
-            return (images if images.ndim == 4 else images[None]).detach().to(model.device)
-        return to_tensor(images, channels=model.contract.channels).to(model.device)
-    return model.preprocess(images)
+    """``images`` as ``[N, C, H, W]`` float on the model's device: :meth:`Model.as_batch` (tensors as they are,
+    paths, PIL images and arrays through ``model.preprocess``)."""
+    return as_model(model).as_batch(images)
 
 
 def resolve_targets(model: Model, target: Target, n: int, images: torch.Tensor | None = None,
@@ -109,11 +114,24 @@ def resolve_targets(model: Model, target: Target, n: int, images: torch.Tensor |
                                                 else _indices(model, baseline_target, n, images))
 
 
-def resolve_classes(model: Model, classes: Sequence[ClassLike] | ClassLike | None, image: torch.Tensor) -> list[int]:
-    """Class indices for one class, a list of classes, or ``None`` (the top class of ``image`` ``[1,3,H,W]``)."""
-    if classes is None or isinstance(classes, (int, str, np.integer)):
-        return _indices(model, classes, 1, image).tolist()
-    return [int(_indices(model, c, 1, image)[0]) for c in classes]
+def resolve_classes(model: Model, classes: Sequence[ClassLike] | ClassLike | None, image: torch.Tensor | None = None,
+                    top: int = 1) -> list[int]:
+    """Class indices for one class or a list of classes (names or indices), or for ``None``: the ``top`` predicted
+    classes of ``image`` ``[1, C, H, W]``, best first.
+
+    Strings of digits count as indices (as the command line passes them); a bad name raises ``KeyError`` listing the
+    closest names.
+    """
+    if classes is None:
+        if image is None:
+            raise ValueError("classes=None means the image's top classes, which needs the image")
+        with torch.no_grad():
+            logits = _logits(model(image.to(model.device)))
+        return logits[0].topk(min(top, logits.shape[1])).indices.tolist()
+    items = [classes] if isinstance(classes, (int, str, np.integer)) else list(classes)
+    if not items:
+        raise ValueError("no classes given: name at least one class, or pass None for the top predicted classes")
+    return [_class_index(model, int(c) if isinstance(c, str) and c.strip().isdigit() else c) for c in items]
 
 
 def _indices(model: Model, target, n: int, images: torch.Tensor | None) -> torch.Tensor:
@@ -168,15 +186,6 @@ def _replace_output(model: Model, layer: str, fn: Callable[[torch.Tensor], torch
 
     with replace_output(model, layer, fn):
         yield
-
-
-def _input_gradient(model: Model, x: torch.Tensor, target: torch.Tensor, baseline: torch.Tensor | None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(``d score / d x`` ``[N,C,H,W]``, score ``[N]``)."""
-    with torch.enable_grad():
-        leaf = x.detach().requires_grad_(True)
-        score = _score(model(leaf), target, baseline)
-        return _grad(score, leaf), score.detach()
 
 
 def _layer_gradient(model: Model, images: torch.Tensor, layer: str, target: torch.Tensor,
@@ -255,61 +264,235 @@ def _sum_but_batch(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).sum(1)
 
 
+# ------------------------------------------------------------------------------------ Captum under the contract
+def _captum():
+    try:
+        import captum.attr as captum_attr
+    except ImportError as exc:  # pragma: no cover - captum is in the analysis extra
+        raise ImportError("attribution methods run on Captum: pip install 'luminate[analysis]' (or captum)") from exc
+    return captum_attr
+
+
+class _Scores(torch.nn.Module):
+    """``[N, C, H, W]`` images in [0, 1] -> logits ``[N, classes]`` (or logits minus the baseline class's logit).
+
+    The [0, 1] check runs once on the real images before Captum is called; the perturbed copies Captum makes
+    (SmoothGrad noise, GradientSHAP samples) may leave [0, 1] and go through unchecked. A module, so that Captum's
+    DeepLift can hook its non-linearities.
+    """
+
+    def __init__(self, model: Model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, baseline: torch.Tensor | None = None) -> torch.Tensor:
+        logits = _logits(self.model.network(self.model.normalize(images)))
+        if baseline is not None:
+            logits = logits - logits.gather(1, baseline.long()[:, None].to(logits.device))
+        return logits
+
+
+def _prepare(model, inputs, target: Target, baseline_target: Target):
+    """(model, images ``[N, C, H, W]``, targets ``[N]``, Captum's ``additional_forward_args``)."""
+    model = as_model(model)
+    x = as_batch(model, inputs)
+    model.contract.check(x)
+    t, b = resolve_targets(model, target, x.shape[0], x, baseline_target)
+    return model, x.detach().clone().requires_grad_(True), t, (None if b is None else (b,))
+
+
+@contextmanager
+def _captum_ready(model: Model) -> Iterator[None]:
+    """Frozen eval-mode weights while Captum runs (gradients are taken w.r.t. inputs only)."""
+    frozen = getattr(model, "frozen", None)
+    if frozen is None:
+        yield
+        return
+    with frozen():
+        yield
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch's and NumPy's global generators (Captum draws from both) and restore them afterwards."""
+    state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
 # ------------------------------------------------------------------------------------ input attribution
 def saliency(model, inputs, target: Target = None, abs: bool = True, baseline_target: Target = None) -> torch.Tensor:
     """Gradient of the target logit w.r.t. the input pixels, ``[N, 3, H, W]`` (absolute value by default).
 
-    Captum: ``Saliency(model).attribute(inputs, target=target, abs=abs)`` gives the same numbers.
+    Captum ``Saliency`` (same arguments).
     """
-    model = as_model(model)
-    x = as_batch(model, inputs)
-    t, b = resolve_targets(model, target, x.shape[0], x, baseline_target)
-    grad, _ = _input_gradient(model, x, t, b)
-    return (grad.abs() if abs else grad).cpu()
+    model, x, t, extra = _prepare(model, inputs, target, baseline_target)
+    with _captum_ready(model):
+        out = _captum().Saliency(_Scores(model)).attribute(x, target=t, abs=abs, additional_forward_args=extra)
+    return out.detach().cpu()
 
 
 def input_x_gradient(model, inputs, target: Target = None, baseline_target: Target = None) -> torch.Tensor:
     """``inputs * d score / d inputs``, ``[N, 3, H, W]`` (Captum ``InputXGradient``)."""
-    model = as_model(model)
-    x = as_batch(model, inputs)
-    t, b = resolve_targets(model, target, x.shape[0], x, baseline_target)
-    grad, _ = _input_gradient(model, x, t, b)
-    return (x * grad).cpu()
+    model, x, t, extra = _prepare(model, inputs, target, baseline_target)
+    with _captum_ready(model):
+        out = _captum().InputXGradient(_Scores(model)).attribute(x, target=t, additional_forward_args=extra)
+    return out.detach().cpu()
 
 
 def integrated_gradients(model, inputs, target: Target = None, baselines=None, n_steps: int = 50,
                          method: str = "gausslegendre", internal_batch_size: int | None = None,
                          return_convergence_delta: bool = False, baseline_target: Target = None):
-    """Integrated gradients of the target logit from ``baselines`` to ``inputs``, ``[N, 3, H, W]``.
+    """Integrated gradients of the target logit from ``baselines`` to ``inputs``, ``[N, 3, H, W]`` (Captum
+    ``IntegratedGradients``).
 
     Args:
         inputs: ``[N, 3, H, W]`` in [0, 1].
         target: class(es) whose logit is explained (see the module docstring).
-        baselines: ``None`` (zeros: a black image), a number, one image ``[3,H,W]`` or ``[1,3,H,W]``, or one
-            per input. Scaled images ``x0 + a (x - x0)`` must stay in [0, 1] (the model checks).
+        baselines: ``None`` (zeros: a black image, since Luminate's images live in [0, 1]), a number, one image
+            ``[3,H,W]`` or ``[1,3,H,W]``, or one per input.
         n_steps: integration points per image.
-        method: one of :data:`METHODS` (Captum's names; Captum's default ``"gausslegendre"``).
-        internal_batch_size: scaled images per forward/backward pass (``None``: 16).
-        return_convergence_delta: also return ``delta [N]`` = sum of attributions - (f(x) - f(x0)), as Captum.
+        method: one of :data:`METHODS` (Captum's; ``"riemann_trapezoid"`` uses Captum's weights, which sum to
+            ``1 - 1/n``: prefer ``"gausslegendre"`` when completeness matters).
+        internal_batch_size: scaled images per forward/backward pass (``None``: 16, bounded memory).
+        return_convergence_delta: also return ``delta [N]`` = sum of attributions - (f(x) - f(x0)).
 
     Returns:
-        attributions ``[N, 3, H, W]`` (summing to about ``f(x) - f(x0)`` per image), or
-        ``(attributions, delta)``.
+        attributions ``[N, 3, H, W]``, or ``(attributions, delta)``.
     """
-    model = as_model(model)
-    x = as_batch(model, inputs)
+    model, x, t, extra = _prepare(model, inputs, target, baseline_target)
+    if method not in METHODS:
+        raise ValueError(f"unknown integration method {method!r}; choose one of {', '.join(METHODS)}")
     x0 = _broadcast_baselines(baselines, x)
-    t, b = resolve_targets(model, target, x.shape[0], x, baseline_target)
-    attr = _path_integral(x0, x, lambda idx, pts: _input_gradient(model, pts, t[idx], b if b is None else b[idx])[0],
-                          n_steps, method, internal_batch_size)
-    if not return_convergence_delta:
-        return attr.cpu()
-    with torch.no_grad():
-        n = x.shape[0]
-        both = torch.cat([t, t]), (None if b is None else torch.cat([b, b]))
-        scores = _score(model(torch.cat([x, x0])), *both)
-    delta = _sum_but_batch(attr) - (scores[:n] - scores[n:])
-    return attr.cpu(), delta.cpu()
+    with _captum_ready(model):
+        out = _captum().IntegratedGradients(_Scores(model)).attribute(
+            x, baselines=x0, target=t, additional_forward_args=extra, n_steps=n_steps, method=method,
+            internal_batch_size=internal_batch_size or _DEFAULT_CHUNK, return_convergence_delta=return_convergence_delta)
+    if return_convergence_delta:
+        attr, delta = out
+        return attr.detach().cpu(), delta.detach().cpu()
+    return out.detach().cpu()
+
+
+def smoothgrad(model, inputs, target: Target = None, n_samples: int = 16, stdev: float = 0.15,
+               absolute: bool = True, seed: int = 0, baseline_target: Target = None) -> torch.Tensor:
+    """SmoothGrad: the input gradient averaged over ``n_samples`` noisy copies (noise ``N(0, stdev)`` in [0, 1]
+    pixel units), ``[N, 3, H, W]``. Captum ``NoiseTunnel(Saliency)`` with ``nt_type="smoothgrad"``.
+
+    ``absolute`` averages ``|gradient|`` (Captum's ``Saliency`` default); ``seed`` makes the noise repeatable (the
+    global RNGs are saved and restored around the call).
+    """
+    model, x, t, extra = _prepare(model, inputs, target, baseline_target)
+    captum_attr = _captum()
+    tunnel = captum_attr.NoiseTunnel(captum_attr.Saliency(_Scores(model)))
+    with _captum_ready(model), _seeded(seed):
+        out = tunnel.attribute(x, nt_type="smoothgrad", nt_samples=n_samples, stdevs=stdev, target=t,
+                               additional_forward_args=extra, abs=absolute)
+    return out.detach().cpu()
+
+
+def gradient_shap(model, inputs, target: Target = None, baselines=None, n_samples: int = 16, stdev: float = 0.0,
+                  seed: int = 0, baseline_target: Target = None) -> torch.Tensor:
+    """GradientSHAP (Captum ``GradientShap``): expected gradients between ``inputs`` and random points on the
+    paths to ``baselines``, ``[N, 3, H, W]``.
+
+    ``baselines``: ``[M, 3, H, W]`` reference images (default: black and white, ``M = 2``); ``stdev`` adds noise to
+    each sample; ``seed`` makes the draws repeatable.
+    """
+    model, x, t, extra = _prepare(model, inputs, target, baseline_target)
+    if baselines is None:
+        ref = torch.stack([torch.zeros_like(x[0]), torch.ones_like(x[0])])
+    else:
+        ref = torch.as_tensor(baselines, dtype=x.dtype, device=x.device)
+        ref = ref if ref.ndim == 4 else ref[None]
+    with _captum_ready(model), _seeded(seed):
+        out = _captum().GradientShap(_Scores(model)).attribute(x, baselines=ref, n_samples=n_samples, stdevs=stdev,
+                                                                 target=t, additional_forward_args=extra)
+    return out.detach().cpu()
+
+
+class _ReLU6AsReLUs(torch.nn.Module):
+    """``relu6(x) = 6 - relu(6 - relu(x))``: two ``nn.ReLU`` modules in a chain, so Captum's DeepLift applies its
+    rescale rule (it has none for ``ReLU6``). The chained multipliers telescope to ReLU6's own rescale rule
+    ``(relu6(x) - relu6(x0)) / (x - x0)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.low = torch.nn.ReLU()
+        self.high = torch.nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 6.0 - self.high(6.0 - self.low(x))
+
+
+@contextmanager
+def _deeplift_ready(model: Model) -> Iterator[None]:
+    """While active, ``ReLU6`` modules are DeepLift-compatible pairs of ReLUs and in-place ReLUs are out-of-place.
+
+    Captum's DeepLift hooks every non-linearity module and needs each to run once per forward pass: a module reused
+    at two places of the network, or a non-linearity written as a function call (``F.relu``) rather than a module,
+    gets no rescale rule (Captum then falls back to its gradient there).
+    """
+    swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+    inplace: list[torch.nn.Module] = []
+    try:
+        for parent in model.network.modules():
+            for name, child in list(parent.named_children()):
+                if type(child) is torch.nn.ReLU6:
+                    swapped.append((parent, name, child))
+                    setattr(parent, name, _ReLU6AsReLUs().to(next(model.parameters(), torch.zeros(())).device))
+                elif getattr(child, "inplace", False) is True:
+                    child.inplace = False
+                    inplace.append(child)
+        yield
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
+        for child in inplace:
+            child.inplace = True
+
+
+def deeplift(model, inputs, target: Target = None, baselines=None, baseline_target: Target = None,
+             return_convergence_delta: bool = False):
+    """DeepLIFT (rescale rule; Captum ``DeepLift``) from ``baselines`` (default black) to ``inputs``, ``[N, 3, H, W]``.
+
+    Captum's DeepLift supports ``ReLU`` but not ``ReLU6``: while it runs, every ``nn.ReLU6`` of the network is
+    replaced by the equivalent ``6 - relu(6 - relu(x))`` (exact, and its DeepLIFT multipliers are ReLU6's rescale
+    rule), and in-place ReLUs are made out-of-place; the network is put back afterwards. Non-linearities called as
+    functions, or modules reused at two places, get plain gradients from Captum (a warning from Captum says so).
+    Attributions sum to ``f(x) - f(x0)`` (``delta`` reports the error).
+    """
+    model, x, t, extra = _prepare(model, inputs, target, baseline_target)
+    x0 = _broadcast_baselines(baselines, x)
+    with _captum_ready(model), _deeplift_ready(model):
+        out = _captum().DeepLift(_Scores(model)).attribute(x, baselines=x0, target=t, additional_forward_args=extra,
+                                                           return_convergence_delta=return_convergence_delta)
+    if return_convergence_delta:
+        return out[0].detach().cpu(), out[1].detach().cpu()
+    return out.detach().cpu()
+
+
+def occlusion(model, inputs, target: Target = None, window: int | None = None, stride: int | None = None,
+              baselines: float = 0.5, perturbations_per_eval: int = 16, baseline_target: Target = None) -> torch.Tensor:
+    """Occlusion (Captum ``Occlusion``): the drop of the score when a ``window`` x ``window`` patch (all colour
+    channels) is replaced by ``baselines`` (default mid-grey), ``[N, 3, H, W]``.
+
+    ``window`` defaults to a seventh of the image side (32 px at 224), ``stride`` to half the window.
+    """
+    model, x, t, extra = _prepare(model, inputs, target, baseline_target)
+    window = window or max(1, min(x.shape[-2:]) // 7)
+    stride = stride or max(1, window // 2)
+    with torch.no_grad(), _captum_ready(model):
+        out = _captum().Occlusion(_Scores(model)).attribute(
+            x, sliding_window_shapes=(x.shape[1], window, window), strides=(x.shape[1], stride, stride),
+            baselines=baselines, target=t, additional_forward_args=extra,
+            perturbations_per_eval=perturbations_per_eval)
+    return out.detach().cpu()
 
 
 # ------------------------------------------------------------------------------------ layer attribution
@@ -319,11 +502,33 @@ def layer_gradient_x_activation(model, inputs, layer: str, target: Target = None
 
     Lucid's linear attribution (AttrSpatial / AttrChannel "simple"); Captum ``LayerGradientXActivation``.
     """
-    model = as_model(model)
-    x = as_batch(model, inputs)
-    t, b = resolve_targets(model, target, x.shape[0], x, baseline_target)
-    acts, grad, _ = _layer_gradient(model, x, layer, t, b)
-    return (acts * grad).cpu()
+    model, x, t, extra = _prepare(model, inputs, target, baseline_target)
+    module = model.layer(layer)
+    with _captum_ready(model):
+        out = _captum().LayerGradientXActivation(_Scores(model), module).attribute(x, target=t,
+                                                                                   additional_forward_args=extra)
+    return out.detach().cpu()
+
+
+def gradcam(model, inputs, layer: str, target: Target = None, relu: bool = True,
+            upsample: bool = False, baseline_target: Target = None) -> torch.Tensor:
+    """Grad-CAM (Captum ``LayerGradCam``) at ``layer``: ``[N, h, w]`` (``[N, H, W]`` with ``upsample``).
+
+    Each channel's activation map weighted by the spatial mean of its gradient, summed over channels; ``relu``
+    keeps the positive part (Grad-CAM's definition). Pages and the CLI default ``layer`` to the explain page's
+    attribution layer (``blocks.10`` for EfficientNet-Lite).
+    """
+    model, x, t, extra = _prepare(model, inputs, target, baseline_target)
+    captum_attr = _captum()
+    with _captum_ready(model):
+        out = captum_attr.LayerGradCam(_Scores(model), model.layer(layer)).attribute(
+            x, target=t, additional_forward_args=extra, relu_attributions=relu)
+    if out.ndim != 4:
+        raise ValueError(f"Grad-CAM needs a convolutional layer ([N, C, h, w] activations); {layer!r} gives "
+                         f"{tuple(out.shape[1:])}")
+    if upsample:
+        out = captum_attr.LayerAttribution.interpolate(out, tuple(x.shape[-2:]), interpolate_mode="bilinear")
+    return out[:, 0].detach().cpu()
 
 
 def layer_integrated_gradients(model, inputs, layer: str, target: Target = None, baseline_target: Target = None,
@@ -345,14 +550,24 @@ def layer_integrated_gradients(model, inputs, layer: str, target: Target = None,
     Returns:
         attributions ``[N, C, H, W]`` summing to about ``score(a) - score(a0)``, or ``(attributions, delta)``.
     """
+    if baselines is not None:   # Captum's own algorithm: the path starts at the baseline image's activations
+        model, x, t, extra = _prepare(model, inputs, target, baseline_target)
+        if method not in METHODS:
+            raise ValueError(f"unknown integration method {method!r}; choose one of {', '.join(METHODS)}")
+        with _captum_ready(model):
+            out = _captum().LayerIntegratedGradients(_Scores(model), model.layer(layer)).attribute(
+                x, baselines=_broadcast_baselines(baselines, x), target=t, additional_forward_args=extra,
+                n_steps=n_steps, method=method, internal_batch_size=internal_batch_size or _DEFAULT_CHUNK,
+                return_convergence_delta=return_convergence_delta)
+        if return_convergence_delta:
+            return out[0].detach().cpu(), out[1].detach().cpu()
+        return out.detach().cpu()
+    # from zero activation (Lucid's AttrChannel): Captum has no activation-space baseline, so the path is ours
     model = as_model(model)
     x = as_batch(model, inputs)
     t, b = resolve_targets(model, target, x.shape[0], x, baseline_target)
     acts = activations(model, x, layer, grid=True).to(x.device)
-    if baselines is None:
-        start = torch.zeros_like(acts)
-    else:
-        start = activations(model, _broadcast_baselines(baselines, x), layer).to(x.device)
+    start = torch.zeros_like(acts)
 
     def grad_at(idx: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         return _layer_gradient(model, x[idx], layer, t[idx], None if b is None else b[idx], replace=points)[1]
@@ -472,3 +687,86 @@ def group_attribution(model, image, layer: str, spatial_factors: torch.Tensor, c
         raise ValueError(f"factors [G,H,W] {tuple(spatial.shape)} and [G,C] {tuple(channel.shape)} do not match "
                          f"layer {layer!r} with activations {tuple(grads.shape[1:])}")
     return torch.einsum("ghw,gc,kchw->gk", spatial, channel, grads).cpu()
+
+
+# ------------------------------------------------------------------------------------ one entry point by name
+#: Methods :func:`attribute` (and ``luminate attribute --method``) knows: pixel-space ones attribute to the input,
+#: layer ones (:data:`LAYER_METHODS`) to a layer's positions.
+ATTRIBUTION_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "deeplift", "occlusion",
+                       "gradient_shap", "gradcam", "layer_integrated_gradients", "layer_gradient_x_activation")
+LAYER_METHODS = ("gradcam", "layer_integrated_gradients", "layer_gradient_x_activation")
+
+
+def check_method(method: str) -> str:
+    """``method`` if it is one of :data:`ATTRIBUTION_METHODS` (``-`` and ``_`` both accepted), else a ValueError
+    listing the valid names."""
+    name = str(method).strip().lower().replace("-", "_")
+    aliases = {"ig": "integrated_gradients", "grad_cam": "gradcam", "layer_ig": "layer_integrated_gradients",
+               "linear": "layer_gradient_x_activation", "shap": "gradient_shap"}
+    name = aliases.get(name, name)
+    if name not in ATTRIBUTION_METHODS:
+        raise ValueError(f"unknown attribution method {method!r}; valid methods: {', '.join(ATTRIBUTION_METHODS)}")
+    return name
+
+
+def attribute(model, inputs, method: str = "integrated_gradients", target: Target = None, layer: str | None = None,
+              n_steps: int = 32, baseline_target: Target = None) -> torch.Tensor:
+    """Attribution by method name: ``[N, 3, H, W]`` for pixel methods, ``[N, C, h, w]`` for the layer methods
+    (``[N, 1, h, w]`` for Grad-CAM), each from the function of the same name with Luminate's defaults.
+
+    ``n_steps`` is the path length of the integrated methods and the sample count of SmoothGrad and GradientSHAP.
+    Layer methods need ``layer``.
+    """
+    method = check_method(method)
+    if method in LAYER_METHODS and not layer:
+        raise ValueError(f"{method} attributes to a layer: pass layer= (e.g. 'blocks.10'; see luminate.models.layers)")
+    if method == "saliency":
+        return saliency(model, inputs, target, baseline_target=baseline_target)
+    if method == "input_x_gradient":
+        return input_x_gradient(model, inputs, target, baseline_target=baseline_target)
+    if method == "integrated_gradients":
+        return integrated_gradients(model, inputs, target, n_steps=n_steps, baseline_target=baseline_target)
+    if method == "smoothgrad":
+        return smoothgrad(model, inputs, target, n_samples=n_steps, baseline_target=baseline_target)
+    if method == "gradient_shap":
+        return gradient_shap(model, inputs, target, n_samples=n_steps, baseline_target=baseline_target)
+    if method == "deeplift":
+        return deeplift(model, inputs, target, baseline_target=baseline_target)
+    if method == "occlusion":
+        return occlusion(model, inputs, target, baseline_target=baseline_target)
+    if method == "gradcam":
+        return gradcam(model, inputs, layer, target, baseline_target=baseline_target)[:, None]
+    if method == "layer_integrated_gradients":
+        return layer_integrated_gradients(model, inputs, layer, target, baseline_target, n_steps=n_steps)
+    return layer_gradient_x_activation(model, inputs, layer, target, baseline_target)
+
+
+def class_maps(model, image, classes: Sequence[int], method: str, layer: str | None = None, n_steps: int = 32,
+               cell: int = 8) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-class maps for a page: ``(spatial [K, h, w], channel [K, C] or None)`` for one image and ``K`` classes.
+
+    Layer methods give the layer's grid (channel attribution summed over positions; for Grad-CAM each channel's
+    share ``mean(grad) * sum(acts)``); pixel methods sum the colour channels and then ``cell`` x ``cell`` pixel
+    blocks (a 28 x 28 grid at 224 px), and have no channel attribution (``None``).
+    """
+    method = check_method(method)
+    model = as_model(model)
+    x = as_batch(model, image)
+    if x.shape[0] != 1:
+        raise ValueError(f"class maps take one image, got a batch of {x.shape[0]}")
+    batch = x.expand(len(classes), -1, -1, -1)
+    target = list(classes)
+    if method in LAYER_METHODS:
+        if method == "gradcam":
+            spatial = gradcam(model, batch, layer, target)
+            acts, grads, _ = _layer_gradient(model, batch, layer, _indices(model, target, len(target), batch), None)
+            channel = (grads.mean((2, 3)) * acts.sum((2, 3))).cpu()
+            return spatial, channel
+        attr = attribute(model, batch, method, target, layer=layer, n_steps=n_steps)
+        if attr.ndim != 4:
+            raise ValueError(f"layer {layer!r} gives activations of shape {tuple(attr.shape[1:])}, not [C, h, w]; "
+                             "choose a convolutional layer (see `luminate layers MODEL`)")
+        return attr.sum(1), attr.sum((2, 3))
+    attr = attribute(model, batch, method, target, n_steps=n_steps).sum(1, keepdim=True)
+    cell = max(1, int(cell))
+    return torch.nn.functional.avg_pool2d(attr, cell, ceil_mode=True)[:, 0] * cell * cell, None
