@@ -35,7 +35,7 @@ from luminate.activations import LayerTap
 from luminate.models.base import Model, as_model
 from luminate.objectives import Objective, as_objective
 from luminate.overrides import RedirectedReLU
-from luminate.param import Parameterization, image
+from luminate.param import Parameterization, as_size, image
 from luminate.transforms import Transform, compose, end_at_size, standard_transforms
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -150,7 +150,8 @@ def render(model: Model | torch.nn.Module | str,
         if size is None:
             size = model.size if model.contract.fixed_size else 128
         channels = model.contract.channels
-        param = image(size, batch=batch, channels=None if channels == 3 else channels)
+        h, w = as_size(size)
+        param = image(w, h, batch=batch, channels=None if channels == 3 else channels)
     param = param.to(device)
     if reset:
         param.reset_parameters(generator)

@@ -32,7 +32,7 @@ def as_objective(obj, layers: Iterable[str] | None = None) -> Objective:
 
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
-  | (?P<unit>(?P<layer>[A-Za-z0-9_][\w.]*)\s*:\s*(?P<spec>"[^"]*"|'[^']*'|[\w]+))
+  | (?P<unit>(?P<layer>[A-Za-z0-9_][\w.]*(?:\#\d+)?)\s*:\s*(?P<spec>"[^"]*"|'[^']*'|[\w]+))
   | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
   | (?P<op>[-+*/()])
 """, re.VERBOSE)
