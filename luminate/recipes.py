@@ -125,9 +125,9 @@ def strongest_channels(model: Model, layer: str, k: int = 2, photos: list | None
 
 
 def default_layer(model: Model) -> str:
-    """A middle layer: the top-level block about 60% of the way through the network."""
-    blocks = block_layers(model)
-    return blocks[int(0.6 * (len(blocks) - 1))]
+    """A middle layer for feature visualization: :meth:`Model.default_layer` ``("visualization")``, the top-level
+    block about 60% of the way through the network."""
+    return as_model(model).default_layer("visualization")
 
 
 def gallery(model: Model, steps: int = 256, size: int = 128, seed: int = 0, progress: bool = True,

@@ -1,5 +1,5 @@
-"""Imports point one way: images, models -> activations -> objectives/param/transforms -> render ->
-analysis/atlas/recipes -> views -> cli. A module never imports from a layer above its own."""
+"""Imports point one way: images, cache, models -> activations -> objectives/param/transforms -> render ->
+analysis/atlas/recipes -> views -> cli. A module never imports from a layer above its own, and views only draw."""
 
 import ast
 from pathlib import Path
@@ -17,6 +17,13 @@ RANKS = [
     ("luminate.cli", 7), ("luminate.__main__", 7),
 ]
 
+#: What views must not import (outside ``if TYPE_CHECKING:``): anything that computes gradients or renders.
+GRADIENT_CODE = ("torch.autograd", "luminate.render", "luminate.overrides", "luminate.objectives", "luminate.param",
+                 "luminate.transforms", "luminate.activations", "luminate.recipes", "luminate.analysis",
+                 "luminate.atlas.icons", "luminate.atlas.atlas", "luminate.atlas.collect", "luminate.microscope.render")
+
+ROOT = Path(luminate.__file__).parent
+
 
 def rank(module: str) -> int | None:
     best = None
@@ -26,23 +33,63 @@ def rank(module: str) -> int | None:
     return best
 
 
-def imported_modules(path: Path) -> set[str]:
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT.parent).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _absolute(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    """The absolute module an ``ImportFrom`` names (``from .base import x`` inside ``luminate.param.spatial`` is
+    ``luminate.param.base``)."""
+    if node.level == 0:
+        return node.module or ""
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    base = package[:len(package) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _type_checking_nodes(tree: ast.Module) -> set[int]:
+    """ids of the nodes inside ``if TYPE_CHECKING:`` blocks (imports for annotations only)."""
+    inside = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.body:
+                inside.update(id(n) for n in ast.walk(child))
+    return inside
+
+
+def imported_modules(path: Path, runtime_only: bool = False) -> set[str]:
+    """Every ``luminate`` (and ``torch.autograd``) module a file imports, relative imports resolved; names imported
+    from a module count as ``module.name`` too (they may be submodules)."""
     tree = ast.parse(path.read_text())
+    module = module_name(path)
+    skip = _type_checking_nodes(tree) if runtime_only else set()
     names = set()
     for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{a.name}" for a in node.names)
-    return {n for n in names if n.startswith("luminate")}
+        elif isinstance(node, ast.ImportFrom):
+            source = _absolute(node, module, path.name == "__init__.py")
+            names.add(source)
+            names.update(f"{source}.{a.name}" for a in node.names)
+    return {n for n in names if n.startswith(("luminate", "torch.autograd"))}
+
+
+def test_relative_imports_are_resolved():
+    # luminate/param/ imports its modules relatively; they must reach the checks above
+    assert "luminate.param.base" in imported_modules(ROOT / "param" / "__init__.py")
+    tree = ast.parse("from .base import Parameterization\nfrom .. import images\nfrom . import color\n")
+    nodes = [n for n in tree.body if isinstance(n, ast.ImportFrom)]
+    assert [_absolute(n, "luminate.param.spatial", False) for n in nodes] == [
+        "luminate.param.base", "luminate", "luminate.param"]
+    assert _absolute(nodes[2], "luminate.param", True) == "luminate.param"
 
 
 def test_imports_point_one_way():
-    root = Path(luminate.__file__).parent
     violations = []
-    for path in root.rglob("*.py"):
-        module = ".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
+    for path in ROOT.rglob("*.py"):
+        module = module_name(path)
         own = rank(module)
         if own is None:
             continue
@@ -50,4 +97,19 @@ def test_imports_point_one_way():
             other = rank(imported)
             if other is not None and other > own:
                 violations.append(f"{module} (layer {own}) imports {imported} (layer {other})")
+    assert not violations, "\n".join(violations)
+
+
+def test_views_only_draw():
+    """Views turn results into HTML: they import nothing that computes gradients or renders, and call no
+    backward pass."""
+    violations = []
+    for path in (ROOT / "views").rglob("*.py"):
+        for imported in imported_modules(path, runtime_only=True):
+            if any(imported == bad or imported.startswith(bad + ".") for bad in GRADIENT_CODE):
+                violations.append(f"{module_name(path)} imports {imported}")
+        text = path.read_text()
+        for call in (".backward(", "torch.enable_grad", "requires_grad_(", "autograd.grad("):
+            if call in text:
+                violations.append(f"{module_name(path)} calls {call}")
     assert not violations, "\n".join(violations)

@@ -1,4 +1,4 @@
-"""Building Blocks pages (luminate.views.blocks) and their commands (luminate.cli.blocks).
+"""Building Blocks pages (luminate.views.blocks, computed by luminate.analysis) and their commands (luminate.cli.blocks).
 
 The browser tests open the generated pages in headless Chromium through the ``page`` fixture (which refuses every
 network request), hover cells, groups and class buttons, and check that the page reacts and its images are not
@@ -14,6 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from luminate.analysis import explain as E
+from luminate.analysis.attribution import resolve_classes
 from luminate.views import blocks as B
 
 LAYER = "blocks.12"
@@ -46,15 +48,15 @@ def test_spotlight_and_red_mask_follow_the_map():
 
 
 def test_resolve_classes_names_indices_and_errors(lite0):
-    assert B.resolve_classes(lite0, ["daisy", "985", 1]) == [985, 985, 1]
+    assert resolve_classes(lite0, ["daisy", "985", 1]) == [985, 985, 1]
     with pytest.raises(KeyError, match="daisy"):
-        B.resolve_classes(lite0, ["daisyy"])
+        resolve_classes(lite0, ["daisyy"])
 
 
 def test_daisy_attribution_lies_on_the_flower(lite0, flower_path):
     """Spatial attribution of "daisy" on flower.jpg puts more mass on the (bright, warm) flower than on the dark
     teal background; the flower mask comes from the photo itself."""
-    maps = B.attribution_maps(lite0, flower_path, B.explain_layers(lite0)["attribution"], ["daisy"], n_steps=16)
+    maps = E.attribution_maps(lite0, flower_path, E.explain_layers(lite0)["attribution"], ["daisy"], n_steps=16)
     assert maps.classes == ["daisy"] and maps.spatial.shape == (1, 14, 14)
     x = maps.image[0]
     r, g, b = x
@@ -108,8 +110,9 @@ def pages(tmp_path_factory, lite0, flower_path, explain_page, cache_dir):
     views = {
         "dictionary": B.dictionary_view(sd),
         "grid": B.grid_view(ag),
-        "attribution": B.attribution_view(lite0, x, LAYER, ["daisy", "bee"], n_steps=4, cache_dir=cache_dir,
-                                          progress=False, **TINY_ICONS),
+        "attribution": B.attribution_view(E.add_channel_icons(
+            lite0, E.attribution_maps(lite0, x, LAYER, ["daisy", "bee"], n_steps=4), 3, TINY_ICONS["icon_size"],
+            TINY_ICONS["icon_steps"], cache_dir, False)),
         "groups": B.groups_view(ngv),
         "perception": B.perception_view(layer_by_layer(lite0, x), x, lite0.name),
     }

@@ -17,9 +17,8 @@ from typing import Sequence
 import torch
 
 from luminate.activations import activations
-from luminate.analysis.attribution import as_batch
 from luminate.images import ImageLike
-from luminate.models.base import Model, as_model, top_level_layers
+from luminate.models.base import Model, as_model
 
 
 @dataclass
@@ -40,16 +39,9 @@ class LayerView:
 
 
 def image_input(model: Model, image: ImageLike) -> torch.Tensor:
-    """One image as ``[1, 3, H, W]`` in [0, 1] on the model's device.
-
-    Paths, PIL images and arrays go through ``model.preprocess`` (evaluation crop, model size); tensors are used as
-    they are (``[3, H, W]`` gains a batch axis), as everywhere in :mod:`luminate.analysis`, so an image that is
-    already model-sized (or deliberately smaller) is not cropped again.
-    """
-    x = as_batch(as_model(model), image)
-    if x.shape[0] != 1:
-        raise ValueError(f"expected one image, got a batch of {x.shape[0]}; pass images one at a time")
-    return x
+    """One image as ``[1, 3, H, W]`` in [0, 1] on the model's device: :meth:`Model.as_batch` with ``single=True``
+    (paths, PIL images and arrays through ``model.preprocess``; tensors as they are)."""
+    return as_model(model).as_batch(image, single=True)
 
 
 def layer_activations(model: Model, image: torch.Tensor, layer: str) -> torch.Tensor:
@@ -65,12 +57,8 @@ def layer_activations(model: Model, image: torch.Tensor, layer: str) -> torch.Te
 
 
 def default_layers(model: Model, size: tuple[int, int] | None = None) -> list[str]:
-    """The top-level spatial layers (stem, each block, head), without containers that repeat a child's output or
-    pooled maps of a single position."""
-    infos = [info for info in top_level_layers(model, size)
-             if len(info.shape) == 3 and info.shape[1] * info.shape[2] > 1]
-    names = [info.name for info in infos]
-    return [n for n in names if not any(other.startswith(n + ".") for other in names)]
+    """The layers :func:`layer_by_layer` shows by default: :meth:`Model.default_layers` (stem, each block, head)."""
+    return as_model(model).default_layers(size)
 
 
 def layer_by_layer(model: Model | str, image: ImageLike, layers: Sequence[str] | None = None,

@@ -24,8 +24,8 @@ def _icons(p: argparse.ArgumentParser, size: int, steps: int, cache: bool = True
                    help=f"optimization steps per icon batch (default {steps}; fewer is faster and rougher)")
     if cache:
         p.add_argument("--cache", default=None, metavar="DIR",
-                       help="sprite cache folder for channel icons (default $LUMINATE_CACHE or "
-                            "~/.cache/luminate/sprites); icons rendered once are reused")
+                       help="render cache folder for channel icons (default $LUMINATE_CACHE/renders, "
+                            "~/.cache/luminate/renders); icons rendered once are reused")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -132,7 +132,7 @@ def _load(args: argparse.Namespace):
 
 
 def _layer(model, args: argparse.Namespace, role: str) -> str:
-    from luminate.views.blocks import explain_layers
+    from luminate.analysis.explain import explain_layers
 
     layer = args.layer or explain_layers(model)[role]
     model.layer_info(layer)  # a clear error (closest names) before any work
@@ -140,7 +140,7 @@ def _layer(model, args: argparse.Namespace, role: str) -> str:
 
 
 def _classes(model, args: argparse.Namespace) -> list[int] | None:
-    from luminate.views.blocks import resolve_classes
+    from luminate.analysis.attribution import resolve_classes
 
     return None if args.classes is None else resolve_classes(model, args.classes)
 
@@ -178,15 +178,17 @@ def run_grid(args: argparse.Namespace) -> int:
 
 
 def run_attribute(args: argparse.Namespace) -> int:
-    from luminate.views.blocks import attribution_maps, attribution_view
+    from luminate.analysis.explain import add_channel_icons, attribution_maps
+    from luminate.views.blocks import attribution_view
 
     start = time.perf_counter()
     model, x = _load(args)
     layer = _layer(model, args, "attribution")
     maps = attribution_maps(model, x, layer, _classes(model, args), top=args.top, integrated=not args.linear,
                             n_steps=args.steps)
-    view = attribution_view(model, maps, n_channels=args.channels, icons=not args.no_icons, icon_size=args.icon_size,
-                            icon_steps=args.icon_steps, cache_dir=args.cache, progress=not args.quiet)
+    if not args.no_icons:
+        add_channel_icons(model, maps, args.channels, args.icon_size, args.icon_steps, args.cache, not args.quiet)
+    view = attribution_view(maps, n_channels=args.channels)
     path = view.save(args.output)
     return _done(path, f"attribution at {layer} for {', '.join(maps.classes)}", start)
 
@@ -207,7 +209,8 @@ def run_groups(args: argparse.Namespace) -> int:
 def run_explain(args: argparse.Namespace) -> int:
     import sys
 
-    from luminate.views.blocks import explain
+    from luminate.analysis.explain import explain
+    from luminate.views.blocks import explain_view
 
     start = time.perf_counter()
     model, x = _load(args)
@@ -217,7 +220,7 @@ def run_explain(args: argparse.Namespace) -> int:
                      dictionary_layer=args.dictionary_layer, integrated=not args.linear,
                      n_classes=args.top, k=args.k, icon_size=args.icon_size, icon_steps=args.icon_steps,
                      group_steps=args.group_steps, attribution_steps=args.attribution_steps, cache_dir=args.cache,
-                     seed=args.seed, progress=not args.quiet, log=log, return_data=True)
-    path = result.view().save(args.output)
+                     seed=args.seed, progress=not args.quiet, log=log)
+    path = explain_view(result).save(args.output)
     best, p = result.predictions[0]
     return _done(path, f"{model.name} sees {best} ({p:.0%}); explained {', '.join(result.attribution.classes)}", start)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import fnmatch
 import hashlib
 import math
 import re
@@ -171,6 +172,27 @@ class Model(nn.Module):
 
         return self.contract.preprocess(to_tensor(image, channels=self.contract.channels)).to(self.device)
 
+    def as_batch(self, images, *, single: bool = False) -> torch.Tensor:
+        """The one way Luminate's analyses get an image batch: ``[N, C, H, W]`` float on the model's device.
+
+        Float tensors are used as they are (``[C, H, W]`` gains a batch axis; no crop or resize: a tensor is taken
+        to be prepared already, so a model-sized or deliberately smaller image is not cropped again); other tensors
+        are converted (uint8 scaled to [0, 1]); paths, PIL images and arrays go through :meth:`preprocess` (the
+        evaluation crop and size). ``single=True`` requires exactly one image.
+        """
+        from luminate.images import to_tensor
+
+        if isinstance(images, torch.Tensor):
+            if images.is_floating_point() and images.ndim in (3, 4):
+                batch = (images if images.ndim == 4 else images[None]).detach().to(self.device)
+            else:
+                batch = to_tensor(images, channels=self.contract.channels).to(self.device)
+        else:
+            batch = self.preprocess(images)
+        if single and batch.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {batch.shape[0]}; pass images one at a time")
+        return batch
+
     def resolve(self, name: str) -> tuple[str, int | None]:
         """``(dotted module name, call index or None)`` for a layer name: ``"res.relu#1"`` -> ``("res.relu", 1)``;
         names in ``layer_aliases`` (Lucid's ``"mixed4a_pre_relu"`` for InceptionV1) are translated. Unknown names
@@ -282,6 +304,37 @@ class Model(nn.Module):
                 return label
             raise ValueError(f"{self.name} has no labels, so class {label!r} must be given as an index")
         return self.labels.index(label)
+
+    def class_name(self, index: int) -> str:
+        """The name of class ``index`` (its index as a string when the model has no labels)."""
+        return self.labels[index] if self.labels is not None else str(index)
+
+    def default_layer(self, purpose: str = "visualization") -> str:
+        """The layer Luminate uses when none is given, for one ``purpose`` (the one place this is decided).
+
+        Purposes (:data:`LAYER_PURPOSES`): ``"visualization"`` (feature visualization, recipes, renders, the
+        Microscope), ``"dictionary"`` (semantic dictionary), ``"attribution"`` (spatial and channel attribution),
+        ``"groups"`` (neuron groups, which NMF wants non-negative). Models named in :data:`DEFAULT_LAYERS` use
+        their entry (EfficientNet-Lite: attribution and dictionary at ``blocks.10``, the last 14x14 block at 224 px,
+        as Lucid's ``mixed4d``; groups at ``head``, after a ReLU6; InceptionV1: ``mixed4d``). Otherwise the
+        repeated block (:func:`block_layers`) a fraction :data:`LAYER_DEPTH` of the way through the network.
+        """
+        if purpose not in LAYER_DEPTH:
+            raise ValueError(f"unknown layer purpose {purpose!r}; one of {', '.join(LAYER_DEPTH)}")
+        for pattern, layers in DEFAULT_LAYERS.items():
+            if purpose in layers and fnmatch.fnmatch(self.name, pattern):
+                return layers[purpose]
+        blocks = block_layers(self)
+        return blocks[int(LAYER_DEPTH[purpose] * (len(blocks) - 1))]
+
+    def default_layers(self, size: int | tuple[int, int] | None = None) -> list[str]:
+        """The layers a layer-by-layer view shows when none are given: the top-level spatial layers (stem, each
+        block, head) in forward order, without containers that repeat a child's output or pooled maps of a single
+        position (at ``size``, default the model's)."""
+        infos = [info for info in top_level_layers(self, size)
+                 if len(info.shape) == 3 and info.shape[1] * info.shape[2] > 1]
+        names = [info.name for info in infos]
+        return [n for n in names if not any(other.startswith(n + ".") for other in names)]
 
     def extra_repr(self) -> str:
         labels = f"{len(self.labels)} labels" if self.labels is not None else "no labels"
@@ -461,10 +514,23 @@ def _trace_layers(model: Model, size: tuple[int, int]) -> tuple[list[LayerInfo],
     return sorted(first, key=lambda info: order[info.name]), later
 
 
+#: Default layers of known models by purpose (see :meth:`Model.default_layer`), matched against the model's name
+#: with shell wildcards. ``groups`` must be non-negative for NMF: EfficientNet's block outputs are signed (linear
+#: projections), its ``head`` is after a ReLU6.
+DEFAULT_LAYERS: dict[str, dict[str, str]] = {
+    "efficientnet_lite*": {"attribution": "blocks.10", "groups": "head", "dictionary": "blocks.10"},
+    "inception_v1": {"attribution": "mixed4d", "groups": "mixed4d", "dictionary": "mixed4d"},
+}
+
+#: For other models, how far through the repeated blocks each purpose's default layer sits.
+LAYER_DEPTH: dict[str, float] = {"visualization": 0.6, "dictionary": 0.6, "attribution": 0.75, "groups": 0.75}
+LAYER_PURPOSES = tuple(LAYER_DEPTH)
+
+
 def block_layers(model: Model) -> list[str]:
     """The network's repeated spatial blocks (``blocks.0`` ... ``blocks.15``): the children of its Sequential /
     ModuleList containers with ``[C, H, W]`` outputs of more than one position, in forward order. Models without such containers give their
-    top-level spatial layers, and failing that every spatial layer. Recipes pick default layers from this list."""
+    top-level spatial layers, and failing that every spatial layer. :meth:`Model.default_layer` picks from this list."""
     spatial = [info for info in top_level_layers(model) if len(info.shape) == 3 and info.shape[1] * info.shape[2] > 1]
     blocks = [info.name for info in spatial if "." in info.name]
     return blocks or [info.name for info in spatial] or [info.name for info in model.layers() if len(info.shape) == 3]

@@ -17,14 +17,17 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from luminate.atlas.atlas import Atlas
 from luminate.atlas.store import ActivationStore
 from luminate.images import UnreadableImageError, data_url, load_image, resize
 from luminate.views.html import HTMLView, esc, json_script, page, write
+
+if TYPE_CHECKING:  # types only: views import no computation
+    from luminate.atlas.atlas import Atlas
 
 __all__ = ["atlas_html", "write_atlas", "atlas_view", "sample_thumbnails"]
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from luminate.images import save_image
-from luminate.models.base import Model
-from luminate.recipes import Experiment
 from luminate.views.html import esc, figure, page, write
+
+if TYPE_CHECKING:  # types only: views import no computation
+    from luminate.models.base import Model
+    from luminate.recipes import Experiment
 
 
 def gallery_html(model: Model, experiments: Sequence[Experiment]) -> str:

@@ -1,30 +1,29 @@
-"""The shared skeleton of every Luminate HTML page: one file, inline CSS, JS and images, no network."""
+"""The shared skeleton of every Luminate HTML page: one file, inline CSS, JS and images, no network.
+
+The CSS and JavaScript of the pages live as files in ``luminate/views/assets/`` (read with :func:`asset`) and are
+inlined into each page.
+"""
 
 from __future__ import annotations
 
 import html
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from luminate.images import ImageLike, data_url
 
-BASE_CSS = """
-:root { --ink: #1d2430; --muted: #5b6576; --line: #dde2ea; --accent: #d0542b; --bg: #fbfbfc; }
-* { box-sizing: border-box; }
-body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--ink); background: var(--bg);
-       margin: 0 auto; max-width: 1180px; padding: 24px 28px 64px; }
-h1 { font-size: 26px; margin: 0 0 4px; } h2 { font-size: 19px; margin: 32px 0 6px; }
-p.lede, .muted { color: var(--muted); } code { background: #eef1f5; padding: 1px 4px; border-radius: 3px; }
-figure { margin: 0; display: inline-block; vertical-align: top; text-align: center; }
-figure img { display: block; image-rendering: auto; border-radius: 4px; border: 1px solid var(--line); }
-figcaption { font-size: 12px; color: var(--muted); max-width: 220px; margin: 4px auto 0; }
-.row { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
-.card { background: white; border: 1px solid var(--line); border-radius: 8px; padding: 16px 18px; margin: 16px 0; }
-table { border-collapse: collapse; } td, th { padding: 2px 10px 2px 0; text-align: left; }
-.bar { height: 8px; background: var(--accent); border-radius: 4px; }
-footer { margin-top: 40px; font-size: 12px; color: var(--muted); }
-"""
+_ASSETS = resources.files("luminate.views").joinpath("assets")
+
+
+def asset(name: str) -> str:
+    """The text of a page asset shipped with Luminate (``luminate/views/assets/<name>``: CSS and JavaScript)."""
+    return _ASSETS.joinpath(name).read_text(encoding="utf-8")
+
+
+#: The CSS every page starts with (``assets/base.css``).
+BASE_CSS = asset("base.css")
 
 
 def esc(text: Any) -> str:
