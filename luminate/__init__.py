@@ -13,6 +13,12 @@ Subpackages: :mod:`luminate.models` (zoo, input contract, layers), :mod:`luminat
 
 __version__ = "0.1.0"
 
+# Before torch loads: idle OpenMP threads sleep instead of spinning, so a shared CPU slows Luminate down
+# gracefully instead of falling off a cliff (see luminate.runtime; an OMP_WAIT_POLICY you set is kept).
+from luminate import runtime  # noqa: E402  (imports no torch)
+
+runtime.prefer_passive_waiting()
+
 from luminate import models, objectives, param, transforms  # noqa: E402
 from luminate.activations import LayerTap, activations  # noqa: E402
 from luminate.images import load_image, save_image  # noqa: E402

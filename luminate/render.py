@@ -36,6 +36,7 @@ from luminate.models.base import Model, as_model
 from luminate.objectives import Objective, as_objective
 from luminate.overrides import RedirectedReLU
 from luminate.param import Parameterization, as_size, image
+from luminate.runtime import TINY_STEPS, budget_steps, tiny
 from luminate.transforms import Transform, compose, end_at_size, standard_transforms
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -138,6 +139,8 @@ def render(model: Model | torch.nn.Module | str,
     objective = as_objective(objective).bind(model)
     if steps is None:
         steps = max(thresholds) if thresholds else 512
+    if tiny():  # smoke runs and README tests (LUMINATE_TINY): a few steps, thresholds kept in range
+        steps, thresholds = budget_steps(steps), thresholds and [min(t, TINY_STEPS) for t in thresholds]
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     thresholds = sorted(set(thresholds or (steps,)))
