@@ -408,7 +408,7 @@ def summarize(data_dir: str | os.PathLike, layer: str, bins: int = 32, similar: 
     ``y * W + x``), ``hist_counts`` ``[C, bins]``, ``hist_edges`` ``[C, bins + 1]``, ``firing`` ``[C]``
     (fraction of images with a maximum above zero), ``mean``, ``std``, ``minimum``, ``maximum`` ``[C]``,
     ``dead`` / ``constant`` ``[C]`` bool, ``similar_units`` / ``similar_corr`` ``[C, similar]`` (the most
-    correlated units, by correlation of maxima over images), ``attr_units`` ``[U]``, ``attr_mean`` ``[U, K]``,
+    correlated units, by correlation of maxima over images; ``-1`` where no unit is left to compare), ``attr_units`` ``[U]``, ``attr_mean`` ``[U, K]``,
     ``n_images``, ``grid`` ``[2]``, ``key`` (the inputs' hash).
     """
     data_dir = Path(data_dir)
@@ -505,6 +505,7 @@ def merge_shards(store: ActivationStore, key: str, top_k: int, bins: int = 32, s
     similar = min(similar, max(channels - 1, 0))
     order = np.argsort(-corr, axis=1, kind="stable")[:, :similar]
     similar_corr = np.take_along_axis(corr, order, 1)
+    order[~np.isfinite(similar_corr)] = -1    # fewer comparable units than asked for
     return {"top_values": values, "top_images": images, "top_argmax": argmax, "hist_counts": counts,
             "hist_edges": edges.astype(np.float32), "firing": (fires / count).astype(np.float32),
             "mean": mean.astype(np.float32), "std": std.astype(np.float32), "minimum": lo.astype(np.float32),

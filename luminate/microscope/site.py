@@ -74,8 +74,9 @@ class Site:
             return [], []
         row = s["attr_mean"][where[0]]
         labels = self.model.labels
-        name = (lambda k: labels.name(int(k))) if labels is not None and hasattr(labels, "name") else \
-            (lambda k: str(labels.entries[int(k)]) if labels is not None else f"class {int(k)}")
+
+        def name(k) -> str:   # the first synonym: "dock, dockage, docking facility" -> "dock"
+            return str(labels[int(k)]).split(",")[0].strip() if labels is not None else f"class {int(k)}"
         order = np.argsort(-row, kind="stable")
         raised = [(name(k), float(row[k])) for k in order[:n] if row[k] > 0]
         lowered = [(name(k), float(row[k])) for k in order[::-1][:n] if row[k] < 0]
@@ -84,7 +85,10 @@ class Site:
     def similar(self, layer: str, unit: int, n: int = 8) -> list[tuple[int, float]]:
         s = self.summaries[layer]
         return [(int(v), float(c)) for v, c in zip(s["similar_units"][unit][:n], s["similar_corr"][unit][:n])
-                if c > 0]
+                if v >= 0 and c > 0]
+
+    def has_page(self, layer: str, unit: int) -> bool:
+        return unit in next(l for l in self.layers if l["name"] == layer)["units"]
 
     def histogram(self, layer: str, unit: int) -> dict:
         s = self.summaries[layer]
@@ -115,7 +119,7 @@ class Site:
                             for t in tops[u] if t["index"] in pictures]
                 yield {"unit": u, "status": self.status(layer, u), "images": self.renders[layer].get(u),
                        "examples": examples, "hist": self.histogram(layer, u), "raised": raised, "lowered": lowered,
-                       "similar": self.similar(layer, u), "sanity": self.sanity.get((layer, u)), "grid": info["grid"]}
+                       "similar": [(v, c, self.has_page(layer, v)) for v, c in self.similar(layer, u)], "sanity": self.sanity.get((layer, u)), "grid": info["grid"]}
 
     def _maps(self, layer: str, pictures: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         """``{image index: activation [C, h, w]}`` of ``layer`` (CPU)."""

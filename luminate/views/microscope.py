@@ -174,7 +174,7 @@ def _histogram_svg(counts: np.ndarray, edges: np.ndarray, marks: Sequence[float]
 def unit_page(model_name: str, layer: dict, unit: dict, prev_unit: int | None, next_unit: int | None) -> str:
     """One unit. ``unit``: ``{"unit", "status", "images": {"positive", "negative", "diversity"} or None,
     "examples": [{"name", "value", "picture" [3,H,W], "map" [h,w], "y", "x"}], "hist": {"counts", "edges",
-    "firing", "mean", "std", "n_images"}, "raised"/"lowered": [(class, value)], "similar": [(unit, corr)],
+    "firing", "mean", "std", "n_images"}, "raised"/"lowered": [(class, value)], "similar": [(unit, corr, has a page)],
     "sanity": optional text}``."""
     u = unit["unit"]
     grid = tuple(layer["grid"])
@@ -229,8 +229,8 @@ def unit_page(model_name: str, layer: dict, unit: dict, prev_unit: int | None, n
                      f'<div><h3>lowers</h3><table>{table(unit.get("lowered", []))}</table></div></div></div>')
     similar = unit.get("similar", [])
     if similar:
-        links = "".join(f'<a href="{unit_file(v)}">unit {v}<br><span class="muted">r = {c:.2f}</span></a>'
-                        for v, c in similar)
+        links = "".join((f'<a href="{unit_file(v)}">' if linked else '<a>') + f'unit {v}<br><span class="muted">'
+                        f'r = {c:.2f}</span></a>' for v, c, linked in similar)
         parts.append(f'<div class="card similar"><h2>Similar units</h2><p class="muted">Units of {esc(layer["name"])} '
                      f'whose maxima rise and fall with this one\'s over the image set (correlation).</p>{links}</div>')
     parts.append(json_script("unit-data", {"layer": layer["name"], "unit": u, "status": status,
