@@ -39,6 +39,7 @@ Example (what :func:`luminate.analysis.sprites.channel_icons` does for channel i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -94,20 +95,44 @@ def dequantize(images: Tensor) -> Tensor:
     return images.float() / 255.0
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write a file through ``write(binary_file)`` into a temporary file beside ``path``, then rename it over
-    ``path``: readers see the old file or the new one, never a part. The folder is created when missing."""
+def atomic_write(path: str | os.PathLike, data: bytes | Callable[[IO[bytes]], None], *,
+                 durable: bool = False) -> Path:
+    """Write ``data`` (bytes, or a function that writes to a binary file) into a temporary file beside ``path``
+    (``.<name>.tmp-<random>``), then rename it over ``path``: readers see the old file or the new one, never a
+    part, and a failed write leaves the old file. The folder is created when missing.
+
+    ``durable=True`` also flushes the file and its folder to disk before returning, so a crash right after cannot
+    lose it (activation stores and their manifests); the render cache does without (a lost icon is rendered again).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if durable:
+        fsync_dir(path.parent)
     return path
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a folder's entries (new and renamed files) to disk; a no-op where the platform cannot."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @dataclass
@@ -285,4 +310,5 @@ class RenderCache:
             tiles[slot] = torch.from_numpy(tile.copy()).permute(2, 0, 1)
         return index, tiles
 
-__all__ = ["ENV_VAR", "CachedImages", "RenderCache", "atomic_write", "cache_dir", "dequantize", "quantize"]
+__all__ = ["ENV_VAR", "CachedImages", "RenderCache", "atomic_write", "cache_dir", "dequantize", "fsync_dir",
+           "quantize"]

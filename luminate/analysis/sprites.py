@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -34,18 +32,13 @@ import torch
 import luminate
 from luminate import objectives as obj
 from luminate import param as P
-from luminate.cache import RenderCache, atomic_write, dequantize, quantize
+from luminate.cache import RenderCache, dequantize, quantize
 from luminate.models.base import Model, as_model
 from luminate.render import render
 from luminate.transforms import Transform, compose, standard_transforms
 
 #: Channels rendered together in one batch (one image per channel).
 DEFAULT_BATCH = 32
-
-
-def default_cache_dir() -> Path:
-    """The folder channel icons are cached in by default: the render cache's, ``$LUMINATE_CACHE/renders``."""
-    return RenderCache().folder
 
 
 def icon_settings(size: int, steps: int, lr: float, seed: int, transforms: Sequence[Transform] | Transform | None,
@@ -71,7 +64,8 @@ def channel_icons(model: Model | str, layer: str, channels: Sequence[int] | None
         channels: channel indices (default: every channel of the layer). Dead channels are rendered like any other.
         size: icon side in pixels.
         steps: optimization steps per icon batch.
-        cache_dir: the render cache folder (``None``: :func:`default_cache_dir`); ``False`` disables caching.
+        cache_dir: the render cache folder (``None``: ``$LUMINATE_CACHE/renders``, see :mod:`luminate.cache`);
+            ``False`` disables caching.
         progress: a progress bar per render batch. Ctrl-C stops after caching the batches already finished.
         seed, lr, transforms: render settings (``transforms=None``: Lucid's standard set).
     """
@@ -113,11 +107,3 @@ def _transform(transforms: Sequence[Transform] | Transform | None) -> Transform:
     if transforms is None:
         transforms = standard_transforms()
     return compose(transforms) if isinstance(transforms, (list, tuple)) else transforms
-
-
-# kept for luminate.microscope until it moves onto luminate.cache
-_atomic = atomic_write
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "_"

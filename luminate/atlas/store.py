@@ -40,12 +40,19 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from luminate.cache import atomic_write, fsync_dir as _fsync_dir
+
 FORMAT = "luminate.activation_store"
 VERSION = 1
 MANIFEST = "manifest.json"
 IMAGES = "images.jsonl"
 SHARDS = "shards"
 META_FIELDS = ("image", "position", "label", "top_classes", "top_logits")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (:func:`luminate.cache.atomic_write`)."""
+    atomic_write(path, data, durable=True)
 
 
 class StoreSettingsError(ValueError):
@@ -451,25 +458,6 @@ def file_sha256(path: str | os.PathLike) -> str:
 def _write_manifest(path: Path, manifest: dict) -> None:
     manifest = dict(manifest, n_finished=len(manifest["shards"]))
     _atomic_write(path / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _host() -> str:
