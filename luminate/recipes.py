@@ -24,8 +24,8 @@ import torch
 
 from luminate import objectives as obj
 from luminate import param as P
-from luminate import transforms as T
 from luminate.activations import activations
+from luminate.dream import dream
 from luminate.images import load_image, sample_image_paths
 from luminate.models.base import Model, as_model, block_layers
 from luminate.render import RenderResult, render
@@ -90,18 +90,20 @@ def class_visualization(model: Model, label: str | int, size: int | None = None,
     return render(model, obj.class_logit(label), P.image(*_wh(size)), steps=steps, seed=seed, progress=progress)
 
 
-def deepdream(model: Model, photo: torch.Tensor, layer: str, steps: int = 64, size: int | None = None,
-              lr: float = 0.02, seed: int | None = 0, progress: bool = True) -> RenderResult:
-    """Start from ``photo`` ``[1, 3, H, W]`` in [0, 1] and maximize the mean squared activation of ``layer``.
+def deepdream(model: Model, photo: torch.Tensor, layer: str, steps: int = 16, size: int | None = None,
+              step_size: float = 0.01, octaves: int = 2, octave_scale: float = 1.4, seed: int | None = 0,
+              progress: bool = True) -> RenderResult:
+    """Amplify what ``layer`` sees in ``photo`` ``[1, 3, H, W]`` in [0, 1] (DeepDream).
 
-    The photo is centre-cropped to the model's size (or resized to ``size``) and parameterized in
-    Fourier, decorrelated space, so the optimization changes it smoothly; small jitter keeps the
-    result free of pixel-grid artefacts.
+    The photo is centre-cropped to the model's size (or resized to ``size``, the longer side) and dreamed by
+    :func:`luminate.dream.dream`: ``octaves`` scales, ``steps`` normalized gradient steps per octave on the
+    pixels, tiled gradients with random shifts. ``result.image`` has the cropped photo's size.
     """
     model = as_model(model)
-    photo = model.contract.preprocess(photo) if size is None else load_image(photo, size)
-    return render(model, obj.deepdream(layer), P.from_image(photo), transforms=[T.jitter(4)], steps=steps, lr=lr,
-                  seed=seed, progress=progress)
+    if size is None:
+        photo = model.contract.preprocess(load_image(photo))
+    return dream(model, photo, layer, octaves=octaves, octave_scale=octave_scale, steps=steps, step_size=step_size,
+                 size=size, seed=seed, progress=progress)
 
 
 def _wh(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -188,7 +190,7 @@ def gallery(model: Model, steps: int = 256, size: int = 128, seed: int = 0, prog
         photo = load_image(photos[-1])
         shallow, deep = _dream_layers(model, layer)
         say(f"DeepDream: {shallow}, {deep}")
-        dreams = [deepdream(model, photo, lay, steps=max(1, steps // 4), seed=seed, progress=progress)
+        dreams = [deepdream(model, photo, lay, steps=max(1, steps // 16), seed=seed, progress=progress)
                   for lay in (shallow, deep)]
         original = model.contract.preprocess(photo)
         experiments.append(Experiment("deepdream", "DeepDream",

@@ -29,17 +29,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_render)
 
-    p = sub.add_parser("dream", help="DeepDream a photo at a layer",
-                       description="Amplify what LAYER sees in IMAGE (DeepDream): the photo is the starting point "
-                                   "and the image is optimized to maximize the layer's squared activations.")
-    p.add_argument("model")
-    p.add_argument("image")
-    p.add_argument("--layer", required=True, help="layer name, e.g. blocks.4 (shallow) or blocks.12 (deep)")
-    p.add_argument("-o", "--output", default="dream.png")
-    p.add_argument("--steps", type=int, default=64)
-    p.add_argument("--size", type=int, default=None, help="work at this size (default: the model's input size)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
+    p = sub.add_parser(
+        "dream", help="DeepDream a photo at a layer (any size; octaves, tiles) or at several layers side by side",
+        description="Amplify what LAYER sees in IMAGE (DeepDream): normalized gradient ascent on the photo's pixels "
+                    "to grow the layer's squared activations, over several octaves (scales), with gradients "
+                    "computed in tiles under random shifts so that large photos fit in memory. The output has the "
+                    "photo's size. With --layers the same photo is dreamed at each layer and the results are laid "
+                    "out side by side (early layers paint textures, late layers object parts).",
+        epilog="examples: luminate dream efficientnet_lite0 photo.jpg --layer blocks.9 --octaves 3 -o dream.png\n"
+               "          luminate dream efficientnet_lite0 photo.jpg --layers blocks.2 blocks.6 blocks.12 "
+               "-o sheet.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="zoo name, e.g. efficientnet_lite0")
+    p.add_argument("image", help="the photo to dream on (any size)")
+    p.add_argument("--layer", default=None,
+                   help="layer to amplify, e.g. blocks.4 (shallow) or blocks.12 (deep); default: a middle block")
+    p.add_argument("--layers", nargs="+", default=None, metavar="LAYER",
+                   help="dream at each of these layers and write them side by side, the photo first (a sheet)")
+    p.add_argument("-o", "--output", default="dream.png", help="image file to write (default dream.png)")
+    p.add_argument("--octaves", type=int, default=3, help="number of scales, smallest first (default 3)")
+    p.add_argument("--octave-scale", type=float, default=1.4,
+                   help="size ratio between neighbouring octaves (default 1.4)")
+    p.add_argument("--steps", type=int, default=10, help="gradient steps per octave (default 10)")
+    p.add_argument("--step-size", type=float, default=0.01,
+                   help="mean absolute pixel change per step, pixels in [0, 1] (default 0.01)")
+    p.add_argument("--tile", type=int, default=512,
+                   help="tile side in pixels for the gradient: memory grows with its square (default 512)")
+    p.add_argument("--size", type=int, default=None,
+                   help="first resize the photo so its longer side is this many pixels (default: its own size)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the random shifts (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_dream)
 
     p = sub.add_parser("gallery", help="render the feature-visualization experiments into an HTML page",
@@ -79,15 +98,29 @@ def run_render(args: argparse.Namespace) -> int:
 
 def run_dream(args: argparse.Namespace) -> int:
     from luminate import models
+    from luminate.dream import dream, dream_layers
     from luminate.images import load_image, save_image
-    from luminate.recipes import deepdream
+    from luminate.recipes import default_layer
 
     model = models.load(args.model)
     photo = load_image(args.image)
-    result = deepdream(model, photo, args.layer, steps=args.steps, size=args.size, seed=args.seed,
-                       progress=not args.quiet)
+    kwargs = dict(octaves=args.octaves, octave_scale=args.octave_scale, steps=args.steps, step_size=args.step_size,
+                  tile=args.tile, size=args.size, seed=args.seed, progress=not args.quiet)
+    if args.layers:
+        if args.layer:
+            raise ValueError("give either --layer (one dream) or --layers (a sheet of several), not both")
+        sheet = dream_layers(model, photo, args.layers, **kwargs)
+        path = sheet.save(args.output)
+        seconds = sum(r.seconds for r in sheet.results)
+        print(f"{path}: DeepDream at {', '.join(args.layers)} side by side, {args.octaves} octave(s) x "
+              f"{args.steps} steps each, in {seconds:.1f}s")
+        return 0
+    layer = args.layer or default_layer(model)
+    result = dream(model, photo, layer, **kwargs)
     path = save_image(result.image, args.output)
-    print(f"{path}: DeepDream at {args.layer}, {args.steps} steps in {result.seconds:.1f}s")
+    h, w = result.image.shape[-2:]
+    print(f"{path}: DeepDream at {layer}, {w}x{h}, {args.octaves} octave(s) x {args.steps} steps in "
+          f"{result.seconds:.1f}s")
     return 0
 
 
