@@ -236,6 +236,17 @@ def test_ray_matches_in_process_and_survives_a_killed_worker(ray_local, tiny, ph
         collect_module.peaks = original
     assert not seen and finished.complete
     np.testing.assert_array_equal(finished.summary(LAYER)["top_images"], a["top_images"])
+    # the same engine collects atlas stores: Ray shards equal in-process shards
+    from luminate.atlas import collect
+
+    kwargs = dict(batch_size=4, shard_size=13, progress=False)
+    with pytest.warns(UserWarning, match="unreadable"):
+        here = collect(tiny, photos, LAYER, tmp_path / "atlas-here", num_workers=0, **kwargs)
+    with pytest.warns(UserWarning, match="unreadable"):
+        there = collect(tiny, photos, LAYER, tmp_path / "atlas-ray", ray="local", **kwargs)
+    np.testing.assert_array_equal(here.meta()["image"], there.meta()["image"])
+    np.testing.assert_allclose(here.activations(), there.activations(), rtol=1e-6)
+    np.testing.assert_allclose(here.attributions().astype(float), there.attributions().astype(float), rtol=1e-3)
 
 
 @pytest.fixture(scope="module")

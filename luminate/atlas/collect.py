@@ -53,7 +53,8 @@ def collect(model, images, layers: str | Sequence[str], out_dir, positions_per_i
             batch_size: int = 32, shard_size: int = 1024, seed: int = 0, attribution: bool = True,
             progress: bool = True, num_workers: int | None = None, *, top_k: int = 5,
             activation_dtype: str = "float32", attribution_dtype: str = "float16", overwrite: bool = False,
-            shards: Iterable[int] | None = None) -> ActivationStore:
+            shards: Iterable[int] | None = None, ray: str | None = None, num_cpus: int | None = None
+            ) -> ActivationStore:
     """Collect activations (and attributions) of ``layers`` over ``images`` into the store ``out_dir``.
 
     Args:
@@ -78,6 +79,9 @@ def collect(model, images, layers: str | Sequence[str], out_dir, positions_per_i
         overwrite: replace a store made with other settings.
         shards: compute only these shard indices (to split one collection across processes or machines
             writing to the same folder; shard ``k`` holds images ``k*S .. (k+1)*S - 1``).
+        ray: ``None`` (this process), ``"local"`` (a local Ray instance with ``num_cpus`` CPUs) or a Ray cluster
+            address: each missing shard becomes a Ray task (:mod:`luminate.parallel`) writing the same shard
+            files; a retried task duplicates nothing.
 
     Returns:
         the :class:`~luminate.atlas.ActivationStore`. Unreadable images are skipped, never fatal: they are
@@ -129,7 +133,17 @@ def collect(model, images, layers: str | Sequence[str], out_dir, positions_per_i
     if done:
         logger.info("resuming %s: %d of %d shards already collected", out_dir, len(done), n_shards)
 
-    if todo:
+    if todo and ray is not None:
+        from luminate.parallel import run_tasks
+
+        options = dict(positions_per_image=positions_per_image, batch_size=batch_size, shard_size=shard_size,
+                       seed=seed, attribution=attribution, progress=False, num_workers=0, top_k=top_k,
+                       activation_dtype=activation_dtype, attribution_dtype=attribution_dtype)
+        sizes = [min((k + 1) * shard_images, n_images) - k * shard_images for k in todo]
+        run_tasks(_collect_shard, [(model, images, names, str(out_dir), k, options) for k in todo], ray=ray,
+                  num_cpus=num_cpus, progress=progress, desc="collect", unit="img", weights=sizes,
+                  shared={"model": model})
+    elif todo:
         with model.frozen():  # eval mode, frozen weights; the caller's network is put back as it was
             _run(model, imageset, specs, ref_grid, writer, todo, shard_images, batch_size, positions_per_image,
                  seed, attribution, top_k, activation_dtype, attribution_dtype, n_classes, progress, num_workers)
@@ -145,6 +159,16 @@ def collect(model, images, layers: str | Sequence[str], out_dir, positions_per_i
         raise ValueError(f"none of the {n_images} images could be read ({reasons}). Check the image set; the "
                          f"empty store in {out_dir} can be removed.")
     return store
+
+
+def _collect_shard(model, images, layers, out_dir: str, shard: int, options: dict) -> int:
+    """One shard of :func:`collect`, in a Ray worker (idempotent: a listed shard is left as it is)."""
+    import warnings as _warnings
+
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore", UnreadableImagesWarning)   # the driver reports them once
+        collect(model, images, layers, out_dir, shards=[shard], **options)
+    return shard
 
 
 class _LayerSpec:

@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="image-decoding processes (default min(2, CPUs))")
     p.add_argument("--no-attribution", action="store_true", help="store activations only (no class attributions)")
     p.add_argument("--overwrite", action="store_true", help="replace a store collected with other settings")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="collect shards as Ray tasks: 'local' (a bare --ray) starts a local Ray instance, an address "
+                        "joins a cluster (needs luminate[ray])")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_collect)
 
@@ -80,7 +84,7 @@ def run_collect(args: argparse.Namespace) -> int:
         store = collect(model, args.images, args.layer, args.output, positions_per_image=args.positions,
                         batch_size=args.batch_size, shard_size=args.shard_size, seed=args.seed,
                         attribution=not args.no_attribution, progress=not args.quiet, num_workers=args.workers,
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite, ray=args.ray, num_cpus=args.num_cpus)
     print("\n".join(store.summary().splitlines()[:2]))  # what was collected; the skipped files follow by name
     print(f"collected in {time.perf_counter() - start:.1f}s")
     if store.skipped:
