@@ -24,129 +24,16 @@ import torch
 
 from luminate.atlas.store import ActivationStore
 from luminate.images import UnreadableImageError, data_url, load_image, resize
-from luminate.views.html import HTMLView, esc, json_script, page, write
+from luminate.views.html import HTMLView, asset, esc, json_script, page, write
 
 if TYPE_CHECKING:  # types only: views import no computation
     from luminate.atlas.atlas import Atlas
 
 __all__ = ["atlas_html", "write_atlas", "atlas_view", "sample_thumbnails"]
 
-ATLAS_CSS = """
-body { max-width: 1500px; }
-.atlas { display: flex; gap: 18px; align-items: flex-start; }
-.viewport { position: relative; flex: 1 1 auto; height: 78vh; min-height: 420px; overflow: hidden; background: #fff;
-            border: 1px solid var(--line); border-radius: 8px; cursor: grab; touch-action: none; user-select: none; }
-.viewport.dragging { cursor: grabbing; }
-#stage { position: absolute; left: 0; top: 0; transform-origin: 0 0; background: #fff; }
-#stage img.icon { position: absolute; display: block; border: 0; border-radius: 0; -webkit-user-drag: none; }
-#hilite { position: absolute; border: 2px solid var(--accent); pointer-events: none; display: none;
-          box-shadow: 0 0 0 1px #fff; }
-.zoom { position: absolute; right: 10px; top: 10px; display: flex; flex-direction: column; gap: 4px; z-index: 2; }
-.zoom button { width: 34px; height: 30px; font: 600 16px system-ui, sans-serif; background: #fff; color: var(--ink);
-               border: 1px solid var(--line); border-radius: 6px; cursor: pointer; }
-.zoom button:hover { border-color: var(--accent); }
-.axis { position: absolute; bottom: 8px; font-size: 13px; background: rgba(255,255,255,.85); padding: 1px 6px;
-        border-radius: 4px; z-index: 2; pointer-events: none; }
-.axis.left { left: 10px; } .axis.right { right: 10px; }
-#detail { flex: 0 0 300px; background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 14px 16px;
-          min-height: 200px; }
-#detail h2 { margin: 0 0 4px; font-size: 17px; }
-#detail .count { color: var(--muted); margin: 0 0 10px; }
-#detail ol { padding-left: 0; list-style: none; margin: 0 0 12px; }
-#detail li { margin: 0 0 6px; font-size: 14px; }
-#detail li .bar { margin-top: 2px; }
-#detail .thumbs { display: grid; grid-template-columns: repeat(3, 1fr); gap: 6px; }
-#detail .thumbs img { width: 100%; border-radius: 4px; border: 1px solid var(--line); display: block; }
-#detail .icon-big { width: 120px; height: 120px; border-radius: 6px; border: 1px solid var(--line); float: right;
-                    margin: 0 0 8px 8px; }
-"""
-
-ATLAS_JS = r"""
-(function () {
-  const data = JSON.parse(document.getElementById("atlas-data").textContent);
-  const viewport = document.getElementById("viewport"), stage = document.getElementById("stage");
-  const detail = document.getElementById("detail"), hilite = document.getElementById("hilite");
-  const side = data.grid * data.size;
-  let k = 1, x = 0, y = 0;
-  function apply() { stage.style.transform = "translate(" + x + "px," + y + "px) scale(" + k + ")";
-                     viewport.dataset.zoom = k.toFixed(4); }
-  function fit() {
-    const w = viewport.clientWidth, h = viewport.clientHeight;
-    k = Math.min(w / side, h / side); x = (w - side * k) / 2; y = (h - side * k) / 2; apply();
-  }
-  function zoomAt(px, py, factor) {
-    const nk = Math.min(Math.max(k * factor, 0.05), 40);
-    x = px - (px - x) * nk / k; y = py - (py - y) * nk / k; k = nk; apply();
-  }
-  function zoomCentre(factor) { zoomAt(viewport.clientWidth / 2, viewport.clientHeight / 2, factor); }
-  viewport.addEventListener("wheel", function (e) {
-    e.preventDefault();
-    const r = viewport.getBoundingClientRect();
-    zoomAt(e.clientX - r.left, e.clientY - r.top, Math.exp(-e.deltaY * 0.0015));
-  }, { passive: false });
-  document.getElementById("zoom-in").addEventListener("click", function () { zoomCentre(1.25); });
-  document.getElementById("zoom-out").addEventListener("click", function () { zoomCentre(0.8); });
-  document.getElementById("zoom-fit").addEventListener("click", fit);
-  document.addEventListener("keydown", function (e) {
-    if (e.key === "+" || e.key === "=") zoomCentre(1.25);
-    else if (e.key === "-" || e.key === "_") zoomCentre(0.8);
-    else if (e.key === "0") fit();
-  });
-  let drag = null;
-  viewport.addEventListener("pointerdown", function (e) {
-    if (e.button !== 0 || e.target.closest(".zoom")) return;
-    drag = { px: e.clientX, py: e.clientY, x: x, y: y, moved: false };
-  });
-  window.addEventListener("pointermove", function (e) {
-    if (!drag) return;
-    const dx = e.clientX - drag.px, dy = e.clientY - drag.py;
-    if (!drag.moved && Math.abs(dx) + Math.abs(dy) < 3) return;
-    drag.moved = true; viewport.classList.add("dragging");
-    x = drag.x + dx; y = drag.y + dy; apply();
-  });
-  window.addEventListener("pointerup", function () { drag = null; viewport.classList.remove("dragging"); });
-  function esc(s) { return String(s).replace(/[&<>"']/g, function (c) {
-    return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]; }); }
-  function show(idx) {
-    const c = data.cells[idx];
-    if (!c || detail.dataset.cell === String(idx)) return;
-    const icon = stage.querySelector('img.icon[data-cell="' + idx + '"]');
-    hilite.style.display = "block";
-    hilite.style.left = (c.i * data.size) + "px"; hilite.style.top = ((data.grid - 1 - c.j) * data.size) + "px";
-    hilite.style.width = hilite.style.height = data.size + "px";
-    const top = c.top.length ? c.top[0][1] : 1;
-    let html = (icon ? '<img class="icon-big" alt="icon" src="' + icon.src + '">' : "") +
-      "<h2>Cell (" + c.i + ", " + c.j + ")</h2>" +
-      '<p class="count"><span class="n">' + c.count + "</span> point" + (c.count === 1 ? "" : "s") + "</p>";
-    html += "<h3>Top classes <span class=\"muted\">(" + esc(data.top_source) + ")</span></h3><ol class=\"top\">";
-    if (!c.top.length) html += '<li class="muted">no class with positive attribution</li>';
-    c.top.forEach(function (t) {
-      html += '<li><span class="cls">' + esc(t[0]) + '</span> <span class="muted">' + t[1].toPrecision(3) +
-        '</span><div class="bar" style="width:' + Math.max(4, 100 * t[1] / top).toFixed(0) + '%"></div></li>';
-    });
-    html += "</ol>";
-    if (c.samples.length) {
-      html += "<h3>Images that landed here</h3><div class=\"thumbs\">";
-      c.samples.forEach(function (s) { html += '<img alt="' + esc(s[1]) + '" title="' + esc(s[1]) + '" src="' +
-                                        s[0] + '">'; });
-      html += "</div>";
-    } else html += '<p class="muted">no sample images available</p>';
-    detail.innerHTML = html;
-    detail.dataset.cell = String(idx);
-  }
-  viewport.addEventListener("pointerover", function (e) {
-    const t = e.target.closest ? e.target.closest("img.icon") : null;
-    if (t && !drag) show(+t.dataset.cell);
-  });
-  viewport.addEventListener("click", function (e) {
-    const t = e.target.closest ? e.target.closest("img.icon") : null;
-    if (t) show(+t.dataset.cell);
-  });
-  window.addEventListener("resize", fit);
-  fit();
-  document.body.dataset.ready = "1";
-})();
-"""
+#: The atlas page's CSS and script (``luminate/views/assets/atlas.css``, ``atlas.js``).
+ATLAS_CSS = asset("atlas.css")
+ATLAS_JS = asset("atlas.js")
 
 
 def atlas_html(atlas: Atlas, store: ActivationStore | str | os.PathLike | None = None, thumb_size: int = 64,
