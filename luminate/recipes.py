@@ -25,6 +25,7 @@ import torch
 from luminate import objectives as obj
 from luminate import param as P
 from luminate.activations import activations
+from luminate.analysis.accentuate import Accentuation, accentuate  # noqa: F401  (feature accentuation)
 from luminate.dream import dream
 from luminate.images import load_image, sample_image_paths
 from luminate.models.base import Model, as_model, block_layers
