@@ -426,18 +426,38 @@ BAD_FILES = {"broken.jpg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00 truncated, not a j
              "empty.jpg": b""}
 
 
+#: the colour photos that ship inside scikit-image (``skimage/data``), used by ``demo_images(..., skimage=True)``
+SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png",
+                  "motorcycle_left.png", "motorcycle_right.png", "retina.jpg", "rocket.jpg")
+
+
+def skimage_photo_paths() -> list[Path]:
+    """The colour photos bundled with scikit-image (astronaut, cat, coffee, rocket, ...), located without importing
+    it; empty when it is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
+    return [folder / name for name in SKIMAGE_PHOTOS if (folder / name).is_file()]
+
+
 def demo_images(folder: str | os.PathLike, n: int = 240, seed: int = 0, size: tuple[int, int] = (96, 320),
-                bad_files: bool = False) -> Path:
+                bad_files: bool = False, skimage: bool = False) -> Path:
     """Write ``n`` varied photos into ``folder`` (made from the photos that ship with scikit-learn, no download):
     random square crops of ``china.jpg`` / ``flower.jpg`` at random scales, resized to a random side in
-    ``size``, half of them mirrored, as JPEG and PNG. ``bad_files=True`` adds three unreadable files
-    (:data:`BAD_FILES`: a corrupt JPEG, a text file named ``.png``, an empty file). Deterministic for a ``seed``.
-    Returns ``folder``."""
+    ``size``, half of them mirrored, as JPEG and PNG. ``skimage=True`` adds scikit-image's colour photos
+    (:data:`SKIMAGE_PHOTOS`: astronaut, cat, coffee, rocket, motorcycle, ...) to the sources. ``bad_files=True``
+    adds three unreadable files (:data:`BAD_FILES`: a corrupt JPEG, a text file named ``.png``, an empty file).
+    Deterministic for a ``seed``. Returns ``folder``."""
     from PIL import Image
 
-    sources = imageio.sample_image_paths()
+    sources = imageio.sample_image_paths() + (skimage_photo_paths() if skimage else [])
     if not sources:
         raise ImportError("demo images are made from scikit-learn's sample photos: pip install scikit-learn")
+    if skimage and not skimage_photo_paths():
+        raise ImportError("skimage=True needs scikit-image's bundled photos: pip install scikit-image")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

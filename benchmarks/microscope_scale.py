@@ -1,0 +1,159 @@
+"""How the Microscope scales: batched unit renders, collection speed and memory, Ray against one process.
+
+Ratios, each measured in this one run (on a shared machine absolute times swing with the load; ratios less):
+
+* **render**: seconds per optimization step of ``channels()`` on EfficientNet-Lite0 ``blocks.9`` at 128 px for a
+  batch of 16 units against one unit (the issue's target: <= 8x on a CPU, <= 3x on a GPU; on a GPU when
+  ``--device cuda`` or one is available);
+* **collection vs plain inference**: images per second of ``collect_examples`` (peaks and arg-max of every unit of
+  ``blocks.10``, written to shards; no class attribution) against a plain ``no_grad`` forward pass of the whole
+  model over the same images with the same loader; and the same with class attribution for the default sample;
+* **peak memory** (``VmHWM`` of a fresh process) collecting N and 10 x N images: flat when shards stream to disk;
+* **Ray**: collection with ``--ray local`` and 2 workers (1 thread each) against one process with 1 thread.
+
+    OMP_NUM_THREADS=1 python benchmarks/microscope_scale.py            # N = 100 (and 1000)
+    OMP_NUM_THREADS=1 python benchmarks/microscope_scale.py --quick    # N = 24 (and 240), fewer steps
+
+Every measurement runs in a fresh subprocess with ``OMP_WAIT_POLICY=PASSIVE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODEL = "efficientnet_lite0"
+
+
+def peak_rss_mib() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def child_render(units: int, steps: int, device: str) -> dict:
+    import torch
+
+    from luminate import models, objectives as obj, param, render
+
+    model = models.load(MODEL).to(device)
+    objective = obj.channels("blocks.9", list(range(units)))
+    render(model, objective, param.image(128, batch=units), steps=2, seed=0, progress=False)   # warm-up
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    render(model, objective, param.image(128, batch=units), steps=steps, seed=0, progress=False)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return {"seconds_per_step": (time.perf_counter() - start) / steps}
+
+
+def child_collect(images: str, out: str, attribution: int, ray: str | None, shard: int) -> dict:
+    from luminate import models
+    from luminate.microscope import collect_examples
+
+    model = models.load(MODEL)
+    start = time.perf_counter()
+    examples = collect_examples(model, images, "blocks.10", out, units="0:8", attribution_images=attribution,
+                                shard_images=shard, progress=False, ray=ray, num_cpus=2 if ray else None)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "images": examples.store.n_images, "peak_mib": peak_rss_mib()}
+
+
+def child_inference(images: str) -> dict:
+    import torch
+
+    from luminate import models
+    from luminate.atlas.imageset import image_loader, image_set
+
+    model = models.load(MODEL)
+    imageset = image_set(images)
+    batches = [list(range(s, min(s + 32, len(imageset)))) for s in range(0, len(imageset), 32)]
+    start = time.perf_counter()
+    with torch.no_grad():
+        for batch in image_loader(imageset, model.contract, batches):
+            model(batch.images)
+    return {"seconds": time.perf_counter() - start, "images": len(imageset)}
+
+
+def run_child(*args: str, threads: int = 1) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    out = subprocess.run([sys.executable, __file__, "--child", *args], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--device", default=None, help="device for the render ratio (default: cuda when available)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["render", "collect", "memory", "ray"])
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        if kind == "render":
+            result = child_render(int(rest[0]), int(rest[1]), rest[2])
+        elif kind == "collect":
+            result = child_collect(rest[0], rest[1], int(rest[2]), None if rest[3] == "-" else rest[3], int(rest[4]))
+        else:
+            result = child_inference(rest[0])
+        print(json.dumps(result))
+        return
+
+    import torch
+
+    from luminate.atlas import demo_images
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    n = 24 if args.quick else 100
+    steps = 4 if args.quick else 16
+    shard = str(max(8, n // 4))   # four shards of the small set: work for two Ray workers
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
+          f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); shared machines make absolute times noisy")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if "render" not in args.skip:
+            one = run_child("render", "1", str(steps), device)["seconds_per_step"]
+            many = run_child("render", "16", str(steps), device)["seconds_per_step"]
+            target = 3 if device.startswith("cuda") else 8
+            print(f"render on {device}: 1 unit {one:.3f} s/step, 16 units {many:.3f} s/step: {many / one:.1f}x "
+                  f"(target <= {target}x; 16x would be no gain from batching)")
+        small = demo_images(tmp / "small", n, size=(160, 320), skimage=True)
+        if "collect" not in args.skip:
+            plain = run_child("inference", str(small))
+            peaks = run_child("collect", str(small), str(tmp / "c1"), "0", "-", shard)
+            attributed = run_child("collect", str(small), str(tmp / "c2"), "256", "-", shard)
+            rate = lambda r: r["images"] / r["seconds"]  # noqa: E731
+            print(f"collection: plain inference {rate(plain):.1f} img/s, peaks {rate(peaks):.1f} img/s "
+                  f"({rate(peaks) / rate(plain):.2f}x, target >= 0.9x); with class attribution of 8 units "
+                  f"{rate(attributed):.1f} img/s ({rate(attributed) / rate(plain):.2f}x)")
+        if "memory" not in args.skip:
+            large = demo_images(tmp / "large", 10 * n, size=(160, 320), seed=1, skimage=True)
+            a = run_child("collect", str(small), str(tmp / "m1"), "0", "-", shard)
+            b = run_child("collect", str(large), str(tmp / "m2"), "0", "-", shard)
+            print(f"peak memory: {n} images {a['peak_mib']:.0f} MiB, {10 * n} images {b['peak_mib']:.0f} MiB "
+                  f"({b['peak_mib'] / a['peak_mib']:.2f}x; flat is 1x)")
+        if "ray" not in args.skip:
+            single = run_child("collect", str(small), str(tmp / "r1"), "0", "-", shard)
+            on_ray = run_child("collect", str(small), str(tmp / "r2"), "0", "local", shard)
+            print(f"Ray: 2 workers x 1 thread {on_ray['seconds']:.1f}s vs one process x 1 thread "
+                  f"{single['seconds']:.1f}s ({single['seconds'] / on_ray['seconds']:.2f}x speed-up, Ray start-up "
+                  f"included; on 2 shared cores expect none: the point is identical shards and scale-out)")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
