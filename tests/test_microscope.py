@@ -15,7 +15,7 @@ from torch import nn
 
 from luminate import models
 from luminate.atlas import demo_images
-from luminate.microscope import build, collect_examples, merge_top_k, parse_units, peaks, summarize, top_examples
+from luminate.microscope import build, collect_examples, merge_top_k, parse_units, summarize, top_examples
 from luminate.microscope import collect as collect_module
 
 TESTS = Path(__file__).parent
@@ -92,8 +92,8 @@ def test_streaming_top_k_equals_brute_force(tiny, photos, tmp_path):
 
 def test_merge_top_k_ties_and_padding():
     values = np.array([[3.0, 1.0]], np.float32)
-    merged = merge_top_k(values, np.array([[0, 1]]), np.zeros((1, 2), np.int32), np.array([[3.0, 2.0, 3.0]], np.float32),
-                         np.array([[5, 6, 7]]), np.array([[1, 2, 3]], np.int32), 4)
+    merged = merge_top_k(values, np.array([[0, 1]]), np.zeros((1, 2), np.int32),
+                         np.array([[3.0, 2.0, 3.0]], np.float32), np.array([[5, 6, 7]]), np.array([[1, 2, 3]], np.int32), 4)
     assert merged[1].tolist() == [[0, 5, 7, 6]]          # equal values: the lower image index first
     assert merged[2].tolist() == [[0, 1, 3, 2]]
 

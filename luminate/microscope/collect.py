@@ -408,7 +408,8 @@ def summarize(data_dir: str | os.PathLike, layer: str, bins: int = 32, similar: 
     ``y * W + x``), ``hist_counts`` ``[C, bins]``, ``hist_edges`` ``[C, bins + 1]``, ``firing`` ``[C]``
     (fraction of images with a maximum above zero), ``mean``, ``std``, ``minimum``, ``maximum`` ``[C]``,
     ``dead`` / ``constant`` ``[C]`` bool, ``similar_units`` / ``similar_corr`` ``[C, similar]`` (the most
-    correlated units, by correlation of maxima over images; ``-1`` where no unit is left to compare), ``attr_units`` ``[U]``, ``attr_mean`` ``[U, K]``,
+    correlated units, by correlation of maxima over images; ``-1`` where no unit is left to compare),
+    ``attr_units`` ``[U]``, ``attr_mean`` ``[U, K]``,
     ``n_images``, ``grid`` ``[2]``, ``key`` (the inputs' hash).
     """
     data_dir = Path(data_dir)

@@ -7,7 +7,8 @@ the last ``4 n`` are four images per unit that maximize it while a diversity pen
 of four only, pushes their styles apart (Lucid's ``channel - 1e2 * diversity`` recipe, per group).
 
 Results go to Luminate's render cache (:mod:`luminate.cache`), one entry of six images per unit keyed by model
-weights, layer, unit and every render setting, so a unit is rendered once; a chunk whose units are all cached renders nothing. Chunks are fixed by
+weights, layer, unit and every render setting, so a unit is rendered once; a chunk whose units are all cached
+renders nothing. Chunks are fixed by
 the sorted unit list and ``units_per_batch``, so an in-process run and a run split into Ray tasks (one task per
 chunk, :mod:`luminate.parallel`) render the same batches and write the same cache entries.
 """

@@ -119,7 +119,8 @@ class Site:
                             for t in tops[u] if t["index"] in pictures]
                 yield {"unit": u, "status": self.status(layer, u), "images": self.renders[layer].get(u),
                        "examples": examples, "hist": self.histogram(layer, u), "raised": raised, "lowered": lowered,
-                       "similar": [(v, c, self.has_page(layer, v)) for v, c in self.similar(layer, u)], "sanity": self.sanity.get((layer, u)), "grid": info["grid"]}
+                       "similar": [(v, c, self.has_page(layer, v)) for v, c in self.similar(layer, u)],
+                       "sanity": self.sanity.get((layer, u)), "grid": info["grid"]}
 
     def _maps(self, layer: str, pictures: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         """``{image index: activation [C, h, w]}`` of ``layer`` (CPU)."""
@@ -158,6 +159,20 @@ def build(model, images, out: str | os.PathLike, *, layers: str | Sequence[str] 
             Ray tasks; ``num_cpus``: CPUs of a local Ray instance.
         sanity: show a sanity score per unit when :mod:`luminate.analysis.sanity` is available.
     """
+    options = dict(layers=layers, units=units, top_k=top_k, steps=steps, size=size, seed=seed, batch_size=batch_size,
+                   shard_images=shard_images, attribution_images=attribution_images, units_per_batch=units_per_batch,
+                   cache_dir=cache_dir, ray=ray, num_cpus=num_cpus, sanity=sanity, progress=progress,
+                   num_workers=num_workers)
+    if ray is None:
+        return _build(model, images, out, **options)
+    from luminate.parallel import RayContext
+
+    with RayContext(ray, num_cpus):   # one Ray instance for every stage (each would otherwise start its own)
+        return _build(model, images, out, **options)
+
+
+def _build(model, images, out, *, layers, units, top_k, steps, size, seed, batch_size, shard_images,
+           attribution_images, units_per_batch, cache_dir, ray, num_cpus, sanity, progress, num_workers) -> Site:
     from luminate.recipes import default_layer
 
     model = as_model(model)
@@ -165,9 +180,9 @@ def build(model, images, out: str | os.PathLike, *, layers: str | Sequence[str] 
     out = Path(out)
     data = out / DATA
     imageset = image_set(images)
-    examples = collect_examples(model, images, names, data, units=units, top_k=top_k, batch_size=batch_size, shard_images=shard_images,
-                               attribution_images=attribution_images, progress=progress, num_workers=num_workers,
-                               ray=ray, num_cpus=num_cpus)
+    examples = collect_examples(model, images, names, data, units=units, top_k=top_k, batch_size=batch_size,
+                                shard_images=shard_images, attribution_images=attribution_images, progress=progress,
+                                num_workers=num_workers, ray=ray, num_cpus=num_cpus)
     if not examples.complete:
         raise RuntimeError(f"the collection in {data} is incomplete after running; run again to finish it")
     summaries = {name: summarize(data, name) for name in names}

@@ -31,7 +31,8 @@ a { color: var(--accent); }
 .vis .div img { width: 96px; height: 96px; }
 .examples figure img { width: 128px; height: 128px; }
 .grid { display: flex; flex-wrap: wrap; gap: 6px; }
-.grid a.unit { display: block; width: 76px; text-align: center; font-size: 12px; color: var(--ink); text-decoration: none; }
+.grid a.unit { display: block; width: 76px; text-align: center; font-size: 12px; color: var(--ink);
+  text-decoration: none; }
 .grid a.unit .tile { display: block; width: 72px; height: 72px; border: 1px solid var(--line); border-radius: 4px;
   background-repeat: no-repeat; background-color: #ccc; }
 .grid a.unit.dead .tile, .grid a.unit.constant .tile { background-image: none !important; background-color: #e4e6ea; }
@@ -216,7 +217,8 @@ def unit_page(model_name: str, layer: dict, unit: dict, prev_unit: int | None, n
                      f'activation map overlaid in orange.</p><div class="row">{"".join(figs)}</div></div>')
     hist = unit.get("hist")
     if hist is not None:
-        parts.append(f'<div class="card"><h2>Activation histogram</h2>{_histogram_svg(hist["counts"], hist["edges"], [0.0])}'
+        svg = _histogram_svg(hist["counts"], hist["edges"], [0.0])
+        parts.append(f'<div class="card"><h2>Activation histogram</h2>{svg}'
                      f'<p class="muted">The unit\'s maximum over positions, over {hist["n_images"]} images: fires '
                      f'(maximum above 0) on {100 * hist["firing"]:.1f}% of them; mean {hist["mean"]:.3g}, '
                      f'spread {hist["std"]:.3g}.</p></div>')
@@ -300,8 +302,8 @@ def write_site(site, progress: bool = True):
             buffer = io.BytesIO()
             sheet.save(buffer, format="PNG")
             put(f"{layer_dir(key)}/sprite.png", buffer.getvalue())
-            grid_units = [{"unit": u, "status": site.status(name, u), "raised": [c for c, _ in site.classes(name, u)[0]]}
-                          for u in units]
+            grid_units = [{"unit": u, "status": site.status(name, u),
+                           "raised": [c for c, _ in site.classes(name, u)[0]]} for u in units]
             put(f"{layer_dir(key)}/index.html", layer_page(site.model_name, info, grid_units, cols).encode())
             for i, data in enumerate(site.unit_data(name, units)):
                 prev_unit = units[i - 1] if i > 0 else None
