@@ -54,7 +54,7 @@ from luminate.runtime import budget_steps
 
 logger = logging.getLogger("luminate.atlas")
 
-__all__ = ["atlas_patches", "flip_rate", "paste", "grid_positions", "shuffle_pixels", "refine_patch",
+__all__ = ["atlas_patches", "flip_rate", "photo_crops", "paste", "grid_positions", "shuffle_pixels", "refine_patch",
            "source_images", "rank_cells", "FlipRate", "PatchCandidate", "PatchExample", "PatchReport",
            "DEFAULT_SIZE", "DEFAULT_SIZES"]
 
@@ -177,13 +177,34 @@ def flip_rate(model: Model | torch.nn.Module | str, images: Tensor, patch: Tenso
     small = resize_patch(patch.detach().cpu(), side)
     control = shuffle_pixels(small, control_seed)
     places = grid_positions(tuple(images.shape[-2:]), side, positions)
-    flips = {"patch": torch.zeros(images.shape[0], len(places), dtype=torch.bool),
-             "control": torch.zeros(images.shape[0], len(places), dtype=torch.bool)}
-    for k, (y, x) in enumerate(places):
-        for name, p in (("patch", small), ("control", control)):
-            flips[name][:, k] = _top1(model, paste(images, p, y, x), batch_size) == target_index
+    flips = {}
+    for name, p in (("patch", small), ("control", control)):
+        pasted = torch.cat([paste(images, p, y, x) for y, x in places])  # position-major: [P * N, 3, H, W]
+        hits = _top1(model, pasted, batch_size) == target_index
+        flips[name] = hits.reshape(len(places), images.shape[0]).T.contiguous()
     return FlipRate(size, side, flips["patch"].float().mean().item(), flips["control"].float().mean().item(),
                     flips["patch"], flips["control"], places, control)
+
+
+def photo_crops(photo, folder: str | os.PathLike, n: int = 24, seed: int = 2, side: int = 256,
+                min_crop: int = 300, max_crop: int = 420) -> Path:
+    """Write ``n`` random square crops of ``photo`` (each ``min_crop``..``max_crop`` px, resized to ``side``) into
+    ``folder`` as ``f00.jpg``, ``f01.jpg``, ...: a small image set of one subject (crops of scikit-learn's
+    ``flower.jpg``, several of which EfficientNet-Lite0 calls daisy)."""
+    import random
+
+    from PIL import Image
+
+    image = imageio.to_pil(imageio.load_image(photo))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rnd = random.Random(seed)
+    for k in range(n):
+        s = min(rnd.randint(min_crop, max_crop), image.width, image.height)
+        x, y = rnd.randint(0, image.width - s), rnd.randint(0, image.height - s)
+        image.crop((x, y, x + s, y + s)).resize((side, side), Image.BICUBIC).save(folder / f"f{k:02d}.jpg",
+                                                                                   quality=90)
+    return folder
 
 
 def load_images(model: Model, images, log: Callable[[str], None] | None = None) -> tuple[Tensor, list[str]]:

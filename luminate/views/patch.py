@@ -24,7 +24,7 @@ PATCH_CSS = """
 .cand.best figure img { border: 2px solid var(--accent); }
 .rate { font-size: 13px; margin: 4px 0; }
 .ex { display: flex; gap: 14px; align-items: flex-start; }
-.ex ol { margin: 4px 0 0; padding-left: 18px; font-size: 13px; }
+.ex ol { margin: 4px 0 0; padding-left: 18px; font-size: 13px; text-align: left; }
 .ex li.target { font-weight: 600; color: var(--accent); }
 table.sizes td, table.sizes th { padding: 4px 14px 4px 0; }
 """
