@@ -190,3 +190,55 @@ def test_style_transfer_lowers_both_losses(lite0, china_path, flower_path):
     history = result.result.history.sum(1)
     assert history[-1] > history[0]  # the objective is minus the losses
     assert result.image.shape == result.content.shape == result.style.shape
+
+
+# ----- command line -------------------------------------------------------------------------------------------
+
+
+def test_experiment_commands_document_every_flag():
+    from luminate.cli import build_parser
+
+    choices = build_parser()._subparsers._group_actions[0].choices
+    for name in ("patch", "hinton", "caricature", "style", "dream"):
+        parser = choices[name]
+        assert parser.description and parser.epilog, name
+        for action in parser._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"luminate {name} {action.option_strings[0]} has no help"
+
+
+def test_dream_command_keeps_the_size_and_makes_a_sheet(tmp_path, china_path, monkeypatch):
+    from PIL import Image
+
+    from luminate.cli import main
+
+    monkeypatch.setenv("LUMINATE_TINY", "1")
+    photo = tmp_path / "wide.jpg"
+    Image.open(china_path).resize((150, 96)).save(photo)
+    assert main(["dream", "efficientnet_lite0", str(photo), "--layer", "blocks.4", "--octaves", "2", "--tile", "64",
+                 "-o", str(tmp_path / "d.png"), "--quiet"]) == 0
+    assert Image.open(tmp_path / "d.png").size == (150, 96)
+    assert main(["dream", "efficientnet_lite0", str(photo), "--layers", "blocks.2", "blocks.4", "--octaves", "1",
+                 "-o", str(tmp_path / "sheet.png"), "--quiet"]) == 0
+    assert Image.open(tmp_path / "sheet.png").size[0] > 3 * 150 * 320 / 96 * 0.9  # photo + 2 dreams at 320 px high
+
+
+def test_hinton_command_writes_an_svg_page(tmp_path, flower_path, capsys):
+    from luminate.cli import main
+
+    out = str(tmp_path / "h.html")
+    assert main(["hinton", "efficientnet_lite0", flower_path, "--layer", "blocks.2", "-o", out]) == 0
+    html = (tmp_path / "h.html").read_text()
+    assert "<svg" in html and html.count('class="sq"') == 24 * 64 and "<title>" in html
+    assert main(["hinton", "efficientnet_lite0", "--weights", "--layer", "blocks.2", "-o", out]) == 2
+    assert "blocks.2.project.conv" in capsys.readouterr().err  # the error lists the block's weighted layers
+
+
+def test_patch_command_says_when_no_photo_is_the_source_class(tmp_path, china_path, capsys):
+    from luminate.atlas.patches import photo_crops
+    from luminate.cli import main
+
+    photo_crops(china_path, tmp_path / "palace", 2)
+    assert main(["patch", "efficientnet_lite0", str(tmp_path / "palace"), "--source", "daisy", "--target", "bee",
+                 "-o", str(tmp_path / "p.html"), "--quiet"]) == 2
+    assert "calls none of the 2 images 'daisy'" in capsys.readouterr().err
