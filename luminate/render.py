@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 
 from luminate import images as imageio
+from luminate import runtime
 from luminate.activations import LayerTap
 from luminate.models.base import Model, as_model
 from luminate.objectives import Objective, as_objective
@@ -139,6 +140,8 @@ def render(model: Model | torch.nn.Module | str,
     objective = as_objective(objective).bind(model)
     if steps is None:
         steps = max(thresholds) if thresholds else 512
+    if runtime.interrupted():  # Ctrl-C in the command line stopped an earlier render: stop the whole job
+        raise KeyboardInterrupt
     if tiny():  # smoke runs and README tests (LUMINATE_TINY): a few steps, thresholds kept in range
         steps, thresholds = budget_steps(steps), thresholds and [min(t, TINY_STEPS) for t in thresholds]
     if steps < 1:

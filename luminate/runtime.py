@@ -115,6 +115,26 @@ def configure_threads(threads: int | None = None) -> int:
     return threads
 
 
+_interrupted = False
+
+
+def request_interrupt() -> None:
+    """Ask every later :func:`luminate.render` in this process to stop at once (the command line's Ctrl-C
+    handler calls it: the running render keeps its partial result, a multi-render job stops)."""
+    global _interrupted
+    _interrupted = True
+
+
+def clear_interrupt() -> None:
+    global _interrupted
+    _interrupted = False
+
+
+def interrupted() -> bool:
+    """Whether :func:`request_interrupt` was called (and not cleared)."""
+    return _interrupted
+
+
 def tiny() -> bool:
     """Whether ``LUMINATE_TINY`` asks for smoke-test sized runs (any value but empty or ``0``)."""
     return os.environ.get("LUMINATE_TINY", "") not in ("", "0")

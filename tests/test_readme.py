@@ -116,6 +116,8 @@ def test_parser_reads_markers_chains_and_continuations():
     assert [(b.section, b.lang, b.skip) for b in blocks] == [
         ("One", "bash", "too long"), ("One", "bash", None), ("Two", "python", None), ("Two", "text", None)]
     assert blocks[1].line == 7 and not blocks[3].runnable
+    assert luminate_argv('.venv/bin/luminate render m "-blocks.9:7"  # x') == ["render", "m", "-blocks.9:7"]
+    assert luminate_argv("luminate layers m | head") is None and luminate_argv("python -c 1") is None
     assert shell_commands(blocks[1].code) == [".venv/bin/luminate layers m  # tail", "luminate render m    blocks.9:7"]
 
 
@@ -196,12 +198,31 @@ class Workspace:
 
     def _shell(self, block: Block, command: str) -> None:
         start = time.perf_counter()
-        proc = subprocess.run(["bash", "-c", command], cwd=self.folder, env=self.env, capture_output=True,
-                              text=True, timeout=COMMAND_TIMEOUT)
+        argv = luminate_argv(command)
+        if argv is not None:  # a plain `luminate ...`: in this process, without paying torch's import again
+            from luminate.cli import main
+
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse errors
+                code = exc.code
+            assert code == 0, f"README.md:{block.line} ({block.section}): `{command}` exited {code} (output above)"
+        else:
+            proc = subprocess.run(["bash", "-c", command], cwd=self.folder, env=self.env, capture_output=True,
+                                  text=True, timeout=COMMAND_TIMEOUT)
+            assert proc.returncode == 0, (f"README.md:{block.line} ({block.section}): `{command}` exited "
+                                          f"{proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n"
+                                          f"{proc.stderr[-3000:]}")
         print(f"README.md:{block.line}: {time.perf_counter() - start:5.1f}s  {command}")
-        assert proc.returncode == 0, (f"README.md:{block.line} ({block.section}): `{command}` exited "
-                                      f"{proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n"
-                                      f"{proc.stderr[-3000:]}")
+
+
+def luminate_argv(command: str) -> list[str] | None:
+    """The arguments of a plain ``luminate ...`` / ``.venv/bin/luminate ...`` command (no pipes, redirections,
+    chains or variables), which the harness runs in-process through :func:`luminate.cli.main`; else None."""
+    words = shlex.split(command, comments=True)
+    if not words or Path(words[0]).name != "luminate" or re.search(r"[|;&<>$`]", command.split(" #")[0]):
+        return None
+    return words[1:]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from luminate.cli.common import LAYERS_HINT, add_model_args, load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,11 +15,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Optimize an image to maximize OBJECTIVE on MODEL. OBJECTIVE is a shorthand or a small "
                     "expression: 'blocks.9:7' (channel 7 of layer blocks.9), 'class:daisy' (a class logit), "
                     "'blocks.9:7 + blocks.9:11', '-blocks.9:7' (the negative image), "
-                    "'blocks.9:7 - 0.5*blocks.9:3'. List layers with `luminate layers MODEL`.",
-        epilog="example: luminate render efficientnet_lite0 class:daisy --size 224 --steps 256 -o daisy.png")
-    p.add_argument("model")
-    p.add_argument("objective")
-    p.add_argument("-o", "--output", default="render.png", help="image file to write (PNG/JPEG; a batch is tiled)")
+                    "'blocks.9:7 - 0.5*blocks.9:3', 'class:\"sea anemone\"'. A leading minus needs no `--`. "
+                    f"{LAYERS_HINT}. Ctrl-C stops early and saves the image so far.",
+        epilog="examples: luminate render efficientnet_lite0 class:daisy --size 224 --steps 256 -o daisy.png\n"
+               "          luminate render efficientnet_lite0 \"-blocks.9:7\" -o negative.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.add_argument("objective", help="what to maximize, e.g. blocks.9:7, class:daisy, \"-blocks.9:7\", "
+                                     "\"blocks.9:7 + 0.5*blocks.9:11\"")
+    p.add_argument("-o", "--output", default="render.png",
+                   help="image file to write: .png, .jpg, .webp, ... (a batch is tiled; default render.png)")
     p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128)")
     p.add_argument("--steps", type=int, default=512, help="optimizer steps (default 512)")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same image (default 0)")
@@ -25,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--param", choices=("fourier", "maco", "pixel"), default="fourier",
                    help="image parameterization: fourier (Lucid's, default), maco (fixed natural magnitude spectrum, "
                         "phase optimized, random crops + noise: more natural images) or pixel")
-    p.add_argument("--gif", default=None, help="also write an animated GIF of the optimization")
+    p.add_argument("--gif", default=None, metavar="FILE.gif", help="also write an animated GIF of the optimization")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_render)
 
@@ -62,27 +70,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_dream)
 
     p = sub.add_parser("gallery", help="render the feature-visualization experiments into an HTML page",
-                       description="Render the six experiments (neuron vs channel, two channels together, "
+                       description="Render the seven experiments (neuron vs channel, two channels together, "
                                    "interpolation, negative and diverse images, a class, DeepDream) on MODEL and "
-                                   "write a self-contained HTML page with the images into DIR.")
-    p.add_argument("model")
-    p.add_argument("-o", "--output", default="gallery", help="output folder (index.html and PNGs)")
-    p.add_argument("--steps", type=int, default=256, help="steps per experiment (default 256)")
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
+                                   "write a self-contained HTML page with the images into DIR. Each image's "
+                                   "caption is the `luminate render` objective that reproduces it.",
+                       epilog="example: luminate gallery efficientnet_lite0 -o gallery")
+    add_model_args(p)
+    p.add_argument("-o", "--output", default="gallery", metavar="DIR",
+                   help="output folder for index.html and one PNG per experiment (default gallery)")
+    p.add_argument("--steps", type=int, default=256, help="optimization steps per experiment (default 256)")
+    p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128)")
+    p.add_argument("--layer", default=None,
+                   help=f"layer the experiments use (default: a middle block, blocks.9 on EfficientNet-Lite0); "
+                        f"{LAYERS_HINT}")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_gallery)
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from luminate import models
     from luminate.objectives import parse
     from luminate.render import render
 
     from luminate.param.maco import parameterization
 
-    model = models.load(args.model)
-    objective = parse(args.objective)
+    objective = parse(args.objective.strip())  # syntax errors before the model loads
+    model = load_model(args)
     param, transforms, lr = parameterization(args.param, args.size, args.batch)
     result = render(model, objective, param=param, transforms=transforms, steps=args.steps, seed=args.seed,
                     lr=lr if args.lr is None else args.lr, progress=not args.quiet,
@@ -90,9 +103,14 @@ def run_render(args: argparse.Namespace) -> int:
     path = result.save(args.output)
     if args.gif:
         result.save_gif(args.gif)
-    final = result.history[-1].sum().item()
-    print(f"{path}: {objective.name}, objective {result.history[0].sum().item():.4g} -> {final:.4g} "
-          f"in {result.seconds:.1f}s (seed {args.seed})")
+    if len(result.history):
+        first, final = result.history[0].sum().item(), result.history[-1].sum().item()
+        print(f"{path}: {objective.name}, objective {first:.4g} -> {final:.4g} in {result.seconds:.1f}s "
+              f"(seed {args.seed})")
+    if result.interrupted:
+        print(f"interrupted after {len(result.history)} of {args.steps} steps; the partial image is saved in {path}",
+              file=sys.stderr)
+        return 130
     return 0
 
 
@@ -125,13 +143,12 @@ def run_dream(args: argparse.Namespace) -> int:
 
 
 def run_gallery(args: argparse.Namespace) -> int:
-    from luminate import models
     from luminate.recipes import gallery
     from luminate.views.gallery import write_gallery
 
-    model = models.load(args.model)
+    model = load_model(args)
     experiments = gallery(model, steps=args.steps, size=args.size, seed=args.seed, progress=not args.quiet,
-                          log=print)
+                          layer=args.layer, log=print)
     page = write_gallery(model, experiments, Path(args.output))
     print(f"gallery: {page}")
     return 0

@@ -70,8 +70,8 @@ def _tokenize(text: str) -> list[tuple[str, object, int]]:
         m = _TOKEN.match(text, pos)
         if m is None:
             raise ObjectiveSyntaxError(f"cannot read {text!r} at position {pos}:\n  {text}\n  {' ' * pos}^\n"
-                                       "expected a shorthand like 'blocks.9:7' or 'class:daisy', a number, "
-                                       "+ - * / or parentheses")
+                                       + (_hint(text, pos, tokens) or "expected a shorthand like 'blocks.9:7' or "
+                                          "'class:daisy', a number, + - * / or parentheses"))
         kind = m.lastgroup if m.lastgroup in ("space", "number", "op") else "unit"
         if kind == "number":
             tokens.append(("number", float(m.group("number")), pos))
@@ -83,11 +83,44 @@ def _tokenize(text: str) -> list[tuple[str, object, int]]:
     return tokens
 
 
+def _hint(text: str, pos: int, tokens: list) -> str | None:
+    """What the text at ``pos`` probably meant, for the common mistakes (None: no idea)."""
+    rest = text[pos:]
+    call = re.match(r"(\w+)\s*\(\s*['\"]?([\w.#]+)['\"]?\s*,\s*(\d+)\s*\)", rest)
+    if call:
+        return (f"{call.group(0)} is Python syntax; on the command line write '{call.group(2)}:{call.group(3)}' "
+                f"(in Python: obj.{call.group(1)}({call.group(2)!r}, {call.group(3)}))")
+    call = re.match(r"class_logit\s*\(\s*['\"]?([^'\")]+?)['\"]?\s*\)", rest)
+    if call:
+        return f"{call.group(0)} is Python syntax; on the command line write 'class:{call.group(1)}'"
+    negative = re.match(r"([A-Za-z_][\w.#]*)\s*:\s*-\s*(\d+)", rest)
+    if negative:
+        layer, n = negative.groups()
+        return (f"channel indices count from 0 and cannot be negative ({layer}:-{n}); `luminate layers MODEL` "
+                f"shows how many channels {layer} has. For the negative image of a channel put the minus in front: "
+                f"'-{layer}:{n}'")
+    word = re.match(r"[A-Za-z_][\w]*", rest)
+    previous = tokens[-1] if tokens else None
+    if word and previous is not None and previous[0] == "unit" and text[previous[2]:].startswith("class"):
+        words = re.match(r"class\s*:\s*([\w ]+)", text[previous[2]:]).group(1).strip()
+        return (f"class names with spaces need quotes or underscores: class:\"{words}\" (quote the whole "
+                f"objective for the shell: 'class:\"{words}\"') or class:{words.replace(' ', '_')}")
+    if word and (pos + word.end() >= len(text) or not text[pos + word.end():].lstrip().startswith((":", "."))):
+        return (f"{word.group(0)!r} alone is not an objective: a class is written 'class:{word.group(0)}', a "
+                f"channel 'LAYER:INDEX' as in 'blocks.9:7'")
+    return None
+
+
 def _shorthand(layer: str, spec: str, text: str, pos: int) -> Objective:
     quoted = spec[:1] in "'\"" and len(spec) >= 2
     if layer == "class":
         return class_logit(spec[1:-1] if quoted else spec)
     if quoted or not spec.isdigit():
+        import difflib
+
+        if "." not in layer and difflib.get_close_matches(layer.lower(), ["class"], n=1, cutoff=0.6):
+            raise ObjectiveSyntaxError(f"in {text!r} at position {pos}: unknown kind {layer!r}: did you mean "
+                                       f"'class:{spec}'? (a class is 'class:NAME', a channel 'LAYER:INDEX')")
         raise ObjectiveSyntaxError(f"in {text!r} at position {pos}: {layer}:{spec} needs a channel index "
                                    f"(an integer), as in '{layer}:7'")
     return channel(layer, int(spec))
