@@ -303,3 +303,15 @@ def test_site_in_chromium(site, page):
     page.click("text=unit 2 →")
     assert page.url.endswith("/4/unit-00002.html")
     assert page.remote_requests == []
+
+
+def test_sanity_scores_on_unit_pages(tiny, photos, tmp_path):
+    pytest.importorskip("luminate.analysis.sanity")
+    from luminate.views.microscope import write_site
+
+    built = build(tiny, photos, tmp_path / "site", layers=[LAYER], units="0:3", top_k=3, steps=2, size=32,
+                  units_per_batch=2, cache_dir=tmp_path / "cache", progress=False, num_workers=0, sanity=True)
+    assert sorted(built.sanity) == [(LAYER, 1), (LAYER, 2)]           # rendered units only (0 is dead)
+    write_site(built, progress=False)
+    assert "Sanity: path score" in (tmp_path / "site" / "4" / "unit-00001.html").read_text()
+    assert "Sanity" not in (tmp_path / "site" / "4" / "unit-00000.html").read_text()

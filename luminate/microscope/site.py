@@ -157,7 +157,8 @@ def build(model, images, out: str | os.PathLike, *, layers: str | Sequence[str] 
         cache_dir: the unit render cache (default: Luminate's render cache, ``$LUMINATE_CACHE/renders``).
         ray: ``None`` (in-process), ``"local"`` or a Ray address: collection shards and render chunks become
             Ray tasks; ``num_cpus``: CPUs of a local Ray instance.
-        sanity: show a sanity score per unit when :mod:`luminate.analysis.sanity` is available.
+        sanity: show Geirhos et al.'s sanity check of each unit's visualization on its page (the path score of
+            :mod:`luminate.analysis.sanity`, when that module is available).
     """
     options = dict(layers=layers, units=units, top_k=top_k, steps=steps, size=size, seed=seed, batch_size=batch_size,
                    shard_images=shard_images, attribution_images=attribution_images, units_per_batch=units_per_batch,
@@ -210,25 +211,27 @@ def _build(model, images, out, *, layers, units, top_k, steps, size, seed, batch
                 "render cache": str(cache_dir),
                 "class attribution": f"gradient x activation, mean over "
                                      f"{int(next(iter(summaries.values()))['attr_count'])} images"}
-    scores = _sanity_scores(model, renders) if sanity else None
+    scores = _sanity_scores(model, renders, images) if sanity else None
     return Site(out, model, imageset, examples, layer_info, summaries, renders, settings, scores)
 
 
-def _sanity_scores(model: Model, renders: dict) -> dict | None:
-    """``{(layer, unit): text}`` from :mod:`luminate.analysis.sanity` when it exists (optional)."""
+def _sanity_scores(model: Model, renders: dict, images) -> dict | None:
+    """``{(layer, unit): text}``: Geirhos et al.'s path check of each rendered unit's positive visualization
+    (:func:`luminate.analysis.sanity.sanity_scores`) when that module is available; None otherwise."""
     try:
-        from luminate.analysis import sanity  # noqa: F401
+        from luminate.analysis.sanity import sanity_scores
     except ImportError:
         return None
-    score = getattr(sanity, "unit_score", None) or getattr(sanity, "sanity_score", None)
-    if score is None:
-        return None
     out = {}
-    for layer, units in renders.items():
-        for unit, images in units.items():
-            try:
-                value = score(model, f"{layer}:{unit}", images["positive"][None])
-            except Exception:   # an optional annotation must never break a site
-                continue
-            out[(layer, unit)] = f"{float(value):.2f}" if isinstance(value, (int, float)) else str(value)
+    for layer, rendered in renders.items():
+        units = sorted(rendered)
+        if not units:
+            continue
+        report = sanity_scores(model, layer, units, images,
+                               visualizations=torch.stack([rendered[u]["positive"] for u in units]))
+        for i, unit in enumerate(units):
+            score = report.score(unit)
+            text = f"path score {score['path_score']:.2f}, activation ratio {score['ratio']:.2f}"
+            reasons = report.reasons(i)
+            out[(layer, unit)] = text + (f" (flagged: {'; '.join(reasons)})" if reasons else " (passes)")
     return out
