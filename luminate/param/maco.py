@@ -20,8 +20,9 @@ The magnitude prior
     through the inverse colour matrix), of 256 x 256 crops of the photos that ship with scikit-learn and scikit-image.
     ``python scripts/make_maco_prior.py`` recomputes it (deterministic). ``magnitude=`` also takes your own photos
     (paths, a folder's files, PIL images or an ``[N, 3, H, W]`` tensor: :func:`magnitude_from_images`) or a
-    ``[3, h, w // 2 + 1]`` magnitude tensor. The prior is resampled to any image size by frequency (cycles per
-    pixel) and scaled by ``sqrt(H * W / 256 ** 2)``, so the raw image keeps the photos' contrast at every size.
+    ``[3, h, w // 2 + 1]`` magnitude tensor. The prior is resampled to any image size (:func:`resample_magnitude`:
+    a smaller image is the photos' spectrum shrunk, a larger one adds no detail) so the raw image keeps about the
+    photos' contrast at every size.
 
 Differences from Horama (the reference implementation)
     The prior ships with the package (Horama downloads an ImageNet spectrum at first use); the DC term is zero, so
@@ -62,9 +63,13 @@ def _shifted(magnitude: Tensor) -> Tensor:
 def resample_magnitude(magnitude: Tensor, size: Size, source: int | tuple[int, int] | None = None) -> Tensor:
     """A magnitude spectrum measured on ``source``-pixel images, resampled to ``size`` = ``(H, W)``: ``[3, H, W//2+1]``.
 
-    Sampling is by frequency in cycles per pixel (bilinear in the frequency plane), and values are multiplied by
-    ``sqrt(H * W / (sh * sw))`` so that a random-phase image has the same pixel contrast at every size. The DC term
-    of the result is 0. ``source`` defaults to the spectrum's own size (``h``, ``2 * (w - 1)``).
+    Along an axis where the image is no larger than the source, frequencies keep their *cycles per image* (a 64 px
+    image gets the spectrum of a 256 px photo shrunk to 64 px, as Horama resizes its spectrum), and values scale
+    by ``size / source`` (the DFT of a shrunk image); where it is larger, frequencies keep their *cycles per pixel*
+    (the prior says nothing about finer detail than it saw) and values scale by ``sqrt(size / source)``. Either way
+    a random-phase image keeps about the photos' pixel contrast at every size. Sampling is bilinear in the
+    frequency plane; the DC term of the result is 0. ``source`` defaults to the spectrum's own size (``h``,
+    ``2 * (w - 1)``).
     """
     if magnitude.ndim != 3:
         raise ValueError(f"a magnitude spectrum is [C, h, w // 2 + 1], got shape {tuple(magnitude.shape)}")
@@ -74,8 +79,9 @@ def resample_magnitude(magnitude: Tensor, size: Size, source: int | tuple[int, i
         sh, sw = as_size(source)
     h, w = as_size(size)
     grid_src = _shifted(magnitude.double())[None]                              # [1, C, sh, sw // 2 + 1]
-    fy = torch.fft.fftfreq(h, dtype=torch.float64)                              # cycles per pixel, [-0.5, 0.5)
-    fx = torch.fft.rfftfreq(w, dtype=torch.float64)                             # [0, 0.5]
+    # target frequency (cycles per pixel) -> source frequency: same cycles per image when no larger, else the same
+    fy = torch.fft.fftfreq(h, dtype=torch.float64) * (h / sh if h <= sh else 1.0)
+    fx = torch.fft.rfftfreq(w, dtype=torch.float64) * (w / sw if w <= sw else 1.0)
     # positions in the shifted source grid, in pixels: row r <-> fy = (r - sh // 2) / sh, column c <-> fx = c / sw
     rows = fy * sh + sh // 2
     cols = fx * sw
@@ -83,7 +89,9 @@ def resample_magnitude(magnitude: Tensor, size: Size, source: int | tuple[int, i
     gx = 2 * (cols + 0.5) / grid_src.shape[-1] - 1
     grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None]    # [1, h, w // 2 + 1, 2]
     out = F.grid_sample(grid_src, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
-    out = out * math.sqrt(h * w / (sh * sw))
+    scale_y = h / sh if h <= sh else math.sqrt(h / sh)
+    scale_x = w / sw if w <= sw else math.sqrt(w / sw)
+    out = out * (scale_y * scale_x)
     out[:, 0, 0] = 0.0
     return out.float()
 

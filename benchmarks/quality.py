@@ -1,0 +1,166 @@
+"""Quality of feature visualizations: Fourier vs MACO vs pixel parameterizations at equal steps.
+
+For a fixed list of classes and units, each parameterization renders (all classes in one batch, all units in one
+batch, same seed and steps) and is measured:
+
+* **own top-1**: the class images are top-1 for the model that made them (EfficientNet-Lite0);
+* **held-out top-1 / top-5**: EfficientNet-Lite1 and Lite2 (trained separately; their weights come from the registry
+  packages) classify the whole image, resized to their input size;
+* **crops top-5**: the share of random crops (70-90% of the side, anywhere in the image) that Lite2 still puts in
+  its top 5 -- whether the evidence is spread over the image or fragile and local (the issue's target: >= 90%);
+* **activation ratio**: each unit on its visualization divided by its best natural example (photos that ship
+  with scikit-learn and scikit-image, plus random crops of them);
+* **path score**: the sanity check of :mod:`luminate.analysis.sanity` (Geirhos et al. 2024), 1 = the
+  visualization's path through the layers below follows its top photos';
+* **s / image**: render seconds per image (this machine, this load; compare within one run only).
+
+    python benchmarks/quality.py                         # the table in the README (a few CPU minutes per setting)
+    python benchmarks/quality.py --steps 64 --classes daisy lemon --units blocks.9:7   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from luminate import models
+from luminate import objectives as obj
+from luminate.analysis.sanity import load_images, sanity_scores
+from luminate.param.maco import parameterization
+from luminate.render import render
+
+CLASSES = ["daisy", "goldfish", "lemon", "jellyfish", "volcano", "tree frog"]
+UNITS = ["blocks.9:7", "blocks.9:11", "blocks.9:40", "blocks.12:3", "blocks.12:20", "blocks.6:5"]
+PARAMS = ["fourier", "maco", "pixel"]
+
+
+def natural_photos() -> list:
+    """The colour photos that ship with scikit-learn and scikit-image (no network)."""
+    import numpy as np
+    import skimage.data
+
+    from luminate.images import sample_image_paths
+
+    out: list = [str(p) for p in sample_image_paths()]
+    for name in ("astronaut", "chelsea", "coffee", "rocket"):
+        try:
+            out.append(np.ascontiguousarray(getattr(skimage.data, name)()[..., :3]))
+        except Exception:  # not bundled in this scikit-image version
+            pass
+    return out
+
+
+def judge(model, images: torch.Tensor) -> torch.Tensor:
+    """Logits of ``model`` for ``images`` resized to its input size."""
+    with torch.no_grad():
+        x = F.interpolate(images, size=tuple(model.size), mode="bilinear", antialias=True, align_corners=False)
+        return model(x.clamp(0, 1).to(model.device)).cpu()
+
+
+def crops(images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``[B * n, 3, h, w]``: ``n`` random square crops (70-90% of the side) of every image, at the original size."""
+    out = []
+    h, w = images.shape[-2:]
+    for image in images:
+        for _ in range(n):
+            side = int(min(h, w) * (0.7 + 0.2 * torch.rand((), generator=generator).item()))
+            y = int(torch.randint(0, h - side + 1, (), generator=generator))
+            x = int(torch.randint(0, w - side + 1, (), generator=generator))
+            out.append(F.interpolate(image[None, :, y:y + side, x:x + side], size=(h, w), mode="bilinear",
+                                     align_corners=False)[0])
+    return torch.stack(out)
+
+
+def in_top(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
+    return (logits.topk(k, dim=1).indices == targets[:, None]).any(1).float()
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    torch.manual_seed(0)
+    lite0 = models.load("efficientnet_lite0")
+    judges = {name: models.load(name) for name in ("efficientnet_lite1", "efficientnet_lite2")}
+    targets = torch.tensor([lite0.class_index(c) for c in args.classes])
+    units = [(u.split(":")[0], int(u.split(":")[1])) for u in args.units]
+    natural = load_images(lite0, natural_photos(), min_images=args.photos, seed=0)
+    rows = []
+    for name in args.params:
+        row: dict = {"param": name}
+        # classes: one batch, one class per item
+        p, transforms, lr = parameterization(name, args.size, batch=len(args.classes))
+        objective = sum(obj.class_logit(c, batch=i) for i, c in enumerate(args.classes))
+        start = time.perf_counter()
+        images = render(lite0, objective, param=p, transforms=transforms, lr=lr, steps=args.steps, seed=args.seed,
+                        progress=False).image
+        seconds = time.perf_counter() - start
+        row["own top-1"] = in_top(judge(lite0, images), targets, 1).mean().item()
+        generator = torch.Generator().manual_seed(1)
+        cropped = crops(images, args.crops, generator)
+        for judge_name, model in judges.items():
+            logits = judge(model, images)
+            short = judge_name.replace("efficientnet_", "")
+            row[f"{short} top-1"] = in_top(logits, targets, 1).mean().item()
+            row[f"{short} top-5"] = in_top(logits, targets, 5).mean().item()
+            row[f"{short} crops top-5"] = in_top(judge(model, cropped), targets.repeat_interleave(args.crops),
+                                                 5).mean().item()
+        # units: one batch per layer, one unit per item
+        ratios, scores = [], []
+        unit_seconds = 0.0
+        for layer in dict.fromkeys(layer for layer, _ in units):
+            channels = [c for l, c in units if l == layer]
+            p, transforms, lr = parameterization(name, args.unit_size, batch=len(channels))
+            objective = sum(obj.channel(layer, c, batch=i) for i, c in enumerate(channels))
+            start = time.perf_counter()
+            vis = render(lite0, objective, param=p, transforms=transforms, lr=lr, steps=args.steps, seed=args.seed,
+                         progress=False).image
+            unit_seconds += time.perf_counter() - start
+            report = sanity_scores(lite0, layer, channels, natural, visualizations=vis, top_k=4)
+            ratios += report.ratio.tolist()
+            scores += report.path_score.tolist()
+        row["activation ratio"] = sum(ratios) / len(ratios)
+        row["path score"] = sum(scores) / len(scores)
+        row["s / class image"] = seconds / len(args.classes)
+        row["s / unit image"] = unit_seconds / len(units)
+        rows.append(row)
+        print(format_row(row), flush=True)
+    return rows
+
+
+def format_row(row: dict) -> str:
+    return ", ".join(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}" for k, v in row.items())
+
+
+def table(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        cells = [f"{row[k]:.0%}" if isinstance(row[k], float) and ("top" in k) else
+                 (f"{row[k]:.2f}" if isinstance(row[k], float) else str(row[k])) for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--classes", nargs="+", default=CLASSES)
+    parser.add_argument("--units", nargs="+", default=UNITS, help="layer:channel")
+    parser.add_argument("--params", nargs="+", default=PARAMS, choices=PARAMS)
+    parser.add_argument("--steps", type=int, default=256, help="render steps for every setting (default 256)")
+    parser.add_argument("--size", type=int, default=224, help="class image size (default 224, Lite0's input)")
+    parser.add_argument("--unit-size", type=int, default=128, help="unit image size (default 128)")
+    parser.add_argument("--crops", type=int, default=20, help="random crops per class image (default 20)")
+    parser.add_argument("--photos", type=int, default=32, help="natural images for the unit measures (default 32)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    print(f"{len(args.classes)} classes, {len(args.units)} units, {args.steps} steps, seed {args.seed}; "
+          f"torch threads {torch.get_num_threads()}", flush=True)
+    rows = run(args)
+    print()
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
