@@ -211,8 +211,22 @@ def _build(model, images, out, *, layers, units, top_k, steps, size, seed, batch
                 "render cache": str(cache_dir),
                 "class attribution": f"gradient x activation, mean over "
                                      f"{int(next(iter(summaries.values()))['attr_count'])} images"}
-    scores = _sanity_scores(model, renders, images) if sanity else None
+    scores = _sanity_scores(model, renders, _natural_sample(model, imageset, examples)) if sanity else None
     return Site(out, model, imageset, examples, layer_info, summaries, renders, settings, scores)
+
+
+def _natural_sample(model: Model, imageset: ImageSet, examples: Examples, limit: int = 64) -> torch.Tensor:
+    """Up to ``limit`` evenly spaced readable images of the set, preprocessed: ``[N, 3, H, W]`` in [0, 1]."""
+    skipped = {name for name, _ in examples.skipped}
+    readable = [i for i in range(len(imageset)) if imageset.name(i) not in skipped]
+    step = max(1, len(readable) // limit)
+    pictures = []
+    for i in readable[::step][:limit]:
+        try:
+            pictures.append(imageset.load(i, model.contract))
+        except (UnreadableImageError, OSError):
+            continue
+    return torch.stack(pictures)
 
 
 def _sanity_scores(model: Model, renders: dict, images) -> dict | None:
