@@ -38,8 +38,11 @@ DIVERSITY = 4
 def unit_settings(size: int = 96, steps: int = 256, seed: int = 0, lr: float = 0.05,
                   diversity_weight: float = 1e2, units_per_batch: int = 8) -> dict:
     """Everything a unit's images depend on besides model, weights, layer and unit (part of the cache key)."""
+    from luminate.runtime import budget_steps
+
     transform = compose(standard_transforms())
-    return {"kind": "microscope.units-v1", "size": int(size), "steps": int(steps), "seed": int(seed), "lr": float(lr),
+    # the steps render() will really take (LUMINATE_TINY caps them), so tiny runs never fill the cache for full ones
+    return {"kind": "microscope.units-v1", "size": int(size), "steps": budget_steps(steps), "seed": int(seed), "lr": float(lr),
             "diversity_weight": float(diversity_weight), "units_per_batch": int(units_per_batch),
             "transforms": repr(transform), "param": repr(P.image(size)).replace("\n", " "),
             "luminate": luminate.__version__}
