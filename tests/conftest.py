@@ -1,13 +1,18 @@
 import os
 
-# OpenMP threads that spin while waiting make torch up to 30x slower when the machine is oversubscribed
+# OpenMP threads that spin while waiting make torch up to 40x slower when the machine is oversubscribed
 # (parallel test workers, other jobs); passive waiting costs nothing measurable on a quiet machine.
+# luminate.runtime sets it when luminate is imported before torch; set here too for tests that import torch first.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+from luminate import runtime  # noqa: E402
+
+# workers x threads <= cores: each pytest-xdist worker takes its share; an explicit OMP_NUM_THREADS wins.
+if not os.environ.get("OMP_NUM_THREADS"):
+    torch.set_num_threads(runtime.worker_threads(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -54,7 +54,28 @@ def build_parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():  # defaults in every flag's help, one style everywhere
         raw = issubclass(command.formatter_class, argparse.RawDescriptionHelpFormatter)
         command.formatter_class = RawDescriptionHelpFormatter if raw else HelpFormatter
+        _mention_nested_layers(command)
+        for action in command._actions:  # the flags every command shares mean the same everywhere
+            if not action.help and action.dest in COMMON_HELP:
+                action.help = COMMON_HELP[action.dest]
     return parser
+
+
+COMMON_HELP = {"seed": "random seed: the same seed gives the same result", "quiet": "no progress bars",
+               "device": "where the model runs: cpu, cuda, cuda:1, mps", "output": "file or folder to write"}
+
+
+LAYER_OPTIONS = re.compile(r"(^|_)layers?$")
+
+
+def _mention_nested_layers(command: argparse.ArgumentParser) -> None:
+    """Commands that take a layer say how to list them, nested ones included (``luminate layers MODEL --all``)."""
+    from luminate.cli.common import LAYERS_HINT
+
+    takes_layer = any(LAYER_OPTIONS.search(a.dest) for a in command._actions if a.option_strings)
+    text = " ".join([command.description or "", command.epilog or ""] + [a.help or "" for a in command._actions])
+    if takes_layer and "--all" not in text:
+        command.description = (command.description or "").rstrip() + f"\n\nLayers: {LAYERS_HINT}."
 
 
 _OBJECTIVE_LIKE = re.compile(r"-\s*[\w(.]")

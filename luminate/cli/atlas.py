@@ -7,6 +7,8 @@ import sys
 import time
 import warnings
 
+from luminate.cli.common import LAYERS_HINT, add_model_args, load_model
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -16,10 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "store folder. Rerunning the same command resumes an interrupted collection. Unreadable files "
                     "are skipped and named at the end.",
         epilog="example: luminate collect efficientnet_lite0 photos/ --layer blocks.10 -o store/")
-    p.add_argument("model", help="zoo name, e.g. efficientnet_lite0")
+    add_model_args(p)
     p.add_argument("images", help="a folder of images (searched recursively)")
     p.add_argument("--layer", required=True, action="append",
-                   help="layer to collect, e.g. blocks.10 (repeat for several; list them with `luminate layers`)")
+                   help=f"layer to collect, e.g. blocks.10 (repeat for several); {LAYERS_HINT}")
     p.add_argument("-o", "--output", required=True, help="store folder to create or resume")
     p.add_argument("--positions", type=int, default=1, help="positions (rows) per image (default 1, as Lucid)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
@@ -74,11 +76,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_collect(args: argparse.Namespace) -> int:
-    from luminate import models
     from luminate.atlas.collect import UnreadableImagesWarning, collect
 
     start = time.perf_counter()
-    model = models.load(args.model)
+    model = load_model(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnreadableImagesWarning)  # reported below, by name
         store = collect(model, args.images, args.layer, args.output, positions_per_image=args.positions,

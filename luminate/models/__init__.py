@@ -8,13 +8,16 @@ Model(name='efficientnet_lite0', input=224x224 RGB, [0,1] -> [-0.9922, 1], centr
 from luminate.models.base import LayerInfo, Model, as_model, layer_names, resolve_layer, wrap
 from luminate.models.contract import InputContract
 from luminate.models.labels import Labels, imagenet_labels
+from luminate.models.table import LayerTable
 from luminate.models.zoo import DEFAULT_MODEL, available, load
 
 
-def layers(model, size=None) -> list[LayerInfo]:
-    """Every addressable layer of ``model`` (a Model, zoo name or module) with its output shape."""
-    return as_model(model).layers(size)
+def layers(model, size=None) -> LayerTable:
+    """Every addressable layer of ``model`` (a Model, zoo name or module) with its output shape: a
+    :class:`~luminate.models.table.LayerTable`, a list that prints as a table (HTML in a notebook)."""
+    model = as_model(model)
+    return LayerTable(model.layers(size), title=repr(model))
 
 
 __all__ = ["DEFAULT_MODEL", "InputContract", "LayerInfo", "Labels", "Model", "as_model", "available",
-           "imagenet_labels", "layer_names", "layers", "load", "resolve_layer", "wrap"]
+           "imagenet_labels", "LayerTable", "layer_names", "layers", "load", "resolve_layer", "wrap"]
