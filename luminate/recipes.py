@@ -34,7 +34,9 @@ from luminate.render import RenderResult, render
 
 @dataclass
 class Experiment:
-    """One experiment's images ``[B, C, H, W]`` with a caption for each and for the whole."""
+    """One experiment's images ``[B, C, H, W]`` with a caption for each and for the whole; ``objectives`` holds,
+    per image, the objective in the command line's syntax (pasteable into ``luminate render MODEL '...'``), or
+    None where the image has none (a photo, a neuron, a dream)."""
 
     key: str
     title: str
@@ -43,6 +45,7 @@ class Experiment:
     captions: list[str]
     result: RenderResult | None = None
     extra: dict = field(default_factory=dict)
+    objectives: list[str | None] = field(default_factory=list)
 
 
 def neuron_vs_channel(model: Model, layer: str, channel: int, size: int = 128, steps: int = 512,
@@ -78,9 +81,32 @@ def negative(model: Model, layer: str, channel: int, size: int = 128, steps: int
 
 def diverse(model: Model, layer: str, channel: int, n: int = 4, weight: float = 1e2, size: int = 128,
             steps: int = 512, seed: int | None = 0, progress: bool = True) -> RenderResult:
-    """``n`` images of one channel pushed apart by Lucid's diversity term (weight 1e2, as in its notebook)."""
+    """``n`` images of one channel pushed apart by Lucid's diversity term (weight 1e2, as in its notebook).
+
+    Lucid's weight suits InceptionV1, whose channels reach hundreds; on a layer whose channels reach a few
+    units it drowns the channel. :func:`diversity_weight` scales it to the channel's own magnitude."""
     objective = obj.channel(layer, channel) - weight * obj.diversity(layer)
     return render(model, objective, P.image(size, batch=n), steps=steps, seed=seed, progress=progress)
+
+
+def diversity_weight(channel_value: float, fraction: float = 0.5) -> float:
+    """A diversity weight in proportion to how far the channel itself goes: ``fraction x channel_value``,
+    where ``channel_value`` is the channel objective an ordinary render of it reaches. At that weight, images
+    that are all alike lose about ``fraction`` of their channel score, so the penalty separates them without
+    outweighing the feature (Lucid's 1e2 is about half of an InceptionV1 mixed4a channel's optimized value)."""
+    return max(float(fraction) * abs(float(channel_value)), 1e-3)
+
+
+def cli_objective(layer: str, channel: int, weight: float = 1.0) -> str:
+    """``blocks.9:7`` (or ``0.25*blocks.9:7``): a channel in the command line's objective syntax."""
+    unit = f"{layer}:{channel}"
+    return unit if weight == 1 else f"{weight:g}*{unit}"
+
+
+def cli_class(label: str | int) -> str:
+    """``class:daisy`` / ``class:"sea anemone"``: a class logit in the command line's syntax."""
+    label = str(label)
+    return f'class:"{label}"' if not label.replace("_", "").isalnum() else f"class:{label}"
 
 
 def class_visualization(model: Model, label: str | int, size: int | None = None, steps: int = 256,
@@ -152,13 +178,17 @@ def gallery(model: Model, steps: int = 256, size: int = 128, seed: int = 0, prog
     experiments.append(Experiment("neuron_vs_channel", "A neuron and its channel",
                                   f"Left: the centre neuron of {layer}:{a} alone, a focused pattern in the middle. "
                                   f"Right: the whole channel, the same feature repeated to fill the frame.",
-                                  r.image, [f"neuron {layer}:{a}", f"channel {layer}:{a}"], r))
+                                  r.image, [f"neuron {layer}:{a} (centre)", f"channel {layer}:{a}"], r,
+                                  objectives=[None, cli_objective(layer, a)]))
+    channel_value = float(r.history[-1, 1]) if r.history.numel() else 1.0  # how far channel a goes alone
     say(f"two channels: {layer}:{a} + {layer}:{b}")
     r = channel_pair(model, layer, a, b, **kw)
     experiments.append(Experiment("channel_pair", "Two channels together",
                                   f"Channels {a} and {b} of {layer} alone, then optimized together: "
                                   "the joint image blends both features.",
-                                  r.image, [f"{layer}:{a}", f"{layer}:{b}", f"{layer}:{a} + {layer}:{b}"], r))
+                                  r.image, [f"{layer}:{a}", f"{layer}:{b}", f"{layer}:{a} + {layer}:{b}"], r,
+                                  objectives=[cli_objective(layer, a), cli_objective(layer, b),
+                                              f"{cli_objective(layer, a)} + {cli_objective(layer, b)}"]))
     say("interpolation")
     r = interpolate(model, layer, a, b, **kw)
     frames = r.image.shape[0]
@@ -166,17 +196,26 @@ def gallery(model: Model, steps: int = 256, size: int = 128, seed: int = 0, prog
                                   f"Frames weighted from {layer}:{a} (left) to {layer}:{b} (right). The frames share "
                                   "low-resolution components of their parameterization, so they stay aligned.",
                                   r.image, [f"{1 - i / (frames - 1):.1f}·{a} + {i / (frames - 1):.1f}·{b}"
-                                            for i in range(frames)], r))
-    say("negative and diverse")
+                                            for i in range(frames)], r,
+                                  objectives=[" + ".join(cli_objective(layer, c, round(w, 2)) for c, w in
+                                                         ((a, 1 - i / (frames - 1)), (b, i / (frames - 1))) if w > 0)
+                                              for i in range(frames)]))
+    say("negative")
     r = negative(model, layer, a, **kw)
     experiments.append(Experiment("negative", "Positive and negative",
                                   f"What most excites {layer}:{a} (left) and what most suppresses it (right).",
-                                  r.image, ["positive", "negative"], r))
-    r = diverse(model, layer, a, **kw)
+                                  r.image, ["positive", "negative"], r,
+                                  objectives=[cli_objective(layer, a), "-" + cli_objective(layer, a)]))
+    say("diversity")
+    weight = diversity_weight(channel_value)
+    r = diverse(model, layer, a, weight=weight, **kw)
     experiments.append(Experiment("diverse", "Diversity",
                                   f"Four images of {layer}:{a} optimized together with a penalty on their "
-                                  "similarity (Gram-matrix overlap): different facets of one feature.",
-                                  r.image, [f"{layer}:{a} #{i + 1}" for i in range(r.image.shape[0])], r))
+                                  f"similarity (Gram-matrix overlap), weighted {weight:.3g}: half of what the channel "
+                                  f"reaches alone ({channel_value:.3g}), so each image keeps the feature and shows a "
+                                  "different facet of it.",
+                                  r.image, [f"{layer}:{a} #{i + 1}" for i in range(r.image.shape[0])], r,
+                                  {"weight": weight}, [cli_objective(layer, a)] * r.image.shape[0]))
     say(f"class: {label}")
     r = class_visualization(model, label, steps=steps, seed=seed, progress=progress)
     with torch.no_grad():
@@ -186,19 +225,24 @@ def gallery(model: Model, steps: int = 256, size: int = 128, seed: int = 0, prog
                                   f"The logit of class {label!r} maximized at the model's input size. The model "
                                   f"itself classifies the result as: "
                                   + ", ".join(f"{n} ({p:.2f})" for n, p in zip(names, top.values.tolist())) + ".",
-                                  r.image, [f"class {label}"], r, {"top": list(zip(names, top.values.tolist()))}))
+                                  r.image, [f"class {label}"], r, {"top": list(zip(names, top.values.tolist()))},
+                                  [cli_class(label)]))
     if photos:
         photo = load_image(photos[-1])
         shallow, deep = _dream_layers(model, layer)
         say(f"DeepDream: {shallow}, {deep}")
-        dreams = [deepdream(model, photo, lay, steps=max(1, steps // 16), seed=seed, progress=progress)
+        # three octaves of 16 steps (at 256 steps): enough for the deep layer to paint object parts over the photo
+        dreams = [deepdream(model, photo, lay, steps=max(1, steps // 16), octaves=3, seed=seed, progress=progress)
                   for lay in (shallow, deep)]
         original = model.contract.preprocess(photo)
         experiments.append(Experiment("deepdream", "DeepDream",
                                       f"{photos[-1].name} (left) amplified toward what a shallow layer ({shallow}: "
                                       f"textures, edges) and a deep layer ({deep}: parts, objects) see.",
                                       torch.cat([original.cpu()] + [d.image for d in dreams]),
-                                      ["photo", f"DeepDream {shallow}", f"DeepDream {deep}"], dreams[-1]))
+                                      ["photo", f"DeepDream {shallow}", f"DeepDream {deep}"], dreams[-1],
+                                      objectives=[None, None, None],
+                                      extra={"commands": [f"luminate dream {model.name} {photos[-1].name} --layer {lay}"
+                                                          for lay in (shallow, deep)]}))
     return experiments
 
 

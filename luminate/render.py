@@ -239,8 +239,6 @@ def render(model: Model | torch.nn.Module | str,
 
 
 def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+    from luminate.progress import bar
 
-    return tqdm(total=total, desc="render", leave=False)
+    return bar(total, "render", enabled=enabled)

@@ -34,6 +34,7 @@ from luminate import objectives as obj
 from luminate import param as P
 from luminate.cache import RenderCache, dequantize, quantize
 from luminate.models.base import Model, as_model
+from luminate.progress import units as progress_units
 from luminate.render import render
 from luminate.transforms import Transform, compose, standard_transforms
 
@@ -87,6 +88,7 @@ def channel_icons(model: Model | str, layer: str, channels: Sequence[int] | None
     hit = cache.get(key) if cache is not None else None
     icons = dict(hit.images) if hit is not None else {}
     missing = [c for c in wanted if c not in icons]
+    progress_units(cached=len(wanted) - len(missing), unit="icon")
     fresh: dict[int, torch.Tensor] = {}
     for start in range(0, len(missing), batch_size):
         chunk = missing[start:start + batch_size]
@@ -95,6 +97,7 @@ def channel_icons(model: Model | str, layer: str, channels: Sequence[int] | None
         if result.interrupted:   # half-optimized icons must not enter the cache
             raise KeyboardInterrupt(f"channel icons of {layer} interrupted after {len(fresh)} new icons")
         batch = dict(zip(chunk, dequantize(quantize(result.image[:, :3]))))
+        progress_units(rendered=len(chunk), unit="icon")
         fresh.update(batch)
         if cache is not None:  # save after every batch: an interrupted run keeps what it made
             cache.put(key, batch, settings={**settings, "weights": model.weights_fingerprint()},

@@ -43,6 +43,7 @@ from luminate.cache import RenderCache, dequantize, quantize
 from luminate.models.base import Model, as_model
 from luminate.objectives import Objective, directions as directions_objective, penalize_boundary_complexity
 from luminate.param import image
+from luminate.progress import units as progress_units
 from luminate.render import render
 from luminate.transforms import Transform, atlas_transforms, compose
 
@@ -125,6 +126,7 @@ def render_icons(model: Model | torch.nn.Module | str, layer: str, directions, s
                                                       redirect_relu_steps, seed, [seed_keys[k] for k in chunk])
             icons[chunk] = batch_icons
             best[chunk] = batch_scores
+            progress_units(rendered=len(chunk), unit="icon")
             if cache is not None:
                 for k, icon, score in zip(chunk, batch_icons, batch_scores):
                     cache.put(keys[k], {0: icon}, scores={0: float(score)}, settings=settings)
@@ -195,8 +197,9 @@ def _final_scores(model: Model, layer: str, objective: Objective, icons: Tensor)
 
 
 def _progress(total: int, done: int, enabled: bool):
+    progress_units(cached=done, unit="icon")
     if not enabled or total == 0:
         return None
-    from tqdm.auto import tqdm
+    from luminate.progress import bar
 
-    return tqdm(total=total, initial=done, unit="icon", desc="icons", leave=False)
+    return bar(total, "icons", unit="icon", initial=done, enabled=enabled)

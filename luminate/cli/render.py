@@ -146,9 +146,12 @@ def run_gallery(args: argparse.Namespace) -> int:
     from luminate.recipes import gallery
     from luminate.views.gallery import write_gallery
 
+    from luminate.progress import Job
+
     model = load_model(args)
-    experiments = gallery(model, steps=args.steps, size=args.size, seed=args.seed, progress=not args.quiet,
-                          layer=args.layer, log=print)
+    with Job("gallery", stages=7, enabled=not args.quiet, unit="experiment") as job:
+        experiments = gallery(model, steps=args.steps, size=args.size, seed=args.seed, progress=not args.quiet,
+                              layer=args.layer, log=job.log)
     page = write_gallery(model, experiments, Path(args.output))
     print(f"gallery: {page}")
     return 0
