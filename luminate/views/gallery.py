@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from luminate.images import save_image
 from luminate.models.base import Model
-from luminate.recipes import Experiment
 from luminate.views.html import esc, img_tag, page, write
+
+if TYPE_CHECKING:  # views only draw: the recipes' results arrive as data
+    from luminate.recipes import Experiment
 
 
 def sheet_columns(n: int) -> int:
