@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from luminate.cli.common import add_model_args, load_model
+
 LAYER_HELP = ("layer name, e.g. blocks.9 or blocks.12 (list them with `luminate layers MODEL`); default: the "
               "layer `luminate explain` uses for this model (blocks.10 for EfficientNet-Lite)")
 CLASSES_HELP = ("class names or indices to explain, e.g. --classes daisy bee (quote names with spaces: "
@@ -12,7 +14,7 @@ CLASSES_HELP = ("class names or indices to explain, e.g. --classes daisy bee (qu
 
 
 def _common(p: argparse.ArgumentParser, output: str) -> None:
-    p.add_argument("model", help="zoo name, e.g. efficientnet_lite0")
+    add_model_args(p)
     p.add_argument("image", help="image file (any size: it is cropped and resized as the model expects)")
     p.add_argument("-o", "--output", default=output, help=f"HTML file to write (default {output})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -124,10 +126,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from luminate import models
     from luminate.analysis.perception import image_input
 
-    model = models.load(args.model)
+    model = load_model(args)
     return model, image_input(model, args.image)
 
 
@@ -154,11 +155,16 @@ def run_dictionary(args: argparse.Namespace) -> int:
     from luminate.analysis.dictionary import semantic_dictionary
     from luminate.views.blocks import dictionary_view
 
+    from luminate.progress import Job
+
     start = time.perf_counter()
     model, x = _load(args)
     layer = _layer(model, args, "dictionary")
-    sd = semantic_dictionary(model, x, layer, k=args.k, icon_size=args.icon_size, icon_steps=args.icon_steps,
-                             cache_dir=args.cache, progress=not args.quiet)
+    with Job("dictionary", stages=1, enabled=not args.quiet) as job:
+        job.stage(f"semantic dictionary of {layer}", f"top {args.k} channels per position, one icon per channel "
+                                                     f"({args.icon_size} px, {args.icon_steps} steps; cached icons reused)")
+        sd = semantic_dictionary(model, x, layer, k=args.k, icon_size=args.icon_size, icon_steps=args.icon_steps,
+                                 cache_dir=args.cache, progress=not args.quiet)
     path = dictionary_view(sd).save(args.output)
     return _done(path, f"semantic dictionary of {layer} ({len(sd.icons)} channel icons)", start)
 
@@ -207,20 +213,19 @@ def run_groups(args: argparse.Namespace) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    import sys
-
     from luminate.analysis.explain import explain
+    from luminate.progress import Job
     from luminate.views.blocks import explain_view
 
     start = time.perf_counter()
     model, x = _load(args)
     classes = _classes(model, args)
-    log = None if args.quiet else (lambda message: print(message, file=sys.stderr))
-    result = explain(model, x, args.layer, classes, n_groups=args.groups, groups_layer=args.groups_layer,
-                     dictionary_layer=args.dictionary_layer, integrated=not args.linear,
-                     n_classes=args.top, k=args.k, icon_size=args.icon_size, icon_steps=args.icon_steps,
-                     group_steps=args.group_steps, attribution_steps=args.attribution_steps, cache_dir=args.cache,
-                     seed=args.seed, progress=not args.quiet, log=log)
+    with Job("explain", stages=5, enabled=not args.quiet) as job:
+        result = explain(model, x, args.layer, classes, n_groups=args.groups, groups_layer=args.groups_layer,
+                         dictionary_layer=args.dictionary_layer, integrated=not args.linear,
+                         n_classes=args.top, k=args.k, icon_size=args.icon_size, icon_steps=args.icon_steps,
+                         group_steps=args.group_steps, attribution_steps=args.attribution_steps, cache_dir=args.cache,
+                         seed=args.seed, progress=not args.quiet, log=job.log)
     path = explain_view(result).save(args.output)
     best, p = result.predictions[0]
     return _done(path, f"{model.name} sees {best} ({p:.0%}); explained {', '.join(result.attribution.classes)}", start)
