@@ -10,4 +10,6 @@ VENV=${VENV:-.venv}
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium could not be installed: browser tests will be skipped"
 fi
+# Idle OpenMP threads sleep instead of spinning: tests stay fast beside other work on the same cores.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 exec "$VENV/bin/python" -m pytest "$@"
