@@ -95,7 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="layers whose Gram matrices are matched (default: five blocks from early to the middle)")
     p.add_argument("--content-layer", default=None, help="layer whose activations are matched (default: a block a "
                                                          "third of the way in)")
-    p.add_argument("--content-weight", type=float, default=100.0, help="weight of the content term (default 100)")
+    p.add_argument("--content-weight", type=float, default=10.0,
+                   help="weight of the content term: higher keeps more of CONTENT, lower more style (default 10)")
     p.add_argument("--steps", type=int, default=512, help="optimization steps (default 512, as Lucid)")
     p.add_argument("--size", type=int, default=None,
                    help="longer side of the result in pixels (default: the model's input crop)")
