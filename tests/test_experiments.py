@@ -81,6 +81,45 @@ def test_refinement_raises_the_target_probability(centre_model):
     assert before.patch == 0.0 and after.patch == 1.0
 
 
+class TinyClassifier(nn.Module):
+    """A conv layer to build an atlas on, and CentreDetector's decision (plus a third, unrelated class)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Conv2d(3, 6, 3, padding=1)
+
+    def forward(self, x):
+        f = torch.relu(self.features(x))
+        centre = x[:, :, 14:18, 14:18].mean((1, 2, 3))
+        return torch.stack([1 + 0.01 * f.mean((1, 2, 3)), 2 * centre, 0.2 * f[:, 0].mean((1, 2))], 1)
+
+
+@pytest.mark.slow
+def test_atlas_patches_end_to_end_and_a_rerun_optimizes_nothing(tmp_path):
+    model = wrap(TinyClassifier(), 32, value_range=(0, 1), labels=["plain", "target", "other"])
+    images = torch.rand(10, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.4
+    kwargs = dict(layer="features", work_dir=tmp_path / "work", icon_size=16, icon_steps=4, class_steps=4,
+                  refine_steps=20, size=0.375, sizes=(0.25, 0.375), progress=False)
+    report = patches.atlas_patches(model, images, "plain", "target", **kwargs)
+    kinds = [c.kind for c in report.candidates]
+    assert kinds == ["atlas cell"] * 3 + ["class visualization", "refined"] and report.best.kind == "refined"
+    gains = [c.gain for c in report.candidates[:3]]
+    assert gains == sorted(gains, reverse=True) and gains[0] == pytest.approx(float(np.nanmax(report.gains)))
+    assert report.n_source == 10 and [r.size for r in report.by_size] == [0.25, 0.375]
+    assert report.best.rate.trials == 10 * 9 and re.fullmatch(r"flip rate: patch \d+%, control \d+%", report.line())
+    cached = sorted(p.name for p in (tmp_path / "work" / "patches").iterdir())
+    assert len(cached) == 2  # the class visualization and the refined patch
+    again = patches.atlas_patches(model, images, "plain", "target", **kwargs)
+    assert torch.equal(again.best.patch, report.best.patch)
+    assert sorted(p.name for p in (tmp_path / "work" / "patches").iterdir()) == cached
+
+    from luminate.views.patch import patch_html
+
+    html = patch_html(report)
+    assert html.count('class="chosen"') == 3 and "flip rate: patch" in html and "http" not in html.split("<footer")[0]
+
+
 # ----- DeepDream: octaves and tiles ------------------------------------------------------------------------------
 
 

@@ -30,6 +30,8 @@ pasted them onto photos as patches. :func:`atlas_patches` does the same end to e
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -390,8 +392,9 @@ def atlas_patches(model: Model | torch.nn.Module | str, images, source: str | in
             ``source``.
         source, target: class names or indices.
         layer: the atlas layer.
-        work_dir: where the activation store and its icon cache live (a rerun reuses both); default: a
-            temporary folder, removed afterwards.
+        work_dir: where the activation store, its icon cache, the class visualization and the refined patch are
+            kept (a rerun with the same settings reuses them and optimizes nothing again); default: a temporary
+            folder, removed afterwards.
         size: the default patch side, a fraction of the image side; ``sizes``: those measured for the report.
         positions: places per side (``positions²`` places per image) for the best patch;
             ``screen_positions``: the same for screening the raw candidates.
@@ -447,8 +450,12 @@ def atlas_patches(model: Model | torch.nn.Module | str, images, source: str | in
                                          cell, float(gains[k])))
         say(f"candidate {candidates[-1].name} (gain {gains[k]:+.3g}): {rate}")
     say(f"class visualization of {_label(model, target_index)!r} (the baseline candidate)")
-    vis = class_visualization(model, target_index, size=max(icon_size, 96), steps=class_steps, seed=seed,
-                              progress=progress).image[0]
+    cache = None if temporary is not None else Path(work_dir) / "patches"
+    fingerprint = model.weights_fingerprint()
+    vis = _cached(cache, {"kind": "class visualization", "model": fingerprint, "class": target_index,
+                          "size": max(icon_size, 96), "steps": budget_steps(class_steps), "seed": seed},
+                  lambda: class_visualization(model, target_index, size=max(icon_size, 96), steps=class_steps,
+                                              seed=seed, progress=progress).image[0])
     candidates.append(PatchCandidate(f"feature visualization of {_label(model, target_index)}",
                                      "class visualization", vis, measure(vis, per_side=screen_positions)))
     say(f"candidate {candidates[-1].name}: {candidates[-1].rate}")
@@ -457,8 +464,11 @@ def atlas_patches(model: Model | torch.nn.Module | str, images, source: str | in
         from_atlas = [c for c in candidates if c.kind == "atlas cell"]
         start = max(from_atlas or candidates, key=_merit)
         say(f"refining {start.name} for {_label(model, target_index)!r} on the {len(src)} source images")
-        refined = refine_patch(model, src, start.patch, target_index, size=size, steps=refine_steps, seed=seed,
-                               progress=progress)
+        refined = _cached(cache, {"kind": "refined", "model": fingerprint, "class": target_index, "size": size,
+                                  "steps": budget_steps(refine_steps), "seed": seed, "start": _digest(start.patch),
+                                  "images": _digest(src)},
+                          lambda: refine_patch(model, src, start.patch, target_index, size=size, steps=refine_steps,
+                                               seed=seed, progress=progress))
         candidates.append(PatchCandidate(f"{start.name}, refined", "refined", refined, measure(refined), start.cell,
                                          start.gain))
         say(f"candidate {candidates[-1].name}: {candidates[-1].rate}")
@@ -475,6 +485,30 @@ def atlas_patches(model: Model | torch.nn.Module | str, images, source: str | in
     return PatchReport(model.name, layer, _label(model, source_index), _label(model, target_index), atlas, gains,
                        chosen, candidates, best, by_size, examples, len(all_images), len(src), settings,
                        time.perf_counter() - began)
+
+
+def _digest(tensor: Tensor) -> str:
+    return hashlib.sha256(tensor.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()
+
+
+def _cached(folder: Path | None, settings: dict, compute: Callable[[], Tensor]) -> Tensor:
+    """``compute()`` once per ``settings``: the result is kept in ``folder`` (``None``: not kept), so a rerun with
+    the same settings optimizes nothing again."""
+    if folder is None:
+        return compute()
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    path = folder / f"{settings['kind'].replace(' ', '-')}-{key}.pt"
+    if path.exists():
+        try:
+            return torch.load(path, map_location="cpu")
+        except (OSError, RuntimeError, EOFError):
+            logger.warning("ignoring unreadable cached patch %s", path)
+    value = compute()
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save(value, partial)
+    os.replace(partial, path)
+    return value
 
 
 def _merit(candidate: PatchCandidate) -> tuple[float, float, float]:
