@@ -13,6 +13,21 @@ CLASSES_HELP = ("class names or indices to explain, e.g. --classes daisy bee (qu
                 "'sea anemone'); default: the top predicted classes")
 
 
+METHODS_HELP = ("saliency, integrated_gradients, smoothgrad, deeplift, occlusion, gradient_shap, input_x_gradient "
+                "(pixel maps of the image), or gradcam, layer_integrated_gradients, layer_gradient_x_activation (maps "
+                "of --layer, with channel attribution); default: layer integrated gradients (--linear: activation x "
+                "gradient)")
+
+
+def _method(name: str) -> str:
+    from luminate.analysis.attribution import check_method
+
+    try:
+        return check_method(name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _common(p: argparse.ArgumentParser, output: str) -> None:
     add_model_args(p)
     p.add_argument("image", help="image file (any size: it is cropped and resized as the model expects)")
@@ -73,6 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=3, help="without --classes: how many top classes (default 3)")
     p.add_argument("--steps", type=int, default=32, help="integrated-gradients steps (default 32)")
     p.add_argument("--linear", action="store_true", help="activation x gradient instead of integrated gradients")
+    p.add_argument("--method", default=None, type=_method, metavar="METHOD",
+                   help="attribution method (Captum's): " + METHODS_HELP)
     p.add_argument("--channels", type=int, default=3,
                    help="top positive and negative channels shown per class (default 3)")
     p.add_argument("--no-icons", action="store_true", help="do not render channel icons")
@@ -121,6 +138,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group-steps", type=int, default=None, help="steps for the group icons (default: --icon-steps)")
     p.add_argument("--attribution-steps", type=int, default=32, help="integrated-gradients steps (default 32)")
     p.add_argument("--linear", action="store_true", help="activation x gradient instead of integrated gradients")
+    p.add_argument("--method", default=None, type=_method, metavar="METHOD",
+                   help="attribution method for the attribution section: " + METHODS_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_explain)
 
@@ -191,12 +210,12 @@ def run_attribute(args: argparse.Namespace) -> int:
     model, x = _load(args)
     layer = _layer(model, args, "attribution")
     maps = attribution_maps(model, x, layer, _classes(model, args), top=args.top, integrated=not args.linear,
-                            n_steps=args.steps)
+                            n_steps=args.steps, method=args.method)
     if not args.no_icons:
         add_channel_icons(model, maps, args.channels, args.icon_size, args.icon_steps, args.cache, not args.quiet)
     view = attribution_view(maps, n_channels=args.channels)
     path = view.save(args.output)
-    return _done(path, f"attribution at {layer} for {', '.join(maps.classes)}", start)
+    return _done(path, f"attribution ({maps.method}) at {maps.layer} for {', '.join(maps.classes)}", start)
 
 
 def run_groups(args: argparse.Namespace) -> int:
@@ -225,6 +244,7 @@ def run_explain(args: argparse.Namespace) -> int:
                          dictionary_layer=args.dictionary_layer, integrated=not args.linear,
                          n_classes=args.top, k=args.k, icon_size=args.icon_size, icon_steps=args.icon_steps,
                          group_steps=args.group_steps, attribution_steps=args.attribution_steps, cache_dir=args.cache,
+                         method=args.method,
                          seed=args.seed, progress=not args.quiet, log=job.log)
     path = explain_view(result).save(args.output)
     best, p = result.predictions[0]
