@@ -247,8 +247,9 @@ def explain(model: Model | str, image: ImageLike, layer: str | None = None,
     lap("groups")
     layers = layer_by_layer(model, x)
     lap("layers")
-    method = f"integrated gradients, {attribution_steps} steps" if integrated else "activation x gradient"
-    settings = {"attribution": f"{layer} ({method})", "groups": f"{n_groups} at {groups_layer}",
+    shown = (maps.method if method is not None
+             else f"integrated gradients, {attribution_steps} steps" if integrated else "activation x gradient")
+    settings = {"attribution": f"{maps.layer} ({shown})", "groups": f"{n_groups} at {groups_layer}",
                 "dictionary": f"top {k} at {dictionary_layer}", "icons": f"{icon_size} px, {icon_steps} steps",
                 "seed": seed}
     result = Explanation(image=x.detach().cpu(), model_name=model.name, predictions=predictions, attribution=maps,
