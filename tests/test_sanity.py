@@ -74,6 +74,10 @@ def test_fooling_circuit_is_flagged(fooled):
     assert set(report.top_examples[0].tolist()) == set(report.top_examples[1].tolist())
     assert "path" in report.reasons(0)[0] and report.reasons(1) == []
     assert report.score(0)["flagged"] and not report.score(1)["flagged"]
+    from luminate.views.sanity import sanity_view
+
+    page = sanity_view(report).document
+    assert page.count("verdict-bad") == 2 and page.count("<polyline") == 6 and "http" not in page.split("<body>")[1]
 
 
 def test_layers_images_and_errors(fooled, lite0):

@@ -4,8 +4,12 @@
 
 from __future__ import annotations
 
-from luminate.analysis.sanity import SanityReport
+from typing import TYPE_CHECKING
+
 from luminate.views.html import HTMLView, esc, img_tag, page
+
+if TYPE_CHECKING:  # the view only reads the report's fields
+    from luminate.analysis.sanity import SanityReport
 
 CSS = """
 table.sanity { border-collapse: collapse; margin-top: 12px; }
