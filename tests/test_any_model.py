@@ -196,6 +196,9 @@ def test_token_layers_are_channels_on_a_grid(vit):
     assert (info.channels, info.grid, info.tokens, info.prefix_tokens, info.layout) == (16, (4, 4), 17, 1, "tokens")
     assert vit.layer_info("patch").layout == "channels"  # a 4-D output is never read as tokens
     assert vit.layer_info("blocks.1.linear1").shape == (17, 32)  # the per-layer override: read as [C=17, 32]
+    assert "token layers" in repr(vit)
+    with pytest.raises(KeyError, match="blocks.1"):
+        wrap(ViT(), 16, preset="symmetric", layout="tokens", layer_layouts={"blocks.7": "channels"})
     x = torch.rand(2, 3, 16, 16)
     native = activations(vit, x, "blocks.0")
     assert native.shape == (2, 17, 16)  # activations() gives what the network computed ...

@@ -94,6 +94,8 @@ class Model(nn.Module):
                 raise ValueError(f"layout must be one of {LAYOUTS}, got {value!r}")
         self.layout = layout
         self.layer_layouts = dict(layer_layouts or {})
+        for prefix in self.layer_layouts:
+            resolve_layer(network, prefix)  # a misspelt name fails here, with the closest names
         if prefix_tokens is not None and prefix_tokens < 0:
             raise ValueError(f"prefix_tokens must be 0 or more, got {prefix_tokens}")
         self.prefix_tokens = prefix_tokens
@@ -338,7 +340,8 @@ class Model(nn.Module):
 
     def extra_repr(self) -> str:
         labels = f"{len(self.labels)} labels" if self.labels is not None else "no labels"
-        return f"name={self.name!r}, input={self.contract.describe()}, {labels}"
+        tokens = ", token layers" if self.layout == "tokens" or "tokens" in self.layer_layouts.values() else ""
+        return f"name={self.name!r}, input={self.contract.describe()}{tokens}, {labels}"
 
     def __repr__(self) -> str:  # the network's full module tree is long; keep repr to the contract
         return f"Model({self.extra_repr()})"
