@@ -72,8 +72,12 @@ def main() -> None:
         for name in args.policies:
             env = dict(base, **POLICIES[name])
             solo = run(1, env, Path(tmp), args.steps, args.size, args.timeout)
+            if solo == float("inf"):
+                print(f"{name:<10} >{args.timeout:.0f}s alone (timed out; the pair was not run)", flush=True)
+                continue
             pair = run(2, env, Path(tmp), args.steps, args.size, max(args.timeout, 20 * solo))
-            print(f"{name:<10} {solo:>9.1f}s {pair:>11.1f}s {pair / solo:>6.2f}", flush=True)
+            shown = f"{pair:>11.1f}s" if pair != float("inf") else f">{max(args.timeout, 20 * solo):>10.0f}s"
+            print(f"{name:<10} {solo:>9.1f}s {shown} {pair / solo:>6.2f}", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
