@@ -232,3 +232,13 @@ def test_importing_luminate_before_torch_makes_openmp_wait_passively():
     env["OMP_WAIT_POLICY"] = "ACTIVE"  # a policy the user chose is kept
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["ACTIVE", "False"]
+
+
+def test_tiny_mode_caps_every_render(monkeypatch):
+    from luminate.models import wrap
+    from luminate.render import render
+
+    net = wrap(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), 16, value_range=(0, 1))
+    monkeypatch.setenv("LUMINATE_TINY", "1")
+    result = render(net, "0:1", steps=50, thresholds=[10, 50], size=16, progress=False)
+    assert len(result.history) == runtime.TINY_STEPS and result.thresholds == [runtime.TINY_STEPS]

@@ -127,6 +127,8 @@ def test_readme_says_how_to_run_luminate_after_setup():
     activation = re.search(r"source \.venv/bin/activate", text)
     assert activation and activation.start() > setup, "the README must say how to run luminate after its set-up"
     assert "bash scripts/test.sh" in text
+    setup = next(b for b in BLOCKS if "python3 -m venv" in b.code)
+    assert shell_commands(setup.code) == [".venv/bin/luminate gallery efficientnet_lite0 -o gallery"]
 
 
 def test_every_block_is_runnable_or_tagged_and_python_compiles():
