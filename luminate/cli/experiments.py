@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from luminate.cli.common import add_model_args, load_model
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -16,10 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "onto the images the model calls SOURCE; its flip rate (share of trials whose top-1 class "
                     "becomes TARGET) is measured against a control: the same pixels shuffled. The best atlas "
                     "candidate is then refined by optimizing it for TARGET on those images. Prints one line, "
-                    "'flip rate: patch N%%, control M%%', for the best patch at the default size, and writes an "
+                    "'flip rate: patch N%, control M%', for the best patch at the default size, and writes an "
                     "HTML report.",
         epilog="example: luminate patch efficientnet_lite0 daisies/ --source daisy --target bee -o patch.html")
-    p.add_argument("model", help="zoo name, e.g. efficientnet_lite0")
+    add_model_args(p)
     p.add_argument("images", help="a folder of images (searched recursively); the patch is measured on those the "
                                   "model calls SOURCE")
     p.add_argument("--source", required=True, help="the class the photos are (name or index), e.g. daisy")
@@ -53,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="examples: luminate hinton efficientnet_lite0 flower.jpg --layer blocks.2 -o hinton.html\n"
                "          luminate hinton efficientnet_lite0 --weights --layer blocks.2.project.conv -o w.html",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="zoo name, e.g. efficientnet_lite0")
+    add_model_args(p)
     p.add_argument("image", nargs="?", default=None, help="the photo (not needed with --weights)")
     p.add_argument("--layer", required=True, help="layer name, e.g. blocks.2 (`luminate layers MODEL` lists them)")
     p.add_argument("--weights", action="store_true", help="draw the layer's weights instead of activations")
@@ -69,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "then one caricature per layer.",
         epilog="example: luminate caricature efficientnet_lite0 flower.jpg --layer blocks.4 --layer blocks.9 "
                "-o caricature.png")
-    p.add_argument("model", help="zoo name, e.g. efficientnet_lite0")
+    add_model_args(p)
     p.add_argument("image", help="the photo")
     p.add_argument("--layer", required=True, action="append", help="layer to match (repeat for a sheet)")
     p.add_argument("-o", "--output", default="caricature.png", help="image file to write (default caricature.png)")
@@ -87,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Optimize an image (Fourier parameterization) to match CONTENT's activations at one layer and "
                     "STYLE's Gram matrices (channel correlations) at several layers.",
         epilog="example: luminate style efficientnet_lite0 china.jpg flower.jpg --steps 256 -o style.png")
-    p.add_argument("model", help="zoo name, e.g. efficientnet_lite0")
+    add_model_args(p)
     p.add_argument("content", help="the content photo")
     p.add_argument("style", help="the style photo")
     p.add_argument("-o", "--output", default="style.png", help="image file to write (default style.png)")
@@ -107,13 +109,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_patch(args: argparse.Namespace) -> int:
-    from luminate import models
     from luminate.atlas.patches import atlas_patches, save_patch
     from luminate.views.patch import write_patch_report
 
     output = Path(args.output)
     work = Path(args.work) if args.work else output.with_name(output.stem + "-work")
-    model = models.load(args.model)
+    model = load_model(args)
     log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     report = atlas_patches(model, args.images, args.source, args.target, layer=args.layer, work_dir=work,
                            size=args.size, sizes=args.sizes, positions=args.positions, n_cells=args.cells,
@@ -129,11 +130,10 @@ def run_patch(args: argparse.Namespace) -> int:
 
 
 def run_hinton(args: argparse.Namespace) -> int:
-    from luminate import models
     from luminate.analysis.hinton import activation_matrix, weight_matrix
     from luminate.views.hinton import write_hinton
 
-    model = models.load(args.model)
+    model = load_model(args)
     if args.weights:
         data = weight_matrix(model, args.layer, args.max_rows, args.max_cols)
     else:
@@ -146,10 +146,9 @@ def run_hinton(args: argparse.Namespace) -> int:
 
 
 def run_caricature(args: argparse.Namespace) -> int:
-    from luminate import models
     from luminate.analysis.inversion import caricature
 
-    model = models.load(args.model)
+    model = load_model(args)
     result = caricature(model, args.image, args.layer, steps=args.steps, cossim_pow=args.cossim_pow, size=args.size,
                         seed=args.seed, progress=not args.quiet)
     path = result.save(args.output)
@@ -161,11 +160,10 @@ def run_caricature(args: argparse.Namespace) -> int:
 
 
 def run_style(args: argparse.Namespace) -> int:
-    from luminate import models
     from luminate.analysis.inversion import style_transfer
     from luminate.images import save_image
 
-    model = models.load(args.model)
+    model = load_model(args)
     result = style_transfer(model, args.content, args.style, style_layers=args.style_layers,
                             content_layer=args.content_layer, content_weight=args.content_weight, steps=args.steps,
                             size=args.size, seed=args.seed, progress=not args.quiet)

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                "          luminate dream efficientnet_lite0 photo.jpg --layers blocks.2 blocks.6 blocks.12 "
                "-o sheet.png",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="zoo name, e.g. efficientnet_lite0")
+    add_model_args(p)
     p.add_argument("image", help="the photo to dream on (any size)")
     p.add_argument("--layer", default=None,
                    help="layer to amplify, e.g. blocks.4 (shallow) or blocks.12 (deep); default: a middle block")
@@ -115,12 +115,11 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_dream(args: argparse.Namespace) -> int:
-    from luminate import models
     from luminate.dream import dream, dream_layers
     from luminate.images import load_image, save_image
     from luminate.recipes import default_layer
 
-    model = models.load(args.model)
+    model = load_model(args)
     photo = load_image(args.image)
     kwargs = dict(octaves=args.octaves, octave_scale=args.octave_scale, steps=args.steps, step_size=args.step_size,
                   tile=args.tile, size=args.size, seed=args.seed, progress=not args.quiet)
