@@ -112,3 +112,28 @@ class RedirectedReLU(TorchFunctionMode):
 
     def close(self) -> None:
         """Compatibility no-op: leaving the ``with`` block ends the redirect."""
+
+
+class _PassThrough(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+_FUSED = (nn.TransformerEncoderLayer, nn.TransformerEncoder, nn.MultiheadAttention)
+
+
+def without_fused_paths(module: nn.Module):
+    """A context in which PyTorch's fused attention kernels are skipped: the inference fast path of
+    ``nn.TransformerEncoderLayer`` / ``nn.MultiheadAttention`` (taken only when no torch-function mode is active,
+    hence a pass-through mode) and the flash / memory-efficient ``scaled_dot_product_attention`` backends (the math
+    backend is used). They have no forward-mode AD formulas, so forward-mode attribution through a ViT needs this.
+    For networks without such modules it is a no-op context."""
+    import contextlib
+
+    stack = contextlib.ExitStack()
+    if any(isinstance(m, _FUSED) for m in module.modules()):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
+        stack.enter_context(_PassThrough())
+    return stack

@@ -351,3 +351,25 @@ def test_render_on_cuda_without_a_sync_per_step():
     assert len(syncs) < steps // 2, [str(w.message) for w in syncs[:5]]
     assert result.image.device.type == "cpu" and result.settings["device"].startswith("cuda")
     assert result.history[-1, 0] > result.history[0, 0]
+
+
+def test_atlas_collection_reads_token_layers_and_one_call(vit, tmp_path):
+    from luminate.atlas import collect
+
+    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    labelled = wrap(vit.network, 16, preset="symmetric", layout="tokens", labels=[str(i) for i in range(5)])
+    store = collect(labelled, images, "blocks.0", tmp_path / "vit", positions_per_image=2, batch_size=2,
+                    progress=False)  # forward-mode attribution through nn.TransformerEncoderLayer
+    assert store.layer_info("blocks.0")["channels"] == 16 and store.layer_info("blocks.0")["grid"] == [4, 4]
+    grid = activations(labelled, images, "blocks.0", grid=True)
+    yx = store.positions("blocks.0")
+    expected = torch.stack([grid[i // 2, :, y, x] for i, (y, x) in enumerate(yx.tolist())])
+    assert torch.allclose(torch.as_tensor(store.activations("blocks.0")), expected, atol=1e-5)
+    net = ResNet().eval()
+    model = wrap(net, 16, value_range=(0, 1), labels=["a", "b", "c"])
+    store = collect(model, images, "res.relu#1", tmp_path / "res", positions_per_image=1, progress=False,
+                    attribution=False)
+    second = activations(model, images, "res.relu#1")
+    yx = store.positions("res.relu#1")
+    expected = torch.stack([second[i, :, y, x] for i, (y, x) in enumerate(yx.tolist())])
+    assert torch.allclose(torch.as_tensor(store.activations("res.relu#1")), expected, atol=1e-5)

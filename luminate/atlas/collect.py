@@ -287,7 +287,7 @@ def _batch_rows(model: Model, batch, specs, ref_grid, positions: int, seed: int,
         vectors, attrs = [], []
         for k in range(positions):
             if attribution:
-                act, out, tangent = dual_forward(model, images, spec.module, yx_t[:, k])
+                act, out, tangent = dual_forward(model, images, spec.name, yx_t[:, k])
                 logits = out if logits is None else logits
                 attrs.append(tangent.float().cpu())
             else:
@@ -328,7 +328,7 @@ def position_mask(act: torch.Tensor, yx: torch.Tensor) -> torch.Tensor:
     return masked
 
 
-def dual_forward(model: Model, images: torch.Tensor, module: nn.Module, yx: torch.Tensor | None = None, *,
+def dual_forward(model: Model, images: torch.Tensor, module: nn.Module | str, yx: torch.Tensor | None = None, *,
                  mask=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One forward-mode AD pass: ``(activation of module, logits [N, K], attribution [N, K])``.
 
@@ -336,19 +336,42 @@ def dual_forward(model: Model, images: torch.Tensor, module: nn.Module, yx: torc
     the logits' tangent is ``J_logits · masked activation``: each position's attribution to every class.
     ``mask`` (a function ``activation -> tangent``, same shape) replaces the position mask, e.g. one
     channel's map for a unit's attribution (the Microscope).
+
+    ``module`` may be a layer name: then ``"name#k"`` picks call ``k`` of a reused module, and a token layer
+    ``[N, T, C]`` is seen (activation and mask) as its ``[N, C, h, w]`` grid. A module keeps its first call.
     """
+    from luminate.activations import grid_to_tokens, tokens_to_grid
+
     state: dict[str, torch.Tensor] = {}
+    layer, call, calls = None, 0, [0]
+    if isinstance(module, str):
+        layer = module
+        module_name, call = model.resolve(layer)
+        call = call or 0
+        module = model.network.get_submodule(module_name)
+    tokens = layer is not None and model.layer_layout(layer) == "tokens"
 
     def hook(mod, inputs, output):
-        if "act" in state:  # a module called twice keeps its first call
+        k, calls[0] = calls[0], calls[0] + 1
+        if "act" in state or k != call:  # a module called twice keeps its first call (or the one addressed)
             return None
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"the layer returns {type(output).__name__}, not a tensor; choose one of its submodules")
         primal = output.detach()
+        if tokens and primal.ndim == 3:
+            hw = tuple(images.shape[-2:])
+            grid = tokens_to_grid(model, layer, primal, hw)
+            state["act"] = grid
+            prefix = model.token_grid(layer, primal.shape[1], hw)[0]
+            tangent = grid_to_tokens(position_mask(grid, yx) if mask is None else mask(grid),
+                                     torch.zeros_like(primal[:, :prefix]))
+            return fwAD.make_dual(primal, tangent)
         state["act"] = primal
         return fwAD.make_dual(primal, position_mask(primal, yx) if mask is None else mask(primal))
 
-    with torch.no_grad(), fwAD.dual_level():
+    from luminate.overrides import without_fused_paths
+
+    with torch.no_grad(), fwAD.dual_level(), without_fused_paths(model.network):
         handle = module.register_forward_hook(hook)
         try:
             out = model(images)
@@ -364,22 +387,13 @@ def dual_forward(model: Model, images: torch.Tensor, module: nn.Module, yx: torc
 
 def _plain_forward(model: Model, images: torch.Tensor, modules: dict[str, nn.Module]
                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Activations of ``modules`` (first call of each) and the model's output, in one pass."""
-    acts: dict[str, torch.Tensor] = {}
+    """Activations of the layers named in ``modules`` (``"name#k"``: that call; token layers as grids) and the
+    model's output, in one pass."""
+    from luminate.activations import LayerTap
 
-    def make_hook(name: str):
-        def hook(mod, inputs, output):
-            if name not in acts:
-                acts[name] = output.detach()
-        return hook
-
-    handles = [module.register_forward_hook(make_hook(name)) for name, module in modules.items()]
-    try:
-        with torch.no_grad():
-            out = model(images)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with torch.no_grad(), LayerTap(model, [*modules, "output"], detach=True, check_inputs=False) as tap:
+        acts = tap(images)
+    out = acts.pop("output")
     return acts, out
 
 
