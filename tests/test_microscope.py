@@ -111,8 +111,9 @@ def test_dead_units_statistics_and_similarity(tiny, photos, tmp_path):
 
     x = tiny.preprocess(sorted(Path(photos).glob("demo*"))[0])
     net = tiny.network
-    act = net[:5](x)
-    expected = (net[5:](act * torch.eye(6)[2][None, :, None, None]) - net[5:](torch.zeros_like(act))).detach()
+    with torch.no_grad(), tiny.frozen():   # eval mode: BatchNorm must not update its statistics
+        act = net[:5](x)
+        expected = net[5:](act * torch.eye(6)[2][None, :, None, None]) - net[5:](torch.zeros_like(act))
     np.testing.assert_allclose(unit_attribution(tiny, x, LAYER, [2])[0, 0], expected[0], rtol=1e-4, atol=1e-5)
 
 

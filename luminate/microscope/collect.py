@@ -32,7 +32,6 @@ Memory stays at one batch while collecting and one shard while merging.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -297,9 +296,8 @@ def _run(model: Model, imageset: ImageSet, specs, unit_map, examples: StoreWrite
     attr_parts: dict[str, list[np.ndarray]] = {}
     skipped: list[tuple[str, str]] = []
     names = [s.name for s in specs]
-    frozen = model.frozen() if hasattr(model, "frozen") else contextlib.nullcontext()
     try:
-        with frozen, LayerTap(model, names, detach=True) as tap:
+        with model.frozen(), LayerTap(model, names, detach=True) as tap:
             for step, ((shard, indices), batch) in enumerate(zip(plan, loader)):
                 for index, reason in batch.skipped:
                     name = imageset.name(index)
@@ -371,7 +369,8 @@ def unit_attribution(model: Model, images: torch.Tensor, layer: str, units: Sequ
             tangent[:, unit] = act[:, unit]
             return tangent
 
-        _, _, tangent = dual_forward(model, images, module, mask=mask)
+        with model.frozen():   # eval mode (BatchNorm statistics, dropout) whatever the caller's mode
+            _, _, tangent = dual_forward(model, images, module, mask=mask)
         out.append(tangent.float().cpu())
     if not out:
         return torch.zeros(images.shape[0], 0, 0)

@@ -128,7 +128,7 @@ class Site:
             return {}
         keys = list(pictures)
         out = {}
-        with torch.no_grad(), LayerTap(self.model, [layer], detach=True) as tap:
+        with torch.no_grad(), self.model.frozen(), LayerTap(self.model, [layer], detach=True) as tap:
             for start in range(0, len(keys), 32):
                 part = keys[start:start + 32]
                 act = tap(torch.stack([pictures[i] for i in part]).to(self.model.device))[layer].cpu()
