@@ -242,3 +242,17 @@ def test_tiny_mode_caps_every_render(monkeypatch):
     monkeypatch.setenv("LUMINATE_TINY", "1")
     result = render(net, "0:1", steps=50, thresholds=[10, 50], size=16, progress=False)
     assert len(result.history) == runtime.TINY_STEPS and result.thresholds == [runtime.TINY_STEPS]
+
+
+def test_tiny_mode_caps_every_steps_flag(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_attribute(args):
+        seen.update(steps=args.steps, icon_steps=args.icon_steps)
+        return 0
+
+    monkeypatch.setattr("luminate.cli.blocks.run_attribute", fake_attribute)
+    monkeypatch.setenv("LUMINATE_TINY", "1")
+    assert main(["attribute", "efficientnet_lite0", "flower.jpg", "--steps", "64", "--quiet",
+                 "-o", str(tmp_path / "a.html")]) == 0
+    assert seen == {"steps": runtime.TINY_STEPS, "icon_steps": runtime.TINY_STEPS}

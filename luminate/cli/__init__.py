@@ -164,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     from luminate.cli.common import check_outputs
 
     check_outputs(_command_parser(parser, args.command), args)
+    if runtime.tiny():  # smoke runs and README tests: every step-count flag capped (luminate.runtime.budget_steps)
+        for dest, value in vars(args).items():
+            if dest.endswith("steps") and isinstance(value, int) and not isinstance(value, bool):
+                setattr(args, dest, max(1, runtime.budget_steps(value)))
     if not getattr(args, "quiet", False) and (notice := runtime.busy_notice()):
         print(notice, file=sys.stderr)
     runtime.clear_interrupt()
