@@ -172,6 +172,7 @@ class Workspace:
     env: dict
     namespace: dict = field(default_factory=lambda: {"__name__": "__readme__"})
     done: set = field(default_factory=set)
+    ran: set = field(default_factory=set)  # luminate commands already run (a repeat would redo the same work)
 
     def run_section(self, section: str, monkeypatch) -> None:
         monkeypatch.chdir(self.folder)
@@ -201,7 +202,11 @@ class Workspace:
     def _shell(self, block: Block, command: str) -> None:
         start = time.perf_counter()
         argv = luminate_argv(command)
+        if argv is not None and tuple(argv) in self.ran:
+            print(f"README.md:{block.line}: same as a command above, not run again: {command}")
+            return
         if argv is not None:  # a plain `luminate ...`: in this process, without paying torch's import again
+            self.ran.add(tuple(argv))
             from luminate.cli import main
 
             try:
