@@ -17,6 +17,7 @@ table.sanity td, table.sanity th { padding: 8px 10px; border-bottom: 1px solid #
   text-align: left; }
 .verdict-ok { color: #1b7a34; font-weight: 600; }
 .verdict-bad { color: #b3261e; font-weight: 600; }
+.examples { white-space: nowrap; }
 .examples img { margin-right: 3px; }
 .legend span { display: inline-block; margin-right: 14px; }
 .legend i { display: inline-block; width: 18px; height: 3px; vertical-align: middle; margin-right: 4px; }
