@@ -305,7 +305,8 @@ def attribution_view(maps, n_channels: int = 3) -> HTMLView:
     """
     lede = (f"How much each position of <code>{esc(maps.layer)}</code> contributes to each class's logit. The photo "
             "is lit where a class's evidence lies; pick a class above the photo, and hover a cell for the numbers.")
-    title = f"Attribution: {maps.model_name} {maps.layer}"
+    how = {"integrated": "", "linear": ""}.get(maps.method, f", {maps.method.replace('_', ' ')}")
+    title = f"Attribution: {maps.model_name} {maps.layer}{how}"
     return _blocks_page(title, _section("Where each class comes from", attribution_section(maps, n_channels=n_channels),
                                         lede))
 
