@@ -204,8 +204,7 @@ def photo_crops(photo, folder: str | os.PathLike, n: int = 24, seed: int = 2, si
     for k in range(n):
         s = min(rnd.randint(min_crop, max_crop), image.width, image.height)
         x, y = rnd.randint(0, image.width - s), rnd.randint(0, image.height - s)
-        image.crop((x, y, x + s, y + s)).resize((side, side), Image.BICUBIC).save(folder / f"f{k:02d}.jpg",
-                                                                                   quality=90)
+        image.crop((x, y, x + s, y + s)).resize((side, side), Image.BICUBIC).save(folder / f"f{k:02d}.jpg")
     return folder
 
 
