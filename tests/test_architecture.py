@@ -7,12 +7,13 @@ from pathlib import Path
 import luminate
 
 RANKS = [
-    ("luminate.images", 0), ("luminate.cache", 0),
+    ("luminate.images", 0), ("luminate.cache", 0), ("luminate.runtime", 0), ("luminate.progress", 0),
     ("luminate.models", 1),
     ("luminate.activations", 2), ("luminate.overrides", 2),
     ("luminate.objectives", 3), ("luminate.param", 3), ("luminate.transforms", 3),
-    ("luminate.render", 4),
-    ("luminate.recipes", 5), ("luminate.analysis", 5), ("luminate.atlas", 5),
+    ("luminate.render", 4), ("luminate.dream", 4),
+    ("luminate.recipes", 5), ("luminate.analysis", 5), ("luminate.atlas", 5), ("luminate.microscope", 5),
+    ("luminate.parallel", 5), ("luminate.lucid", 5),
     ("luminate.views", 6),
     ("luminate.cli", 7), ("luminate.__main__", 7),
 ]
@@ -84,6 +85,13 @@ def test_relative_imports_are_resolved():
     assert [_absolute(n, "luminate.param.spatial", False) for n in nodes] == [
         "luminate.param.base", "luminate", "luminate.param"]
     assert _absolute(nodes[2], "luminate.param", True) == "luminate.param"
+
+
+def test_every_module_has_a_layer():
+    """A new module must be placed in RANKS, or the import check silently skips it."""
+    unplaced = sorted(module_name(p) for p in ROOT.rglob("*.py")
+                      if module_name(p) != "luminate" and rank(module_name(p)) is None)
+    assert not unplaced, f"modules with no layer in RANKS: {unplaced}"
 
 
 def test_imports_point_one_way():
