@@ -38,6 +38,7 @@ from luminate import images as imageio
 from luminate.activations import LayerTap
 from luminate.models.base import Model, as_model
 from luminate.render import RenderResult
+from luminate.progress import bar as progress_bar
 from luminate.runtime import budget_steps
 
 __all__ = ["dream", "dream_layers", "tiled_gradient", "octave_sizes", "DreamSheet"]
@@ -172,7 +173,7 @@ def dream(model: Model | torch.nn.Module | str, photo, layer: str | Sequence[str
         img = lower
     details = details[::-1]  # smallest first
     history: list[float] = []
-    bar = _progress(steps * len(sizes), progress)
+    bar = progress_bar(steps * len(sizes), "dream", enabled=progress and steps * len(sizes) > 0)
     start = time.perf_counter()
     interrupted = False
     try:
@@ -268,12 +269,4 @@ def dream_layers(model: Model | torch.nn.Module | str, photo, layers: Sequence[s
         original = imageio.resize(original, (max(1, round(h * k)), max(1, round(w * k))))
     results = [dream(model, original, layer, **kwargs) for layer in layers]
     return DreamSheet(original, layers, results)
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled or total == 0:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="dream", leave=False)
 

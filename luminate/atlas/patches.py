@@ -236,14 +236,10 @@ def source_images(model: Model | torch.nn.Module | str, images: Tensor, source: 
     chosen = torch.nonzero(top1 == index).flatten()
     if len(chosen) == 0:
         seen = torch.bincount(top1).topk(min(3, int((torch.bincount(top1) > 0).sum()))).indices.tolist()
-        names = [_label(model, c) for c in seen]
-        raise ValueError(f"the model calls none of the {len(images)} images {_label(model, index)!r} (their top "
+        names = [model.class_name(c) for c in seen]
+        raise ValueError(f"the model calls none of the {len(images)} images {model.class_name(index)!r} (their top "
                          f"classes are mostly {', '.join(repr(n) for n in names)}); give photos of the source class")
     return chosen, top1
-
-
-def _label(model: Model, index: int) -> str:
-    return model.labels[index] if model.labels is not None else str(index)
 
 
 # ----- refinement ---------------------------------------------------------------------------------------
@@ -412,12 +408,12 @@ def atlas_patches(model: Model | torch.nn.Module | str, images, source: str | in
     source_index = model.class_index(source) if isinstance(source, str) else int(source)
     target_index = model.class_index(target) if isinstance(target, str) else int(target)
     if source_index == target_index:
-        raise ValueError(f"source and target are the same class ({_label(model, source_index)!r})")
+        raise ValueError(f"source and target are the same class ({model.class_name(source_index)!r})")
     patch_pixels(size, 2)  # validates the fraction
     all_images, names = load_images(model, images, say)
     chosen_images, top1 = source_images(model, all_images, source_index)
     src = all_images[chosen_images]
-    say(f"{len(src)} of {len(all_images)} images are called {_label(model, source_index)!r}")
+    say(f"{len(src)} of {len(all_images)} images are called {model.class_name(source_index)!r}")
 
     temporary = None
     if work_dir is None:
@@ -448,21 +444,21 @@ def atlas_patches(model: Model | torch.nn.Module | str, images, source: str | in
         candidates.append(PatchCandidate(f"atlas cell ({cell.i}, {cell.j})", "atlas cell", atlas.icons[k], rate,
                                          cell, float(gains[k])))
         say(f"candidate {candidates[-1].name} (gain {gains[k]:+.3g}): {rate}")
-    say(f"class visualization of {_label(model, target_index)!r} (the baseline candidate)")
+    say(f"class visualization of {model.class_name(target_index)!r} (the baseline candidate)")
     cache = None if temporary is not None else Path(work_dir) / "patches"
     fingerprint = model.weights_fingerprint()
     vis = _cached(cache, {"kind": "class visualization", "model": fingerprint, "class": target_index,
                           "size": max(icon_size, 96), "steps": budget_steps(class_steps), "seed": seed},
                   lambda: class_visualization(model, target_index, size=max(icon_size, 96), steps=class_steps,
                                               seed=seed, progress=progress).image[0])
-    candidates.append(PatchCandidate(f"feature visualization of {_label(model, target_index)}",
+    candidates.append(PatchCandidate(f"feature visualization of {model.class_name(target_index)}",
                                      "class visualization", vis, measure(vis, per_side=screen_positions)))
     say(f"candidate {candidates[-1].name}: {candidates[-1].rate}")
     best = max(candidates, key=_merit)
     if refine and refine_steps > 0:
         from_atlas = [c for c in candidates if c.kind == "atlas cell"]
         start = max(from_atlas or candidates, key=_merit)
-        say(f"refining {start.name} for {_label(model, target_index)!r} on the {len(src)} source images")
+        say(f"refining {start.name} for {model.class_name(target_index)!r} on the {len(src)} source images")
         refined = _cached(cache, {"kind": "refined", "model": fingerprint, "class": target_index, "size": size,
                                   "steps": budget_steps(refine_steps), "seed": seed, "start": _digest(start.patch),
                                   "images": _digest(src)},
@@ -481,7 +477,7 @@ def atlas_patches(model: Model | torch.nn.Module | str, images, source: str | in
                 "icon_size": icon_size, "icon_steps": icon_steps, "class_steps": class_steps,
                 "refine_steps": refine_steps if refine else 0, "seed": seed,
                 "work_dir": None if temporary is not None else str(work_dir)}
-    return PatchReport(model.name, layer, _label(model, source_index), _label(model, target_index), atlas, gains,
+    return PatchReport(model.name, layer, model.class_name(source_index), model.class_name(target_index), atlas, gains,
                        chosen, candidates, best, by_size, examples, len(all_images), len(src), settings,
                        time.perf_counter() - began)
 
@@ -519,7 +515,7 @@ def _top5(model: Model, image: Tensor) -> list[tuple[str, float]]:
     with torch.no_grad():
         probs = model(image[None].to(model.device)).softmax(-1)[0].cpu()
     top = probs.topk(min(5, probs.numel()))
-    return [(_label(model, int(i)), float(p)) for p, i in zip(top.values, top.indices)]
+    return [(model.class_name(int(i)), float(p)) for p, i in zip(top.values, top.indices)]
 
 
 def _examples(model: Model, images: Tensor, names: list[str], best: PatchCandidate, n: int) -> list[PatchExample]:
