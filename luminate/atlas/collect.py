@@ -38,7 +38,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 
-from luminate.atlas.imageset import DatasetImages, ImageFolder, ImageSet, image_loader, image_set
+from luminate.atlas.imageset import DatasetImages, ImageFolder, ImageSet, image_loader, image_set, shard_batches
 from luminate.atlas.store import ActivationStore, StoreWriter, layer_key
 from luminate.models.base import Model, as_model
 
@@ -225,10 +225,7 @@ def _run(model, imageset: ImageSet, specs, ref_grid, writer: StoreWriter, todo: 
     from tqdm.auto import tqdm
 
     n_images = len(imageset)
-    plan: list[tuple[int, list[int]]] = []  # (shard, image indices) per batch; batches never cross shards
-    for k in todo:
-        lo, hi = k * shard_images, min((k + 1) * shard_images, n_images)
-        plan += [(k, list(range(s, min(s + batch_size, hi)))) for s in range(lo, hi, batch_size)]
+    plan = shard_batches(todo, shard_images, n_images, batch_size)
     loader = image_loader(imageset, model.contract, [b for _, b in plan], num_workers=num_workers,
                           pin_memory=model.device.type == "cuda")
     bar = tqdm(total=sum(len(b) for _, b in plan), unit="img", desc="collect", disable=not progress)

@@ -256,6 +256,17 @@ def default_workers() -> int:
     return min(2, cpus)
 
 
+def shard_batches(shards: Sequence[int], shard_images: int, n_images: int,
+                  batch_size: int) -> list[tuple[int, list[int]]]:
+    """The batches of a sharded pass: ``(shard, image indices)`` per batch, in order; a batch never crosses a
+    shard boundary, so each shard is written from whole batches (stores and the Microscope resume by shard)."""
+    plan: list[tuple[int, list[int]]] = []
+    for k in shards:
+        lo, hi = k * shard_images, min((k + 1) * shard_images, n_images)
+        plan += [(k, list(range(s, min(s + batch_size, hi)))) for s in range(lo, hi, batch_size)]
+    return plan
+
+
 def image_loader(images: ImageSet, contract: InputContract, batches: Sequence[Sequence[int]],
                  num_workers: int | None = None, pin_memory: bool = False) -> DataLoader:
     """A ``DataLoader`` yielding one :class:`Batch` per entry of ``batches`` (lists of image indices), in order.

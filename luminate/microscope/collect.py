@@ -45,7 +45,7 @@ import torch
 
 from luminate.activations import LayerTap
 from luminate.atlas.collect import _LayerSpec, _output_width, dual_forward
-from luminate.atlas.imageset import DatasetImages, ImageFolder, ImageSet, image_loader, image_set
+from luminate.atlas.imageset import DatasetImages, ImageFolder, ImageSet, image_loader, image_set, shard_batches
 from luminate.atlas.store import ActivationStore, StoreWriter, _atomic_write
 from luminate.models.base import Model, as_model
 
@@ -285,10 +285,7 @@ def _run(model: Model, imageset: ImageSet, specs, unit_map, examples: StoreWrite
     from tqdm.auto import tqdm
 
     n_images = len(imageset)
-    plan: list[tuple[int, list[int]]] = []   # (shard, image indices); batches never cross shards
-    for k in todo:
-        lo, hi = k * shard_images, min((k + 1) * shard_images, n_images)
-        plan += [(k, list(range(s, min(s + batch_size, hi)))) for s in range(lo, hi, batch_size)]
+    plan = shard_batches(todo, shard_images, n_images, batch_size)
     loader = image_loader(imageset, model.contract, [b for _, b in plan], num_workers=num_workers,
                           pin_memory=model.device.type == "cuda")
     bar = tqdm(total=sum(len(b) for _, b in plan), unit="img", desc="collect", disable=not progress)
