@@ -27,24 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import children
+from children import peak_rss_mib
+
 MODEL, LAYER = "efficientnet_lite0", "blocks.10"
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process (``VmHWM``), MiB; Linux only (nan elsewhere)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 # ----- children --------------------------------------------------------------------------------------
@@ -121,12 +111,7 @@ def child_atlas(store: str, steps: int, cells: int) -> dict:
 
 
 def run_child(*args: str) -> dict:
-    env = dict(os.environ)
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"child {args[0]} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return children.run_child(__file__, *args)
 
 
 def main() -> None:

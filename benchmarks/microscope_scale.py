@@ -22,23 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import children
+from children import peak_rss_mib
+
 MODEL = "efficientnet_lite0"
-
-
-def peak_rss_mib() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 def child_render(units: int, steps: int, device: str, redirect: bool) -> dict:
@@ -90,12 +81,7 @@ def child_inference(images: str) -> dict:
 
 
 def run_child(*args: str, threads: int = 1) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    out = subprocess.run([sys.executable, __file__, "--child", *args], env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"child {args} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return children.run_child(__file__, *args, threads=threads)
 
 
 def main() -> None:
