@@ -25,7 +25,6 @@ import luminate
 from luminate import objectives as obj
 from luminate import param as P
 from luminate.cache import RenderCache
-from luminate.cache import cache_dir as luminate_cache_dir
 from luminate.models.base import Model, as_model
 from luminate.render import render
 from luminate.transforms import compose, standard_transforms
@@ -112,11 +111,6 @@ class UnitCache:
                        cols=len(TILES))
 
 
-def default_cache_dir() -> Path:
-    """The render cache's folder (``$LUMINATE_CACHE/renders``, see :func:`luminate.cache.cache_dir`)."""
-    return luminate_cache_dir("renders")
-
-
 def render_chunk(model, layer: str, units: Sequence[int], settings: dict, cache_dir: str | os.PathLike,
                  progress: bool = False) -> list[int]:
     """Render the units of one chunk that are not cached yet (all of them in one batch) and cache them.
@@ -161,7 +155,7 @@ def render_units(model, layer: str, units: Sequence[int], *, size: int = 96, ste
     for u in units:
         model.check_channel(layer, int(u))
     settings = unit_settings(size, steps, seed, lr, diversity_weight, units_per_batch)
-    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cache_dir = RenderCache(cache_dir).folder   # a concrete folder: Ray workers may see another $LUMINATE_CACHE
     cache = UnitCache(cache_dir, model, layer, settings)
     todo = [c for c in chunks(units, units_per_batch) if not all(cache.has(u) for u in c)]
     run_tasks(render_chunk, [(model, layer, c, settings, str(cache_dir)) for c in todo], ray=ray, num_cpus=num_cpus,

@@ -25,9 +25,10 @@ import torch
 
 from luminate.activations import LayerTap
 from luminate.atlas.imageset import ImageSet, image_set
+from luminate.cache import RenderCache
 from luminate.images import UnreadableImageError
 from luminate.microscope.collect import Examples, collect_examples, summarize
-from luminate.microscope.render import default_cache_dir, render_units
+from luminate.microscope.render import render_units
 from luminate.models.base import Model, as_model
 
 DATA = "data"
@@ -190,7 +191,7 @@ def _build(model, images, out, *, layers, units, top_k, steps, size, seed, batch
     if all(int(s["n_images"]) == 0 for s in summaries.values()):
         reasons = "; ".join(f"{n}: {r}" for n, r in examples.skipped[:3])
         raise ValueError(f"none of the {len(imageset)} images could be read ({reasons}); check the image set")
-    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cache_dir = RenderCache(cache_dir).folder
     layer_info = []
     renders = {}
     for name in names:

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from luminate.cache import atomic_write
+from luminate.images import to_pil
 from luminate.views.atlas import _patch
 from luminate.views.html import esc, img_tag, json_script, page
 
@@ -107,7 +109,7 @@ def sprite_sheet(tiles: dict[int, torch.Tensor], units: Sequence[int]) -> tuple[
     sheet = Image.new("RGB", (cols * SPRITE_TILE, rows * SPRITE_TILE), (204, 204, 204))
     for slot, unit in enumerate(units):
         if unit in tiles:
-            tile = _pil(tiles[unit]).resize((SPRITE_TILE, SPRITE_TILE), Image.BICUBIC)
+            tile = to_pil(tiles[unit].detach()).resize((SPRITE_TILE, SPRITE_TILE), Image.BICUBIC)
             sheet.paste(tile, ((slot % cols) * SPRITE_TILE, (slot // cols) * SPRITE_TILE))
     return sheet, cols
 
@@ -132,11 +134,6 @@ def layer_page(model_name: str, layer: dict, units: list[dict], cols: int) -> st
     return page(f"{layer['name']}: {len(units)} units", body, CSS, SEARCH_JS,
                 subtitle=f"{model_name}, layer {esc(layer['name'])} ({layer['channels']} units, "
                          f"{layer['grid'][0]}x{layer['grid'][1]} positions). Click a unit for its page.")
-
-
-def _pil(image: torch.Tensor) -> Image.Image:
-    array = (image.detach().cpu().float().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-    return Image.fromarray(array)
 
 
 def overlay(picture: torch.Tensor, act_map: torch.Tensor, top: float, alpha: float = 0.55) -> torch.Tensor:
@@ -256,9 +253,7 @@ def write_if_changed(path, data: bytes) -> bool:
     except OSError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    atomic_write(path, data)
     return True
 
 
