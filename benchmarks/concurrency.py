@@ -6,7 +6,7 @@ two renders shared the cores fairly (each took twice as long), ~1.0 means the co
 both at full speed, and 10+ is the oversubscription cliff.
 
 Policies:
-  luminate   Luminate's default: OMP_WAIT_POLICY=PASSIVE (set by `import luminate`), all cores per process
+  luminate   Luminate's default: OMP_WAIT_POLICY=PASSIVE (set by the `luminate` command), all cores per process
   spin       OMP_WAIT_POLICY=ACTIVE, all cores per process (what torch does without Luminate's policy)
   1-thread   OMP_NUM_THREADS=1 per process
 
@@ -35,7 +35,7 @@ POLICIES = {
 
 
 def command(out: Path, steps: int, size: int) -> list[str]:
-    return [sys.executable, "-m", "luminate", "render", "efficientnet_lite0", "blocks.9:7", "--size", str(size),
+    return [sys.executable, "-m", "luminate_launcher", "render", "efficientnet_lite0", "blocks.9:7", "--size", str(size),
             "--steps", str(steps), "--seed", "0", "--quiet", "-o", str(out)]
 
 

@@ -13,16 +13,12 @@ Subpackages: :mod:`luminate.models` (zoo, input contract, layers), :mod:`luminat
 
 __version__ = "0.1.0"
 
-# Before torch loads: idle OpenMP threads sleep instead of spinning, so a shared CPU slows Luminate down
-# gracefully instead of falling off a cliff (see luminate.runtime; an OMP_WAIT_POLICY you set is kept).
-from luminate import runtime  # noqa: E402  (imports no torch)
-
-runtime.prefer_passive_waiting()
-
-from luminate import models, objectives, param, transforms  # noqa: E402
-from luminate.activations import LayerTap, activations  # noqa: E402
-from luminate.images import load_image, save_image  # noqa: E402
-from luminate.render import RenderResult, render  # noqa: E402
+# Importing Luminate changes nothing in the process (no environment writes): the thread policy is the command
+# line's choice (luminate_launcher) or yours (luminate.runtime.share_cpu()).
+from luminate import models, objectives, param, runtime, transforms
+from luminate.activations import LayerTap, activations
+from luminate.images import load_image, save_image
+from luminate.render import RenderResult, render
 
 __all__ = ["LayerTap", "RenderResult", "activations", "load_image", "models", "objectives", "param", "render",
            "save_image", "transforms"]

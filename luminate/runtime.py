@@ -6,9 +6,10 @@ before sleeping; when more threads want the CPU than there are cores (two render
 can become 40x slower instead of 2x. Two things avoid that cliff:
 
 * **passive waiting** (``OMP_WAIT_POLICY=PASSIVE``): idle threads sleep at once. OpenMP reads the variable
-  once, when torch's OpenMP runtime loads (at ``import torch``), so it must be set before that.
-  ``import luminate`` sets it (unless you set it yourself) when torch is not imported yet; the ``luminate``
-  command line always gets it. Measured cost on an idle machine: within noise (``benchmarks/concurrency.py``).
+  once, when torch's OpenMP runtime loads (at ``import torch``), so it must be set before that. The
+  ``luminate`` command line sets it (unless you set it yourself) before torch loads (``luminate_launcher``);
+  ``import luminate`` never writes the environment: in a script or notebook, start Python with
+  ``OMP_WAIT_POLICY=PASSIVE``. Measured cost on an idle machine: within noise (``benchmarks/concurrency.py``).
 * **fewer threads per process** when several processes share the cores: :func:`share_cpu` for a notebook or
   script, :func:`worker_threads` for pools of workers (``workers x threads <= cores``).
 
@@ -25,15 +26,6 @@ import warnings
 TINY_STEPS = 2
 
 _WAIT_POLICY = "OMP_WAIT_POLICY"
-
-
-def prefer_passive_waiting() -> bool:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` for this process (and the processes it starts) unless the variable is
-    already set or torch is already imported (then it can no longer take effect). Returns whether passive
-    waiting is in force."""
-    if "torch" not in sys.modules:
-        os.environ.setdefault(_WAIT_POLICY, "PASSIVE")
-    return passive_waiting()
 
 
 def passive_waiting() -> bool:
@@ -83,7 +75,7 @@ def share_cpu(threads: int | None = None, jobs: int = 2) -> int:
     """Make this process a good neighbour on a shared CPU; returns the torch thread count now in use.
 
     Sets torch's intra-op threads to ``threads``, or by default to this process's share of the cores when
-    ``jobs`` processes run at once (:func:`worker_threads`). When torch was imported before Luminate without
+    ``jobs`` processes run at once (:func:`worker_threads`). When torch loaded without
     ``OMP_WAIT_POLICY=PASSIVE``, idle threads spin and only one thread per process avoids the slowdown cliff,
     so the default is then 1 (with a warning saying how to get passive waiting).
 
@@ -97,9 +89,9 @@ def share_cpu(threads: int | None = None, jobs: int = 2) -> int:
     if threads is None:
         threads = worker_threads(jobs)
         if not passive_waiting():
-            warnings.warn("torch was imported before luminate and OMP_WAIT_POLICY is not PASSIVE, so idle OpenMP "
-                          "threads spin; using 1 thread. For more, start Python with OMP_WAIT_POLICY=PASSIVE or "
-                          "import luminate before torch.", RuntimeWarning, stacklevel=2)
+            warnings.warn("OMP_WAIT_POLICY was not PASSIVE when torch loaded, so idle OpenMP threads spin; using "
+                          "1 thread. For more, start Python with OMP_WAIT_POLICY=PASSIVE (the luminate command line "
+                          "does), or pass threads=.", RuntimeWarning, stacklevel=2)
             threads = 1
     threads = max(1, int(threads))
     torch.set_num_threads(threads)

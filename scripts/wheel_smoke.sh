@@ -6,7 +6,10 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-"$VENV/bin/pip" wheel -q --no-deps -w "$tmp/dist" . >"$tmp/wheel.log" 2>&1 || { tail -20 "$tmp/wheel.log"; exit 1; }
+# built from a copy of the tracked files, as a fresh clone would be (no stale build/ folder in the wheel)
+mkdir "$tmp/src"
+git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$tmp/src"
+"$VENV/bin/pip" wheel -q --no-deps -w "$tmp/dist" "$tmp/src" >"$tmp/wheel.log" 2>&1 || { tail -20 "$tmp/wheel.log"; exit 1; }
 "$VENV/bin/pip" install -q --no-deps --target "$tmp/site" "$tmp"/dist/luminate-*.whl
 py=$(cd "$VENV/bin" && pwd)/python
 # every tracked non-Python file of the package is in the installed wheel
@@ -22,6 +25,7 @@ image = param.maco(64)()
 assert tuple(image.shape[-2:]) == (64, 64), image.shape
 assert len(luminate.models.imagenet_labels()) == 1000
 from luminate.views import html
+import luminate_launcher  # the console script's module travels in the wheel too
 for name in ("base.css", "blocks.css", "blocks.js"):
     assert html.asset(name), name
 print("wheel smoke test: MACO prior, labels and page assets load from the installed wheel")

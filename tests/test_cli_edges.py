@@ -224,14 +224,18 @@ def test_thread_policy_helpers(monkeypatch):
 
 
 @pytest.mark.slow
-def test_importing_luminate_before_torch_makes_openmp_wait_passively():
+def test_importing_luminate_writes_no_environment_but_the_command_line_waits_passively():
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     code = "import os, luminate, torch; print(os.environ.get('OMP_WAIT_POLICY'), luminate.runtime.passive_waiting())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["PASSIVE", "True"]
+    assert out.split() == ["None", "False"]
+    launch = ("import os, sys, luminate_launcher; sys.argv = ['luminate', '--version']\n"
+              "try: luminate_launcher.main()\nexcept SystemExit: pass\nprint(os.environ.get('OMP_WAIT_POLICY'))")
+    out = subprocess.run([sys.executable, "-c", launch], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split()[-1] == "PASSIVE"
     env["OMP_WAIT_POLICY"] = "ACTIVE"  # a policy the user chose is kept
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["ACTIVE", "False"]
+    out = subprocess.run([sys.executable, "-c", launch], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split()[-1] == "ACTIVE"
 
 
 def test_tiny_mode_caps_every_render(monkeypatch):
