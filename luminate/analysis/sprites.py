@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -54,7 +54,9 @@ def icon_settings(size: int, steps: int, lr: float, seed: int, transforms: Seque
 def channel_icons(model: Model | str, layer: str, channels: Sequence[int] | None = None, size: int = 64,
                   steps: int = 256, cache_dir: str | os.PathLike | bool | None = None, progress: bool = True, *,
                   seed: int = 0, lr: float = 0.05, batch_size: int = DEFAULT_BATCH,
-                  transforms: Sequence[Transform] | Transform | None = None) -> dict[int, torch.Tensor]:
+                  transforms: Sequence[Transform] | Transform | None = None,
+                  callback: Callable[[int, torch.Tensor, torch.Tensor], bool | None] | None = None
+                  ) -> dict[int, torch.Tensor]:
     """Feature visualizations of channels of ``layer``: ``{channel: [3, size, size]}`` in [0, 1] (CPU).
 
     Each missing channel is rendered once (``batch_size`` channels per batch, the objective
@@ -69,6 +71,9 @@ def channel_icons(model: Model | str, layer: str, channels: Sequence[int] | None
             ``False`` disables caching.
         progress: a progress bar per render batch. Ctrl-C stops after caching the batches already finished.
         seed, lr, transforms: render settings (``transforms=None``: Lucid's standard set).
+        callback: passed to every batch's :func:`~luminate.render.render` (``callback(step, images, scores)``
+            after each step), e.g. to report progress; returning True stops the render (KeyboardInterrupt, that
+            batch not cached).
     """
     model = as_model(model)
     n_channels = model.layer_info(layer).channels
@@ -93,7 +98,7 @@ def channel_icons(model: Model | str, layer: str, channels: Sequence[int] | None
     for start in range(0, len(missing), batch_size):
         chunk = missing[start:start + batch_size]
         result = render(model, obj.channels(layer, chunk), P.image(size, batch=len(chunk)), transforms=transforms,
-                        steps=steps, lr=lr, seed=seed, progress=progress)
+                        steps=steps, lr=lr, seed=seed, progress=progress, callback=callback)
         if result.interrupted:   # half-optimized icons must not enter the cache
             raise KeyboardInterrupt(f"channel icons of {layer} interrupted after {len(fresh)} new icons")
         batch = dict(zip(chunk, dequantize(quantize(result.image[:, :3]))))
