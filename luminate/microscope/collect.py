@@ -5,6 +5,12 @@ activation over positions** and where it is (the arg-max position), with the mod
 preprocessing. Per-unit results are then merged from the shards (:func:`summarize`):
 
 * the top-k images by that maximum, best first, with the arg-max position (ties: the lower image index);
+* the bottom-k images: the *lowest* maxima (the most negative, for units that go negative), lowest first;
+* quantile samples: ``samples`` images from each of ``strata`` activation strata (by default 5 from each fifth of
+  the distribution of maxima). The strata edges are the 20/40/60/80 % quantiles read from a fine (256-bin)
+  histogram of a second streaming pass, so they are exact to 1/256 of the unit's range; a third pass keeps, per
+  stratum, the images with the smallest pseudo-random priority (a hash of image index and unit): a streamed,
+  stratified reservoir sample that depends on neither the shard size, the batch size nor the worker count;
 * a histogram of the maxima over the image set, the fraction of images where the unit fires (maximum
   above zero), mean / spread, and flags for **dead** units (never above zero) and **constant** units
   (the same maximum on every image);
@@ -53,7 +59,12 @@ logger = logging.getLogger("luminate.microscope")
 
 EXAMPLES = "examples"
 ATTRIBUTION = "attribution"
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2
+#: activation strata of the quantile samples, and images kept per stratum
+STRATA = 5
+SAMPLES = 5
+FINE_BINS = 256
+WHICH = ("top", "bottom", "quantiles")
 
 
 def parse_units(spec: str | Sequence[int] | range | None, channels: int) -> list[int]:
@@ -77,6 +88,43 @@ def parse_units(spec: str | Sequence[int] | range | None, channels: int) -> list
     if bad:
         raise IndexError(f"unit {bad[0]} is out of range for a layer with {channels} channels (0..{channels - 1})")
     return sorted(dict.fromkeys(units))
+
+
+def resolve_layers(model, layers: str | Sequence[str] | None) -> list[str]:
+    """The layer names of a run, checked against ``model`` before any work starts.
+
+    ``None``: the model's default layer; ``"all"`` (or ``["all"]``): every layer of its layer-by-layer list
+    (:meth:`~luminate.models.Model.default_layers`: stem, each block, head, in forward order); otherwise the
+    names given, in order without repeats. Every unknown name is reported at once, with the closest names.
+    """
+    import difflib
+
+    model = as_model(model)
+    if layers is None:
+        from luminate.recipes import default_layer
+
+        return [default_layer(model)]
+    names = [layers] if isinstance(layers, str) else list(layers)
+    if [n.strip().lower() for n in names] == ["all"]:
+        names = model.default_layers()
+        if not names:
+            names = [info.name for info in model.layers() if len(info.shape) == 3]
+        if not names:
+            raise ValueError(f"{model.name} has no [C, H, W] layers to show; name layers with --layers")
+        return names
+    names = list(dict.fromkeys(names))
+    known = [info.name for info in model.layers()]
+    bad = []
+    for name in names:
+        try:
+            model.layer_info(name)
+        except (KeyError, ValueError, IndexError, AttributeError) as exc:
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            bad.append(f"{name!r}" + (f" (closest: {', '.join(close)})" if close else f" ({exc})"))
+    if bad:
+        raise ValueError(f"unknown layer(s) for {model.name}: {'; '.join(bad)}. List the layers with "
+                         f"`luminate layers {model.name}`, or give --layers all")
+    return names
 
 
 class Examples:
@@ -110,8 +158,13 @@ class Examples:
         return int(self.store.manifest["microscope"]["top_k"])
 
     def units(self, layer: str) -> list[int]:
-        """The units the run was asked about (rendered, attributed, given pages)."""
+        """The units the run was asked about (given pages)."""
         return list(self.store.manifest["microscope"]["units"][layer])
+
+    def attributed(self, layer: str) -> list[int]:
+        """The units attributed to classes (by default the units given pages)."""
+        info = self.store.manifest["microscope"]
+        return list(info.get("attributed", info["units"])[layer])
 
     def image_name(self, index: int) -> str:
         return self.store.image_names()[int(index)]
@@ -126,20 +179,36 @@ class Examples:
             self._summaries[layer] = summarize(self.path, layer, write=False)
         return self._summaries[layer]
 
-    def top_examples(self, layer: str, unit: int, k: int | None = None) -> list[dict]:
-        """``[{"image", "value", "y", "x", "index"}]`` best first: the unit's strongest images, the value of its
-        maximum over positions and the position (row ``y``, column ``x`` in the layer's grid)."""
+    def top_examples(self, layer: str, unit: int, k: int | None = None, which: str = "top") -> list[dict]:
+        """``[{"image", "value", "y", "x", "index"}]``: the unit's images, the value of its maximum over positions
+        and the position of that maximum (row ``y``, column ``x`` in the layer's grid).
+
+        ``which``: ``"top"`` the strongest first; ``"bottom"`` the lowest maxima first (most negative);
+        ``"quantiles"`` the stratified samples across the range, lowest first, each with its ``"stratum"``
+        (0 = the lowest fifth) and ``"quantile"`` range ``(lo, hi)``.
+        """
+        if which not in WHICH:
+            raise ValueError(f"which={which!r}: one of {', '.join(WHICH)}")
         s = self.summary(layer)
         channels = s["top_values"].shape[0]
         if not 0 <= int(unit) < channels:
             raise IndexError(f"unit {unit} is out of range for layer {layer!r} ({channels} units, 0..{channels - 1})")
         width = int(s["grid"][1])
+        prefix = {"top": "top", "bottom": "bottom", "quantiles": "quant"}[which]
+        rows = zip(s[f"{prefix}_values"][unit], s[f"{prefix}_images"][unit], s[f"{prefix}_argmax"][unit])
         out = []
-        for value, index, flat in zip(s["top_values"][unit], s["top_images"][unit], s["top_argmax"][unit]):
+        for j, (value, index, flat) in enumerate(rows):
             if index < 0:
+                if which == "quantiles":
+                    continue
                 break
-            out.append({"image": self.image_path(int(index)), "value": float(value), "y": int(flat) // width,
-                        "x": int(flat) % width, "index": int(index)})
+            item = {"image": self.image_path(int(index)), "value": float(value), "y": int(flat) // width,
+                    "x": int(flat) % width, "index": int(index)}
+            if which == "quantiles":
+                stratum = int(s["quant_stratum"][unit][j])
+                strata = int(s["quant_strata"])
+                item.update(stratum=stratum, quantile=(stratum / strata, (stratum + 1) / strata))
+            out.append(item)
         return out[:k] if k is not None else out
 
     def __repr__(self) -> str:
@@ -158,14 +227,22 @@ def open_examples(site_or_store: str | os.PathLike | Examples) -> Examples:
                             "with `luminate microscope MODEL IMAGES -o SITE` or luminate.microscope.build_site")
 
 
-def top_examples(site_or_store: str | os.PathLike | Examples, layer: str, unit: int, k: int | None = None
-                 ) -> list[dict]:
+def top_examples(site_or_store: str | os.PathLike | Examples, layer: str, unit: int, k: int | None = None,
+                 which: str = "top") -> list[dict]:
     """The images that excite ``unit`` of ``layer`` most, best first: ``[{"image", "value", "y", "x", "index"}]``.
 
     ``image`` is the original file path (or ``dataset[i]``), ``value`` the unit's maximum activation over
-    positions in that image, ``(y, x)`` where that maximum is, in the layer's grid.
+    positions in that image, ``(y, x)`` where that maximum is, in the layer's grid. ``which="bottom"``: the
+    images with the lowest maxima, lowest first; ``which="quantiles"``: samples from each activation stratum,
+    lowest first (with ``"stratum"`` and ``"quantile"``; see the module docstring for how they are drawn).
     """
-    return open_examples(site_or_store).top_examples(layer, unit, k)
+    return open_examples(site_or_store).top_examples(layer, unit, k, which)
+
+
+def layers(site_or_store: str | os.PathLike | Examples) -> list[tuple[str, int]]:
+    """``[(layer, number of units)]`` of a collected site, in forward order."""
+    examples = open_examples(site_or_store)
+    return [(info["name"], int(info["channels"])) for info in examples.store.manifest["layers"]]
 
 
 # ----- collection ------------------------------------------------------------------------------------------------
@@ -175,7 +252,8 @@ def collect_examples(model, images, layers: str | Sequence[str], out_dir: str | 
                      units: str | Sequence[int] | dict | None = None, top_k: int = 9, batch_size: int = 32,
                      shard_images: int = 256, attribution_images: int = 256, progress: bool = True,
                      num_workers: int | None = None, shards: Iterable[int] | None = None, ray: str | None = None,
-                     num_cpus: int | None = None) -> Examples:
+                     num_cpus: int | None = None, attribute: str | Sequence[int] | dict | None | bool = True,
+                     ray_engine: str = "data") -> Examples:
     """Stream ``images`` through ``model`` once and record every unit's peak activation per image.
 
     Args:
@@ -184,14 +262,18 @@ def collect_examples(model, images, layers: str | Sequence[str], out_dir: str | 
             unreadable files are skipped and named).
         layers: layer name(s) with ``[C, H, W]`` (or ``[C]``) outputs.
         out_dir: the data folder (created or resumed).
-        units: the units to attribute to classes (and to show): ``"0:64"``, a list, ``{layer: units}``;
-            ``None``: all. Peaks are recorded for every unit of the layer regardless.
+        units: the units to show (given pages): ``"0:64"``, a list, ``{layer: units}``; ``None``: all. Peaks are
+            recorded for every unit of the layer regardless.
+        attribute: the units attributed to classes (same forms as ``units``); ``True`` (default): the units shown.
         top_k: examples kept per unit by :func:`summarize`.
         batch_size: images per forward pass (results do not depend on it).
         shard_images: images per shard, the unit of resumption and of parallel work.
         attribution_images: at most this many (evenly spaced) images for class attribution; 0 disables it.
         shards: only these shards (a worker's share); default all missing ones.
-        ray: ``None`` (this process), ``"local"`` or a Ray address: shards become Ray tasks.
+        ray: ``None`` (this process), ``"local"`` or a Ray address: collection runs on Ray. ``ray_engine="data"``
+            (default): a Ray Data pipeline (:func:`luminate.parallel.collect_with_ray_data`: batches of paths
+            decoded in tasks, a pool of model actors, shards written here, the same files as in-process);
+            ``"tasks"``: one Ray task per shard.
 
     Returns:
         :class:`Examples` (complete unless ``shards`` left some out).
@@ -205,11 +287,19 @@ def collect_examples(model, images, layers: str | Sequence[str], out_dir: str | 
     specs = [_LayerSpec(model, name) for name in names]
     unit_map = {s.name: parse_units(units.get(s.name) if isinstance(units, dict) else units, s.channels)
                 for s in specs}
+    if attribute is True:
+        attr_map = unit_map
+    elif attribute is False:
+        attr_map = {s.name: [] for s in specs}
+    else:
+        attr_map = {s.name: parse_units(attribute.get(s.name, []) if isinstance(attribute, dict) else attribute,
+                                        s.channels) for s in specs}
     n_classes = _output_width(model)
     imageset = image_set(images)
     n_images = len(imageset)
     n_shards = math.ceil(n_images / shard_images)
-    every = max(1, math.ceil(n_images / attribution_images)) if attribution_images > 0 else 0
+    every = max(1, math.ceil(n_images / attribution_images)) \
+        if attribution_images > 0 and any(attr_map.values()) else 0
     out_dir = Path(out_dir)
     kind = "folder" if isinstance(imageset, ImageFolder) else "dataset" if isinstance(imageset, DatasetImages) \
         else "list"
@@ -222,11 +312,11 @@ def collect_examples(model, images, layers: str | Sequence[str], out_dir: str | 
               "images": {"count": n_images, "kind": kind, "source": imageset.source,
                          "root": str(imageset.root) if isinstance(imageset, ImageFolder) else None},
               "settings": settings, "n_shards": n_shards, "shard_images": shard_images,
-              "microscope": {"units": unit_map, "top_k": int(top_k)}}
+              "microscope": {"units": unit_map, "top_k": int(top_k), "attributed": attr_map}}
     examples = StoreWriter(out_dir / EXAMPLES, header, imageset.names(), overwrite=True)
     attribution = None
     if every:
-        attr_settings = dict(settings, kind="microscope.attribution-v1", units=unit_map, every=every,
+        attr_settings = dict(settings, kind="microscope.attribution-v1", units=attr_map, every=every,
                              method="grad-x-activation(channel map)")
         attribution = StoreWriter(out_dir / ATTRIBUTION, dict(header, settings=attr_settings), imageset.names(),
                                   overwrite=True)
@@ -236,26 +326,31 @@ def collect_examples(model, images, layers: str | Sequence[str], out_dir: str | 
     todo = sorted(k for k in wanted - done if 0 <= k < n_shards)
     if done and todo:
         logger.info("resuming %s: %d of %d shards already collected", out_dir, len(done), n_shards)
-    if todo and ray is not None:
+    if todo and ray is not None and ray_engine == "data":
+        from luminate.parallel import collect_with_ray_data
+
+        collect_with_ray_data(model, imageset, specs, attr_map, examples, attribution, todo, shard_images,
+                              batch_size, every, n_classes, ray=ray, num_cpus=num_cpus, progress=progress)
+    elif todo and ray is not None:
         from luminate.parallel import run_tasks
 
         sizes = [min((k + 1) * shard_images, n_images) - k * shard_images for k in todo]
         run_tasks(_collect_task, [(model, images, names, str(out_dir), unit_map, top_k, batch_size, shard_images,
-                                   attribution_images, k) for k in todo],
+                                   attribution_images, k, attr_map) for k in todo],
                   ray=ray, num_cpus=num_cpus, progress=progress, desc="collect", unit="img", weights=sizes,
                   shared={"model": model})
     elif todo:
-        _run(model, imageset, specs, unit_map, examples, attribution, todo, shard_images, batch_size, every,
+        _run(model, imageset, specs, attr_map, examples, attribution, todo, shard_images, batch_size, every,
              n_classes, progress, num_workers)
     return Examples(out_dir)
 
 
 def _collect_task(model, images, names, out_dir, unit_map, top_k, batch_size, shard_images, attribution_images,
-                  shard) -> int:
+                  shard, attr_map=True) -> int:
     """One shard, in a worker (idempotent: a finished shard is skipped)."""
     collect_examples(model, images, names, out_dir, units=unit_map, top_k=top_k, batch_size=batch_size,
                      shard_images=shard_images, attribution_images=attribution_images, progress=False,
-                     num_workers=0, shards=[shard])
+                     num_workers=0, shards=[shard], attribute=attr_map)
     return shard
 
 
@@ -279,6 +374,53 @@ def _set_microscope_header(path: Path, info: dict) -> None:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
+def batch_results(model: Model, tap: LayerTap, specs, indices: np.ndarray, images: torch.Tensor, unit_map: dict,
+                  every: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One batch of a collection: ``(examples part, attribution part)`` as numpy arrays, keyed like the shards
+    (``image``, ``peak.<key>`` ``[B, C]``, ``argmax.<key>``; ``image``, ``attr.<key>`` ``[B', U, K]`` for the
+    images sampled for attribution, every ``every``-th index; empty when ``every`` is 0). Shared by the
+    in-process pass and the Ray Data actors, so both write the same shards."""
+    images = images.to(model.device, non_blocking=True)
+    with torch.no_grad():
+        acts = tap(images)
+    part = {"image": np.asarray(indices, dtype=np.int64)}
+    for spec in specs:
+        peak, argmax = peaks(acts[spec.name])
+        part[f"peak.{spec.key}"] = peak.float().cpu().numpy()
+        part[f"argmax.{spec.key}"] = argmax.cpu().numpy().astype(np.int32)
+    attr_part: dict[str, np.ndarray] = {}
+    if every:
+        sampled = [j for j, i in enumerate(np.asarray(indices).tolist()) if i % every == 0]
+        if sampled:
+            chosen = images[sampled]
+            attr_part["image"] = np.asarray(indices, dtype=np.int64)[sampled]
+            for spec in specs:
+                attr = unit_attribution(model, chosen, spec.name, unit_map[spec.name])
+                attr_part[f"attr.{spec.key}"] = attr.numpy()
+    return part, attr_part
+
+
+def write_shard_parts(examples: StoreWriter, attribution: StoreWriter | None, shard: int, parts: list[dict],
+                      attr_parts: list[dict], skipped: list[tuple[str, str]], specs, unit_map: dict,
+                      n_classes: int, shard_images: int, n_images: int) -> None:
+    """Write shard ``shard`` from its batches' parts (in image order): attribution first, then the examples shard,
+    whose manifest entry marks the pair as done."""
+    lo, hi = shard * shard_images, min((shard + 1) * shard_images, n_images)
+    if attribution is not None:
+        attribution.write_shard(shard, _concat(_stack(attr_parts), specs, "attr", unit_map, n_classes), (lo, hi))
+    arrays = _concat(_stack(parts), specs, "peak", unit_map, n_classes)
+    if not examples.write_shard(shard, arrays, (lo, hi), skipped):
+        logger.info("shard %d was finished by another writer meanwhile; kept that one", shard)
+
+
+def _stack(parts: list[dict]) -> dict[str, list[np.ndarray]]:
+    out: dict[str, list[np.ndarray]] = {}
+    for part in parts:
+        for name, value in part.items():
+            out.setdefault(name, []).append(value)
+    return out
+
+
 def _run(model: Model, imageset: ImageSet, specs, unit_map, examples: StoreWriter, attribution: StoreWriter | None,
          todo: list[int], shard_images: int, batch_size: int, every: int, n_classes: int, progress: bool,
          num_workers: int | None) -> None:
@@ -289,8 +431,8 @@ def _run(model: Model, imageset: ImageSet, specs, unit_map, examples: StoreWrite
     loader = image_loader(imageset, model.contract, [b for _, b in plan], num_workers=num_workers,
                           pin_memory=model.device.type == "cuda")
     bar = tqdm(total=sum(len(b) for _, b in plan), unit="img", desc="collect", disable=not progress)
-    parts: dict[str, list[np.ndarray]] = {}
-    attr_parts: dict[str, list[np.ndarray]] = {}
+    parts: list[dict] = []
+    attr_parts: list[dict] = []
     skipped: list[tuple[str, str]] = []
     names = [s.name for s in specs]
     try:
@@ -301,39 +443,23 @@ def _run(model: Model, imageset: ImageSet, specs, unit_map, examples: StoreWrite
                     logger.warning("skipping unreadable image %s: %s", name, reason)
                     skipped.append((name, reason))
                 if len(batch.indices):
-                    images = batch.images.to(model.device, non_blocking=True)
-                    with torch.no_grad():
-                        acts = tap(images)
-                    parts.setdefault("image", []).append(batch.indices.numpy().astype(np.int64))
-                    for spec in specs:
-                        peak, argmax = peaks(acts[spec.name])
-                        parts.setdefault(f"peak.{spec.key}", []).append(peak.float().cpu().numpy())
-                        parts.setdefault(f"argmax.{spec.key}", []).append(argmax.cpu().numpy().astype(np.int32))
-                    if attribution is not None:
-                        sampled = [j for j, i in enumerate(batch.indices.tolist()) if i % every == 0]
-                        if sampled:
-                            chosen = images[sampled]
-                            attr_parts.setdefault("image", []).append(batch.indices[sampled].numpy().astype(np.int64))
-                            for spec in specs:
-                                attr = unit_attribution(model, chosen, spec.name, unit_map[spec.name])
-                                attr_parts.setdefault(f"attr.{spec.key}", []).append(attr.numpy())
+                    part, attr_part = batch_results(model, tap, specs, batch.indices.numpy(), batch.images, unit_map,
+                                                    every)
+                    parts.append(part)
+                    if attr_part:
+                        attr_parts.append(attr_part)
                 bar.update(len(indices))
                 bar.set_postfix(skipped=len(skipped), refresh=False)
                 if step + 1 == len(plan) or plan[step + 1][0] != shard:
-                    lo, hi = shard * shard_images, min((shard + 1) * shard_images, n_images)
-                    if attribution is not None:   # first: the examples shard marks the pair as started
-                        arrays = _concat(attr_parts, specs, "attr", unit_map, n_classes)
-                        attribution.write_shard(shard, arrays, (lo, hi))
-                    arrays = _concat(parts, specs, "peak", unit_map, n_classes)
-                    if not examples.write_shard(shard, arrays, (lo, hi), skipped):
-                        logger.info("shard %d was finished by another writer meanwhile; kept that one", shard)
-                    parts, attr_parts, skipped = {}, {}, []
+                    write_shard_parts(examples, attribution, shard, parts, attr_parts, skipped, specs, unit_map,
+                                      n_classes, shard_images, n_images)
+                    parts, attr_parts, skipped = [], [], []
     finally:
         bar.close()
 
 
 def _concat(parts: dict, specs, kind: str, unit_map: dict, n_classes: int) -> dict[str, np.ndarray]:
-    if parts:
+    if parts and parts.get("image"):
         return {name: np.concatenate(values) for name, values in parts.items()}
     arrays = {"image": np.zeros(0, np.int64)}
     for spec in specs:
@@ -394,14 +520,18 @@ def _summary_key(store: ActivationStore, attribution: ActivationStore | None, la
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def summarize(data_dir: str | os.PathLike, layer: str, bins: int = 32, similar: int = 8, write: bool = True) -> dict:
+def summarize(data_dir: str | os.PathLike, layer: str, bins: int = 32, similar: int = 8, write: bool = True,
+              strata: int = STRATA, samples: int = SAMPLES) -> dict:
     """Merge the shards of ``layer`` into per-unit results (read back from ``summary-<layer>.npz`` when it is
     up to date; written there when ``write`` and the collection is complete).
 
     Returns a dict of numpy arrays (``C`` units, ``k`` examples, ``U`` attributed units, ``K`` classes):
     ``top_values`` ``[C, k]`` float32 (maxima, best first; ``-inf`` past the images there are),
     ``top_images`` ``[C, k]`` int64 (image indices, ``-1`` when missing), ``top_argmax`` ``[C, k]`` (flat
-    ``y * W + x``), ``hist_counts`` ``[C, bins]``, ``hist_edges`` ``[C, bins + 1]``, ``firing`` ``[C]``
+    ``y * W + x``), ``bottom_values`` / ``bottom_images`` / ``bottom_argmax`` ``[C, k]`` (the lowest maxima,
+    lowest first), ``quant_values`` / ``quant_images`` / ``quant_argmax`` / ``quant_stratum`` ``[C, strata *
+    samples]`` (stratified samples, lowest first; image ``-1`` where a stratum had fewer images), ``quant_edges``
+    ``[C, strata + 1]``, ``hist_counts`` ``[C, bins]``, ``hist_edges`` ``[C, bins + 1]``, ``firing`` ``[C]``
     (fraction of images with a maximum above zero), ``mean``, ``std``, ``minimum``, ``maximum`` ``[C]``,
     ``dead`` / ``constant`` ``[C]`` bool, ``similar_units`` / ``similar_corr`` ``[C, similar]`` (the most
     correlated units, by correlation of maxima over images; ``-1`` where no unit is left to compare),
@@ -413,7 +543,7 @@ def summarize(data_dir: str | os.PathLike, layer: str, bins: int = 32, similar: 
     attr_dir = data_dir / ATTRIBUTION
     attribution = ActivationStore(attr_dir) if (attr_dir / "manifest.json").is_file() else None
     info = store.layer_info(layer)
-    key = _summary_key(store, attribution, layer, bins, similar)
+    key = _summary_key(store, attribution, layer, bins, similar) + f"-{strata}x{samples}"
     path = summary_path(data_dir, layer)
     if path.is_file():
         try:
@@ -423,9 +553,10 @@ def summarize(data_dir: str | os.PathLike, layer: str, bins: int = 32, similar: 
         except (OSError, ValueError, KeyError):
             pass
     top_k = int(store.manifest["microscope"]["top_k"])
-    result = merge_shards(store, info["key"], top_k, bins, similar)
+    result = merge_shards(store, info["key"], top_k, bins, similar, strata, samples)
     result["grid"] = np.array(info["grid"], dtype=np.int64)
-    units = store.manifest["microscope"]["units"][layer]
+    info_m = store.manifest["microscope"]
+    units = info_m.get("attributed", info_m["units"])[layer]
     result["attr_units"] = np.array(units, dtype=np.int64)
     result["attr_mean"], result["attr_count"] = _attribution_mean(attribution, info["key"], len(units),
                                                                   store.n_classes)
@@ -440,12 +571,15 @@ def summarize(data_dir: str | os.PathLike, layer: str, bins: int = 32, similar: 
     return result
 
 
-def merge_shards(store: ActivationStore, key: str, top_k: int, bins: int = 32, similar: int = 8) -> dict:
-    """Streaming merge of the examples shards of one layer (memory: one shard plus ``[C, C]``)."""
+def merge_shards(store: ActivationStore, key: str, top_k: int, bins: int = 32, similar: int = 8,
+                 strata: int = STRATA, samples: int = SAMPLES) -> dict:
+    """Streaming merge of the examples shards of one layer, in three passes over the shards (memory: one shard
+    plus ``[C, C]`` and ``[C, 256]``): top / bottom k and moments; histograms; stratified quantile samples."""
     channels = next(info["channels"] for info in store.manifest["layers"] if info["key"] == key)
     values = np.full((channels, 0), -np.inf, np.float32)
     images = np.zeros((channels, 0), np.int64)
     argmax = np.zeros((channels, 0), np.int32)
+    low_values, low_images, low_argmax = values, images, argmax
     n = 0
     total = np.zeros(channels)
     squares = np.zeros(channels)
@@ -462,6 +596,8 @@ def merge_shards(store: ActivationStore, key: str, top_k: int, bins: int = 32, s
         where = np.asarray(shard[f"argmax.{key}"], dtype=np.int32)            # [R, C]
         values, images, argmax = merge_top_k(values, images, argmax, peak.T, np.broadcast_to(index, peak.T.shape),
                                              where.T, top_k)
+        low_values, low_images, low_argmax = merge_top_k(low_values, low_images, low_argmax, -peak.T,
+                                                         np.broadcast_to(index, peak.T.shape), where.T, top_k)
         p = peak.astype(np.float64)
         n += len(index)
         total += p.sum(0)
@@ -470,11 +606,8 @@ def merge_shards(store: ActivationStore, key: str, top_k: int, bins: int = 32, s
         fires += (peak > 0).sum(0)
         lo = np.minimum(lo, p.min(0))
         hi = np.maximum(hi, p.max(0))
-    if values.shape[1] < top_k:   # fewer readable images than k
-        pad = top_k - values.shape[1]
-        values = np.concatenate([values, np.full((channels, pad), -np.inf, np.float32)], 1)
-        images = np.concatenate([images, np.full((channels, pad), -1, np.int64)], 1)
-        argmax = np.concatenate([argmax, np.zeros((channels, pad), np.int32)], 1)
+    values, images, argmax = _pad(values, images, argmax, top_k, -np.inf)
+    low_values, low_images, low_argmax = _pad(-low_values, low_images, low_argmax, top_k, np.inf)
     count = max(n, 1)
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean ** 2, 0))
@@ -487,12 +620,15 @@ def merge_shards(store: ActivationStore, key: str, top_k: int, bins: int = 32, s
     edge_hi = np.where(hi > lo, hi, hi + 0.5)
     edges = edge_lo[:, None] + (edge_hi - edge_lo)[:, None] * np.linspace(0, 1, bins + 1)[None, :]
     counts = np.zeros((channels, bins), np.int64)
+    fine = np.zeros((channels, FINE_BINS), np.int64)
     for _, shard in store.iter_shards([f"peak.{key}"]):
         peak = np.asarray(shard[f"peak.{key}"], dtype=np.float64)
         if not len(peak):
             continue
-        slot = np.floor((peak - edge_lo) / (edge_hi - edge_lo) * bins).astype(np.int64).clip(0, bins - 1)  # [R, C]
-        np.add.at(counts, (np.broadcast_to(np.arange(channels), slot.shape), slot), 1)
+        for table, n_bins in ((counts, bins), (fine, FINE_BINS)):
+            slot = np.floor((peak - edge_lo) / (edge_hi - edge_lo) * n_bins).astype(np.int64).clip(0, n_bins - 1)
+            np.add.at(table.reshape(-1), (np.arange(channels) * n_bins + slot).reshape(-1), 1)   # [R, C] slots
+    quant = _stratified_samples(store, key, channels, fine, edge_lo, edge_hi, strata, samples)
     # co-activation: correlation of the units' maxima over images
     cov = outer / count - np.outer(mean, mean)
     scale = np.where(constant, np.inf, std)
@@ -503,12 +639,87 @@ def merge_shards(store: ActivationStore, key: str, top_k: int, bins: int = 32, s
     order = np.argsort(-corr, axis=1, kind="stable")[:, :similar]
     similar_corr = np.take_along_axis(corr, order, 1)
     order[~np.isfinite(similar_corr)] = -1    # fewer comparable units than asked for
-    return {"top_values": values, "top_images": images, "top_argmax": argmax, "hist_counts": counts,
+    return {"top_values": values, "top_images": images, "top_argmax": argmax, "bottom_values": low_values,
+            "bottom_images": low_images, "bottom_argmax": low_argmax, **quant, "hist_counts": counts,
             "hist_edges": edges.astype(np.float32), "firing": (fires / count).astype(np.float32),
             "mean": mean.astype(np.float32), "std": std.astype(np.float32), "minimum": lo.astype(np.float32),
             "maximum": hi.astype(np.float32), "dead": dead, "constant": constant & ~dead,
             "similar_units": order.astype(np.int64), "similar_corr": np.nan_to_num(similar_corr, neginf=0.0),
             "n_images": np.array(n)}
+
+
+def _pad(values: np.ndarray, images: np.ndarray, argmax: np.ndarray, k: int, fill: float):
+    """Pad ``[C, k']`` example arrays to ``k`` columns (fewer readable images than ``k``): image ``-1``."""
+    if values.shape[1] >= k:
+        return values, images, argmax
+    channels, pad = values.shape[0], k - values.shape[1]
+    return (np.concatenate([values, np.full((channels, pad), fill, np.float32)], 1),
+            np.concatenate([images, np.full((channels, pad), -1, np.int64)], 1),
+            np.concatenate([argmax, np.zeros((channels, pad), np.int32)], 1))
+
+
+def _priority(index: np.ndarray, channels: int) -> np.ndarray:
+    """A fixed pseudo-random priority per (image, unit), ``[R, C]`` uint64 (splitmix64 of both): the reservoir
+    keeps the smallest, so the samples depend only on the images, never on shards or batches."""
+    with np.errstate(over="ignore"):
+        z = (np.asarray(index, np.uint64)[:, None] * np.uint64(0x9E3779B97F4A7C15)
+             + (np.arange(channels, dtype=np.uint64)[None, :] + np.uint64(1)) * np.uint64(0xD1B54A32D192ED03))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def quantile_edges(fine: np.ndarray, edge_lo: np.ndarray, edge_hi: np.ndarray, strata: int) -> np.ndarray:
+    """``[C, strata + 1]`` value edges of equal-count strata from per-unit fine histograms ``[C, B]`` over
+    ``[edge_lo, edge_hi]`` (linear within a bin; the outer edges are the range itself)."""
+    channels, n_bins = fine.shape
+    cum = np.concatenate([np.zeros((channels, 1)), np.cumsum(fine, 1)], 1)            # [C, B + 1]
+    total = np.maximum(cum[:, -1:], 1)
+    width = (edge_hi - edge_lo)[:, None] / n_bins
+    edges = np.empty((channels, strata + 1))
+    edges[:, 0], edges[:, -1] = -np.inf, np.inf
+    for j in range(1, strata):
+        target = total[:, 0] * j / strata
+        b = np.clip((cum < target[:, None]).sum(1) - 1, 0, n_bins - 1)             # the bin holding the rank
+        below = np.take_along_axis(cum, b[:, None], 1)[:, 0]
+        inside = np.maximum(np.take_along_axis(fine, b[:, None], 1)[:, 0], 1)
+        edges[:, j] = edge_lo + (b + np.clip((target - below) / inside, 0, 1)) * width[:, 0]
+    return edges
+
+
+def _stratified_samples(store: ActivationStore, key: str, channels: int, fine: np.ndarray, edge_lo: np.ndarray,
+                        edge_hi: np.ndarray, strata: int, samples: int) -> dict[str, np.ndarray]:
+    """The third pass: per unit and stratum, the ``samples`` images of smallest :func:`_priority`."""
+    edges = quantile_edges(fine, edge_lo, edge_hi, strata)
+    none = np.iinfo(np.uint64).max
+    pri = np.full((channels, strata, samples), none, np.uint64)
+    val = np.zeros((channels, strata, samples), np.float32)
+    img = np.full((channels, strata, samples), -1, np.int64)
+    arg = np.zeros((channels, strata, samples), np.int32)
+    rows = np.arange(channels)[:, None]
+    for _, shard in store.iter_shards(["image", f"peak.{key}", f"argmax.{key}"]):
+        index = np.asarray(shard["image"], dtype=np.int64)
+        if not len(index):
+            continue
+        peak = np.asarray(shard[f"peak.{key}"], dtype=np.float32).T                   # [C, R]
+        where = np.asarray(shard[f"argmax.{key}"], dtype=np.int32).T
+        stratum = (peak[:, :, None] >= edges[:, None, 1:-1]).sum(2)                     # [C, R]
+        priority = _priority(index, channels).T                                        # [C, R]
+        for j in range(strata):
+            p = np.concatenate([pri[:, j], np.where(stratum == j, priority, none)], 1)
+            order = np.argsort(p, axis=1, kind="stable")[:, :samples]
+            pri[:, j] = p[rows, order]
+            val[:, j] = np.concatenate([val[:, j], peak], 1)[rows, order]
+            img[:, j] = np.concatenate([img[:, j], np.broadcast_to(index, peak.shape)], 1)[rows, order]
+            arg[:, j] = np.concatenate([arg[:, j], where], 1)[rows, order]
+    img[pri == none] = -1
+    level = np.broadcast_to(np.arange(strata)[None, :, None], img.shape)
+    # lowest first within each stratum (missing samples last)
+    order = np.argsort(np.where(img >= 0, val, np.inf), axis=2, kind="stable")
+    take = lambda a: np.take_along_axis(a, order, 2).reshape(channels, strata * samples)  # noqa: E731
+    return {"quant_values": take(val), "quant_images": take(img), "quant_argmax": take(arg),
+            "quant_stratum": take(np.ascontiguousarray(level)), "quant_edges": edges.astype(np.float32),
+            "quant_strata": np.array(strata)}
 
 
 def merge_top_k(values: np.ndarray, images: np.ndarray, argmax: np.ndarray, new_values: np.ndarray,
