@@ -170,9 +170,11 @@ class Model(nn.Module):
 
     def preprocess(self, image) -> torch.Tensor:
         """Any image (path, PIL, array, tensor) -> ``[N, C, *size]`` in [0, 1] on the model's device."""
-        from luminate.images import to_tensor  # images is a leaf module; imported here to keep models light
+        from luminate.images import needed_side, to_tensor  # images is a leaf module, imported here: models stay light
 
-        return self.contract.preprocess(to_tensor(image, channels=self.contract.channels)).to(self.device)
+        side = needed_side(self.contract.size, self.contract.crop_fraction)  # a huge JPEG decodes at reduced size
+        tensor = to_tensor(image, channels=self.contract.channels, min_side=side)
+        return self.contract.preprocess(tensor).to(self.device)
 
     def as_batch(self, images, *, single: bool = False) -> torch.Tensor:
         """The one way Luminate's analyses get an image batch: ``[N, C, H, W]`` float on the model's device.
