@@ -33,6 +33,7 @@ import torch
 from luminate import images as imageio
 from luminate import runtime
 from luminate.activations import LayerTap
+from luminate.fold import folded_batchnorm
 from luminate.models.base import Model, as_model
 from luminate.objectives import Objective, as_objective
 from luminate.overrides import RedirectedReLU
@@ -186,10 +187,13 @@ def render(model: Model | torch.nn.Module | str,
     start = time.perf_counter()
     step_tensor = torch.zeros((), dtype=torch.long, device=device)
     try:
-        with LayerTap(model, layers, check_inputs=False) as tap:
+        with model.frozen(), _folded(model, layers) as fold_info, LayerTap(model, layers, check_inputs=False) as tap:
+            settings["batchnorm"] = fold_info.summary()
             for step in range(steps):
                 images = param()
                 transformed = transform(images, generator)
+                if fold_info.pairs and device.type == "cpu":
+                    transformed = transformed.contiguous(memory_format=torch.channels_last)
                 if redirect is not None and step < redirect_relu_steps:
                     with redirect:  # scoped to the network's forward pass; the graph keeps the redirect
                         acts = tap(transformed)
@@ -236,6 +240,15 @@ def render(model: Model | torch.nn.Module | str,
     return RenderResult(images=snapshots, thresholds=recorded, history=history[:done].cpu(),
                         settings=settings, frames=frames, interrupted=interrupted,
                         seconds=time.perf_counter() - start)
+
+
+def _folded(model: Model, layers: Sequence[str]):
+    """BatchNorm folded into the convolutions of the frozen network for the render (restored after it); channels-last
+    weights on the CPU, where they measured faster (``benchmarks/render_speed.py``). Tapped modules stay unfolded."""
+    keep = {model.resolve(name)[0] for name in layers if name not in LayerTap.SPECIAL}
+    size = tuple(model.size) if model.contract.fixed_size else (64, 64)
+    return folded_batchnorm(model.network, keep=keep, size=size, channels=model.contract.channels,
+                            forward=model, channels_last=model.device.type == "cpu")
 
 
 def _progress(total: int, enabled: bool):

@@ -1,0 +1,231 @@
+"""Fold BatchNorm into the convolution before it, for the duration of a render.
+
+A frozen network in eval mode computes ``bn(conv(x)) = conv(x) * s + t`` per channel, with
+``s = gamma / sqrt(var + eps)`` and ``t = beta - mean * s``. Scaling the convolution's weight by ``s`` and adding
+``t`` as its bias gives the same values with one elementwise pass less forward and one less backward per
+BatchNorm: the render loop's steps then cost less than the plain network's forward and backward.
+
+:func:`folded_batchnorm` is a context manager that does it in place and puts everything back on exit:
+
+>>> with model.frozen(), folded_batchnorm(model.network, keep=["blocks.9.project.conv"]) as info:
+...     ...                                    # info.pairs: the (conv, bn) names folded
+...                                            # the user's network is exactly as before after the block
+
+How pairs are found
+    A probe forward pass (no gradients, a small random image) records which BatchNorm's input is exactly the
+    output tensor of a convolution, each called once per pass; only those pairs fold. Convolutions the caller
+    reads (``keep``: a tapped layer sees its own output, which folding would change) are left alone.
+
+What changes, and how it is undone
+    The convolution's ``weight`` (and ``bias``) are *replaced* by new frozen parameters (the user's parameter
+    objects are not written to), and the BatchNorm's ``forward`` becomes the identity (an instance attribute, so
+    its hooks still fire and a tap on the BatchNorm sees the same values as before). A convolution subclass whose
+    forward ignores ``self.bias`` (e.g. a "same"-padding convolution that calls ``F.conv2d(..., None, ...)``) gets
+    the shift added by the BatchNorm instead. On exit the original parameters and forwards come back.
+
+Safety
+    After folding, a second probe pass compares the network's output (or the deepest kept layer) with the unfolded
+    one; beyond ``rtol`` everything is undone and ``info.reason`` says why. Networks in training mode, without
+    BatchNorm, or with parameters that require gradients (a network being trained) are not folded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+_BN = (nn.BatchNorm2d,)
+
+
+@dataclass
+class FoldInfo:
+    """What :func:`folded_batchnorm` did: ``pairs`` ``[(conv name, bn name)]`` folded (empty when nothing was),
+    ``reason`` why not (``None`` when folded), ``max_error`` the probe's relative difference."""
+
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    reason: str | None = None
+    max_error: float = 0.0
+
+    def summary(self) -> str:
+        """One line for ``result.settings``."""
+        if self.pairs:
+            return f"{len(self.pairs)} BatchNorm layers folded into their convolutions (probe error {self.max_error:.1e})"
+        return f"not folded: {self.reason}"
+
+
+def _probe_input(network: nn.Module, size: tuple[int, int], channels: int) -> Tensor:
+    param = next(iter(network.parameters()))
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(1, channels, *size, generator=g).to(device=param.device, dtype=param.dtype)
+
+
+def _uses_bias(conv: nn.Conv2d) -> bool:
+    """Whether ``conv.forward`` adds ``conv.bias`` (a subclass may call ``F.conv2d(..., None, ...)`` itself)."""
+    if type(conv).forward is nn.Conv2d.forward:
+        return True
+    w = conv.weight
+    x = torch.zeros(1, conv.in_channels, 2 * conv.kernel_size[0] + 1, 2 * conv.kernel_size[1] + 1,
+                    device=w.device, dtype=w.dtype)
+    saved = conv.bias
+    try:
+        conv.bias = nn.Parameter(torch.ones(conv.out_channels, device=w.device, dtype=w.dtype), requires_grad=False)
+        with torch.no_grad():
+            y = conv(x)
+    finally:
+        conv.bias = saved
+    return bool((y > 0.5).all())
+
+
+def find_pairs(network: nn.Module, probe: Tensor) -> list[tuple[str, str]]:
+    """``[(conv name, bn name)]``: each BatchNorm whose input is the output tensor of a convolution, both called once
+    in a forward pass of ``probe`` (run under ``no_grad``)."""
+    names = {m: n for n, m in network.named_modules()}
+    calls: dict[str, int] = {}
+    outputs: dict[int, tuple[str, Tensor]] = {}
+    pairs: dict[str, str] = {}
+    handles = []
+
+    def on_conv(module, inputs, output):
+        name = names[module]
+        calls[name] = calls.get(name, 0) + 1
+        if isinstance(output, Tensor):
+            outputs[id(output)] = (name, output)          # the tensor is kept so its id stays unique
+
+    def on_bn(module, inputs):
+        name = names[module]
+        calls[name] = calls.get(name, 0) + 1
+        source = outputs.get(id(inputs[0])) if inputs and isinstance(inputs[0], Tensor) else None
+        if source is not None and source[1] is inputs[0]:
+            pairs[name] = source[0]
+
+    for module, name in names.items():
+        if isinstance(module, nn.Conv2d) and not isinstance(module, nn.ConvTranspose2d):
+            handles.append(module.register_forward_hook(on_conv))
+        elif isinstance(module, _BN):
+            handles.append(module.register_forward_pre_hook(on_bn))
+    try:
+        with torch.no_grad():
+            network(probe)
+    finally:
+        for h in handles:
+            h.remove()
+    used = list(pairs.values())
+    return [(conv, bn) for bn, conv in pairs.items()
+            if calls.get(bn) == 1 and calls.get(conv) == 1 and used.count(conv) == 1]
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+class _Shift:
+    """A BatchNorm folded into a convolution that ignores its bias: adds the per-channel shift."""
+
+    def __init__(self, shift: Tensor):
+        self.shift = shift[:, None, None]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return x + self.shift
+
+
+@contextlib.contextmanager
+def folded_batchnorm(network: nn.Module, keep: Iterable[str] = (), size: tuple[int, int] = (64, 64),
+                     channels: int = 3, rtol: float = 1e-4, forward=None,
+                     channels_last: bool = False) -> Iterator[FoldInfo]:
+    """Fold every eval-mode BatchNorm2d into the convolution feeding it while the block runs; restore on exit.
+
+    Args:
+        network: the frozen network (eval mode, ``requires_grad=False`` weights: inside ``Model.frozen()``).
+        keep: module names whose outputs the caller reads (their convolutions are not folded).
+        size, channels: the probe image ``[1, channels, *size]`` (random, seeded).
+        rtol: the largest relative difference of the probe's output allowed (else nothing is folded).
+        forward: ``images -> tensor`` the probe compares (default ``network``), e.g. a tap of the deepest layer.
+        channels_last: store the folded 4-d weights channels-last (faster convolutions on CPUs with oneDNN;
+            feed the network channels-last images too).
+
+    Yields:
+        :class:`FoldInfo`.
+    """
+    info = FoldInfo()
+    keep = set(keep)
+    forward = forward or network
+    bns = [m for m in network.modules() if isinstance(m, _BN)]
+    if not bns:
+        info.reason = "the network has no BatchNorm2d"
+        yield info
+        return
+    if network.training or any(m.training for m in bns):
+        info.reason = "the network is in training mode"
+        yield info
+        return
+    if any(p.requires_grad for p in network.parameters()):
+        info.reason = "the network's weights require gradients (it is not frozen)"
+        yield info
+        return
+    if any(not m.track_running_stats or m.running_var is None for m in bns):
+        info.reason = "a BatchNorm2d without running statistics"
+        yield info
+        return
+    probe = _probe_input(network, size, channels)
+    try:
+        pairs = [(c, b) for c, b in find_pairs(network, probe) if c not in keep]
+        with torch.no_grad():
+            reference = forward(probe) if pairs else None
+    except Exception as error:  # a network that cannot run the probe image: render it as it is
+        info.reason = f"the probe image {tuple(probe.shape)} did not run ({type(error).__name__}: {error})"
+        yield info
+        return
+    if not pairs:
+        info.reason = "no BatchNorm2d directly after a convolution"
+        yield info
+        return
+    undo = []
+    try:
+        with torch.no_grad():
+            for conv_name, bn_name in pairs:
+                conv = network.get_submodule(conv_name)
+                bn = network.get_submodule(bn_name)
+                scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
+                shift = (bn.bias if bn.affine else torch.zeros_like(bn.running_mean)) - bn.running_mean * scale
+                old_w, old_b = conv.weight, conv.bias
+                bias_in_conv = _uses_bias(conv)
+                if old_b is not None:
+                    shift = shift + old_b * scale
+                undo.append((conv, old_w, old_b, bn, "forward" in bn.__dict__, bn.__dict__.get("forward")))
+                w = old_w * scale.reshape(-1, *([1] * (old_w.ndim - 1)))
+                if channels_last and w.ndim == 4:
+                    w = w.contiguous(memory_format=torch.channels_last)
+                conv.weight = nn.Parameter(w.to(old_w.dtype), requires_grad=False)
+                if bias_in_conv:
+                    conv.bias = nn.Parameter(shift.to(old_w.dtype), requires_grad=False)
+                    bn.forward = _identity
+                else:
+                    if old_b is not None:
+                        conv.bias = nn.Parameter((old_b * 0).to(old_w.dtype), requires_grad=False)
+                    bn.forward = _Shift(shift.to(old_w.dtype))
+            folded = forward(probe)
+        error = float((folded - reference).abs().max() / reference.abs().max().clamp_min(1e-12))
+        info.max_error = error
+        if error > rtol or not torch.isfinite(folded).all():
+            _restore(undo)
+            undo = []
+            info.reason = f"folding changed the probe output by {error:.1e} (relative; allowed {rtol:g})"
+        else:
+            info.pairs = pairs
+        yield info
+    finally:
+        _restore(undo)
+
+
+def _restore(undo: list) -> None:
+    for conv, old_w, old_b, bn, had_forward, old_forward in reversed(undo):
+        conv.weight = old_w
+        conv.bias = old_b
+        if had_forward:
+            bn.forward = old_forward
+        else:
+            bn.__dict__.pop("forward", None)
