@@ -11,12 +11,13 @@ import base64
 import io
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
@@ -27,46 +28,134 @@ class UnreadableImageError(ValueError):
     """A file that should hold an image could not be decoded."""
 
 
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image file as an RGB PIL image (grey, palette and RGBA files are converted).
+class ImageTooLargeError(UnreadableImageError):
+    """An image has more pixels than the reader's budget (``max_pixels``); it is skipped, named, not decoded."""
 
-    RGBA images are composited over white, so transparent regions do not turn black.
-    Raises :class:`UnreadableImageError` naming the file when it is missing, empty or corrupt.
+
+def default_max_pixels() -> int:
+    """The pixel budget of :func:`open_image`: Pillow's own refusal limit (twice ``Image.MAX_IMAGE_PIXELS``,
+    about 179 megapixels), counted after reduced decoding, so a huge JPEG that ``draft`` shrinks still reads."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return int(2 * limit) if limit else 2 * 89_478_485
+
+
+def needed_side(size: int | Sequence[int], crop_fraction: float = 1.0) -> int:
+    """The shortest image side that still gives ``size`` (int or ``(H, W)``) pixels after a centre crop of
+    ``crop_fraction`` of the short side: what :func:`open_image` may decode a large JPEG down to (``min_side``)."""
+    longest = max(size) if isinstance(size, (tuple, list)) else int(size)
+    return int(math.ceil(longest / max(1e-6, float(crop_fraction))))
+
+
+#: images above this many pixels are decoded at reduced size when ``min_side`` allows (smaller ones decode whole,
+#: so ordinary photos give exactly the pixels they always gave)
+REDUCE_ABOVE = 4096 * 4096
+
+
+def open_image(path: str | os.PathLike, *, min_side: int | None = None, max_pixels: int | None = None
+               ) -> Image.Image:
+    """Open an image file as an upright RGB PIL image: the one reader behind every path Luminate takes.
+
+    * EXIF orientation is applied (a phone photo stored on its side comes back upright);
+    * 16-bit and 32-bit grey (``I;16``, ``I``) and float (``F``) images are scaled to 8 bits, not clipped
+      (:func:`scale_high_depth`); palette, grey, CMYK are converted; RGBA is composited over white, so
+      transparent regions do not turn black;
+    * ``min_side``: when the model needs fewer pixels, a large JPEG is decoded at a reduced size (Pillow's
+      ``draft``, a power-of-two DCT scaling, keeping both sides at least ``min_side``) and other formats are
+      shrunk by an integer factor (``reduce``), so memory follows what is kept, not the file's size (only images
+      over :data:`REDUCE_ABOVE` pixels: smaller ones decode whole);
+    * ``max_pixels`` (default :func:`default_max_pixels`): a larger image raises :class:`ImageTooLargeError`
+      (a named skip in collections) instead of decoding it; Pillow's ``DecompressionBombWarning`` never reaches
+      the user.
+
+    Raises :class:`UnreadableImageError` naming the file when it is missing, empty, corrupt or too large.
     """
     path = Path(path)
     if not path.exists():
         raise UnreadableImageError(f"image file not found: {path}")
     if path.stat().st_size == 0:
         raise UnreadableImageError(f"image file is empty (0 bytes): {path}")
+    budget = default_max_pixels() if max_pixels is None else int(max_pixels)
     try:
-        with Image.open(path) as im:
-            im.load()
-            return _to_rgb(im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                full = im.size
+                large = min_side and im.size[0] * im.size[1] > REDUCE_ABOVE
+                if large and im.format == "JPEG" and min(im.size) > 2 * min_side:
+                    w, h = im.size
+                    scale = min_side / min(w, h)
+                    im.draft("RGB", (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
+                if im.size[0] * im.size[1] > budget:
+                    raise ImageTooLargeError(
+                        f"{path} is {full[0]}x{full[1]} pixels ({full[0] * full[1] / 1e6:.0f} megapixels), over the "
+                        f"budget of {budget / 1e6:.0f} megapixels: shrink it first (or pass a larger max_pixels)")
+                im.load()
+                if large:
+                    factor = min(im.size) // min_side
+                    if factor >= 2:
+                        im = im.reduce(factor)
+                return _to_rgb(ImageOps.exif_transpose(im))
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{path} is too large to decode ({exc}); shrink it first") from None
+    except UnreadableImageError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UnreadableImageError(f"cannot decode image {path}: {exc}") from exc
 
 
+#: Pillow modes holding more than 8 bits per pixel, all single-channel
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def scale_high_depth(im: Image.Image) -> np.ndarray:
+    """A 16-bit, 32-bit or float grey image as float32 ``[H, W]`` in [0, 1], scaled rather than clipped.
+
+    ``I;16*`` divides by 65535. ``I`` (32-bit integers, how Pillow holds 16-bit PNG and TIFF data) divides by
+    65535 when its values lie in 0..65535, else spans its own minimum..maximum. ``F`` is used as it is when it lies
+    in [0, 1], divided by 255 in [0, 255], else min-max scaled. Non-finite values become 0.
+    """
+    array = np.asarray(im)
+    if im.mode.startswith("I;16"):
+        return array.astype(np.float32) / 65535.0
+    array = np.nan_to_num(array.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 1.0)
+    if im.mode == "I" and lo >= 0 and hi <= 65535:
+        out = array / 65535.0
+    elif im.mode == "F" and lo >= 0 and hi <= 1:
+        out = array
+    elif im.mode == "F" and lo >= 0 and hi <= 255:
+        out = array / 255.0
+    else:
+        out = (array - lo) / (hi - lo) if hi > lo else np.zeros_like(array)
+    return out.astype(np.float32)
+
+
 def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+    if im.mode in HIGH_DEPTH_MODES:
+        grey = (scale_high_depth(im) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return im.convert("RGB")
 
 
-def to_tensor(image: ImageLike, channels: int | None = 3) -> torch.Tensor:
+def to_tensor(image: ImageLike, channels: int | None = 3, *, min_side: int | None = None) -> torch.Tensor:
     """Convert any image-like value to a float tensor ``[N, C, H, W]`` in [0, 1].
 
     * path or PIL image: decoded, converted to RGB, ``N = 1``;
     * numpy array: ``HW``, ``HWC`` or ``NHWC``; uint8 is scaled by 1/255;
     * tensor: ``HW``, ``CHW`` or ``NCHW``, used as is (float) or scaled (uint8).
 
-    With ``channels=3`` grey images are repeated to RGB and alpha channels dropped.
+    With ``channels=3`` grey images are repeated to RGB and alpha channels dropped. Paths are read by
+    :func:`open_image` (EXIF orientation, 16-bit scaling; ``min_side`` lets a large JPEG decode at reduced size);
+    16-bit and float PIL images are scaled to [0, 1] at full precision.
     """
     if isinstance(image, (str, os.PathLike)):
-        image = open_image(image)
+        image = open_image(image, min_side=min_side)
     if isinstance(image, Image.Image):
-        image = np.asarray(_to_rgb(image))
+        image = scale_high_depth(image) if image.mode in HIGH_DEPTH_MODES else np.asarray(_to_rgb(image))
     if isinstance(image, np.ndarray):
         array = image
         if array.dtype == np.uint8:

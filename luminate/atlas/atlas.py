@@ -461,7 +461,7 @@ def demo_images(folder: str | os.PathLike, n: int = 240, seed: int = 0, size: tu
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    photos = [Image.open(p).convert("RGB") for p in sources]
+    photos = [imageio.open_image(p) for p in sources]   # the one reader: upright, RGB
     for k in range(n):
         im = photos[k % len(photos)]
         side = int(rng.integers(64, min(im.size) + 1))

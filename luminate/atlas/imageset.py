@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from luminate.images import IMAGE_EXTENSIONS, UnreadableImageError, find_images, to_tensor
+from luminate.images import IMAGE_EXTENSIONS, UnreadableImageError, find_images, needed_side, to_tensor
 from luminate.models.contract import InputContract
 
 
@@ -218,7 +219,8 @@ class _Prepared(Dataset):
 def _prepare(images: ImageSet, index: int, contract: InputContract | None) -> tuple[torch.Tensor, int]:
     raw, label = images.raw(index)
     channels = contract.channels if contract is not None else 3
-    tensor = to_tensor(raw, channels=channels)
+    side = needed_side(contract.size, contract.crop_fraction) if contract is not None else None
+    tensor = to_tensor(raw, channels=channels, min_side=side)   # a huge JPEG decodes at reduced size
     if tensor.shape[0] != 1:
         raise UnreadableImageError(f"{images.name(index)} holds {tensor.shape[0]} images, expected one")
     if tensor.shape[1] != channels:
@@ -272,12 +274,20 @@ def image_loader(images: ImageSet, contract: InputContract, batches: Sequence[Se
     """A ``DataLoader`` yielding one :class:`Batch` per entry of ``batches`` (lists of image indices), in order.
 
     ``num_workers`` background processes decode and preprocess (default :func:`default_workers`;
-    0 decodes in this process). Unreadable items are dropped from their batch and listed in
-    ``Batch.skipped``.
+    0 decodes in this process; workers ignore Ctrl-C, which the main process handles). Unreadable items are
+    dropped from their batch and listed in ``Batch.skipped``.
     """
     workers = default_workers() if num_workers is None else int(num_workers)
     return DataLoader(_Prepared(images, contract), batch_sampler=[list(b) for b in batches],
-                      collate_fn=collate_images, num_workers=workers, pin_memory=pin_memory)
+                      collate_fn=collate_images, num_workers=workers, pin_memory=pin_memory,
+                      worker_init_fn=ignore_interrupts if workers else None)
+
+
+def ignore_interrupts(worker_id: int = 0) -> None:
+    """In a loader worker: ignore SIGINT. Ctrl-C in a terminal reaches the whole process group; the main process
+    alone stops the run (and exits 130), while workers that died of it would print tracebacks of their own and
+    turn the interrupt into a "worker exited unexpectedly" error."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _as_label(value: Any) -> int:
