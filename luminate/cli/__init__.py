@@ -26,7 +26,8 @@ REPORT = ("this is a bug in Luminate, not a problem with your input. Please repo
 DESCRIPTION = (
     "Luminate: see what neural networks see. Feature visualization, building blocks of interpretability and "
     "activation atlases for PyTorch models. MODEL is a zoo name (efficientnet_lite0, efficientnet_lite1, "
-    "efficientnet_lite2, inception_v1).\n\n"
+    "efficientnet_lite2, inception_v1), path/to/file.py:function or package.module:function (a function returning "
+    "a luminate Model, e.g. one calling luminate.models.wrap).\n\n"
     "Output files go into existing folders: a missing folder is an error (so a typo does not scatter results), "
     "and a file's format is checked before any work. Ctrl-C stops a command, keeps what it made so far, and exits "
     "130. --debug (anywhere on the line) shows full tracebacks.")

@@ -2,7 +2,8 @@
 formatting with defaults, and the interrupt flag.
 
 Commands add their model arguments with :func:`add_model_args` and load with :func:`load_model`, so
-``--device`` means the same everywhere. Output paths are checked by :func:`check_outputs` before a command
+``--device`` and MODEL mean the same everywhere: :func:`load_model_arg` is the one resolver of a MODEL argument
+(a zoo name, ``path/to/file.py:function`` or ``package.module:function``). Output paths are checked by :func:`check_outputs` before a command
 runs: an unknown format or a missing folder is an error that names the fix, never a surprise after the work.
 """
 
@@ -35,8 +36,13 @@ class RawDescriptionHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpForm
     """:class:`HelpFormatter` that keeps the description's and epilog's line breaks."""
 
 
-def add_model_args(p: argparse.ArgumentParser, model_help: str = "zoo name, e.g. efficientnet_lite0 "
-                   "(efficientnet_lite1, efficientnet_lite2, inception_v1)") -> None:
+MODEL_FORMS = ("a zoo name (efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, inception_v1), "
+               "path/to/file.py:function or package.module:function (a function taking no arguments that returns "
+               "a luminate Model, e.g. one calling luminate.models.wrap(net, 224, preset='imagenet'))")
+MODEL_HELP = "MODEL: " + MODEL_FORMS
+
+
+def add_model_args(p: argparse.ArgumentParser, model_help: str = MODEL_HELP) -> None:
     """The ``model`` positional and ``--device``, the same on every command that runs a model."""
     p.add_argument("model", help=model_help)
     p.add_argument("--device", default="cpu",
@@ -44,10 +50,88 @@ def add_model_args(p: argparse.ArgumentParser, model_help: str = "zoo name, e.g.
 
 
 def load_model(args: argparse.Namespace, **kwargs):
-    """``models.load(args.model, device=args.device, **kwargs)``."""
+    """The command's MODEL argument as a Model on its ``--device`` (:func:`load_model_arg`)."""
+    return load_model_arg(args.model, getattr(args, "device", None) or None, **kwargs)
+
+
+def load_model_arg(spec: str, device: str | None = None, *, weights: bool = True):
+    """The one resolver of a MODEL argument, for every command: a Model on ``device``.
+
+    Forms: a zoo name (``efficientnet_lite0``; ``weights=False`` builds it with random weights, for commands that
+    only need shapes); ``path/to/file.py:function`` (the file is run as a module, its folder importable meanwhile);
+    ``package.module:function`` (imported). The function takes no arguments and returns a
+    :class:`luminate.models.Model` (e.g. ``return luminate.models.wrap(net, 224, preset="imagenet")``). Errors say
+    which form was understood and what was expected.
+    """
+    from torch import nn
+
     from luminate import models
 
-    return models.load(args.model, device=getattr(args, "device", None) or None, **kwargs)
+    spec = str(spec).strip()
+    if ":" not in spec:
+        key = spec.lower().replace("-", "_")
+        if key not in models.available():
+            hint = ("; a file needs its function after a colon: " + spec + ":build") if spec.endswith(".py") else ""
+            raise KeyError(f"unknown model {spec!r}{hint}. MODEL is {MODEL_FORMS}. Zoo: {', '.join(models.available())}")
+        return models.load(spec, weights=weights, device=device)
+    where, _, func = spec.rpartition(":")
+    if not where or not func.isidentifier():
+        raise ValueError(f"MODEL {spec!r}: expected path/to/file.py:function or package.module:function, with a "
+                         f"function name after the colon")
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        module = _module_from_file(Path(where), spec)
+        what = f"the file {where}"
+    else:
+        import importlib
+
+        try:
+            module = importlib.import_module(where)
+        except ModuleNotFoundError as exc:
+            raise ValueError(f"MODEL {spec!r}: cannot import the module {where!r} ({exc}); expected "
+                             f"package.module:function with the module importable (installed or on PYTHONPATH), "
+                             f"or path/to/file.py:function") from None
+        what = f"the module {where}"
+    build = getattr(module, func, None)
+    if not callable(build):
+        found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+                       and getattr(v, "__module__", None) == module.__name__)
+        raise ValueError(f"MODEL {spec!r}: {what} has no function {func!r}"
+                         + (f"; its functions: {', '.join(found)}" if found else ""))
+    model = build()
+    if not isinstance(model, models.Model):
+        kind = type(model).__name__
+        extra = (f" A bare {kind} has no input contract: return luminate.models.wrap(net, size, preset='imagenet') "
+                 "(or mean=/std=, value_range=) instead.") if isinstance(model, nn.Module) else ""
+        raise TypeError(f"MODEL {spec!r}: {func}() returned a {kind}, expected a luminate Model.{extra}")
+    return model.to(device) if device else model
+
+
+def _module_from_file(path: Path, spec: str):
+    """Run a Python file as a module (registered in ``sys.modules`` so its classes pickle), its folder on
+    ``sys.path`` while it runs so it can import its neighbours."""
+    import importlib.util
+    import sys
+
+    if not path.is_file():
+        raise FileNotFoundError(f"MODEL {spec!r}: no file {str(path)!r}; expected path/to/file.py:function "
+                                f"(or package.module:function, or a zoo name)")
+    name = f"luminate_user_model_{path.stem}" if path.stem in sys.modules else path.stem
+    loader_spec = importlib.util.spec_from_file_location(name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise ValueError(f"MODEL {spec!r}: {str(path)!r} cannot be loaded as Python; expected path/to/file.py:function")
+    module = importlib.util.module_from_spec(loader_spec)
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    sys.modules[name] = module
+    try:
+        loader_spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
+    return module
 
 
 def image_formats() -> list[str]:

@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+from luminate.cli.common import MODEL_HELP, load_model_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -19,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "continues where it stopped; a rerun of a finished site changes no file. Unreadable files are "
                     "skipped and named.",
         epilog="example: luminate microscope efficientnet_lite0 photos/ --layers blocks.10 --units 0:16 -o site/")
-    p.add_argument("model", help="zoo name, e.g. efficientnet_lite0")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("images", help="a folder of images (searched recursively)")
     p.add_argument("-o", "--output", required=True, help="site folder to create or continue")
     p.add_argument("--layers", nargs="+", default=None, metavar="L",
@@ -49,7 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_microscope(args: argparse.Namespace) -> int:
-    from luminate import models
     from luminate.cli.atlas import skipped_line
     from luminate.microscope import build
     from luminate.views.microscope import write_site
@@ -57,7 +58,7 @@ def run_microscope(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    model = models.load(args.model)
+    model = load_model_arg(args.model)
     if args.device:
         model = model.to(args.device)
     units = None if args.units.strip().lower() == "all" else args.units

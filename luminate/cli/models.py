@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from luminate.cli.common import add_model_args, load_model
+from luminate.cli.common import MODEL_HELP, add_model_args, load_model, load_model_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(blocks.9.depthwise, ...). In Python: luminate.models.layers(model).",
                        epilog="examples: luminate layers efficientnet_lite0\n"
                               "          luminate layers efficientnet_lite0 --all")
-    p.add_argument("model", help="zoo name, e.g. efficientnet_lite0")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--all", action="store_true",
                    help="list every nested layer (e.g. blocks.9.depthwise), not just blocks and top-level layers")
     p.add_argument("--size", type=int, default=None, help="input size in pixels (default: the model's own)")
@@ -33,11 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_layers(args: argparse.Namespace) -> int:
-    from luminate import models
     from luminate.models.base import top_level_layers
     from luminate.models.table import LayerTable
 
-    model = models.load(args.model, weights=False)  # shapes do not depend on the weights
+    model = load_model_arg(args.model, weights=False)  # shapes do not depend on the weights
     every = model.layers(args.size)
     infos = every if args.all else top_level_layers(model, args.size)
     print(LayerTable(infos, title=repr(model)))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from luminate.cli.common import MODEL_HELP, load_model_arg
+
 
 def _units(text: str) -> list[int]:
     """``"0:4"`` -> [0, 1, 2, 3]; ``"3,7,11"`` -> [3, 7, 11]; ``"5"`` -> [5]."""
@@ -27,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "photo's (Hamblin et al. 2024). Writes one image: the photo, then one image per strength, "
                     "increasing to the right.",
         epilog="example: luminate accentuate efficientnet_lite0 china.jpg blocks.9:7 --steps 64 -o accent.png")
-    p.add_argument("model")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("photo")
     p.add_argument("objective")
     p.add_argument("-o", "--output", default="accentuate.png", help="image file to write (the sheet)")
@@ -47,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "visualization takes a route natural images do not. IMAGES is a folder of photos (with few photos, "
                     "random crops are added).",
         epilog="example: luminate sanity efficientnet_lite0 photos --layer blocks.9 --units 0:4 -o sanity.html")
-    p.add_argument("model")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("images", help="folder of natural photos")
     p.add_argument("--layer", required=True, help="layer of the units, e.g. blocks.9")
     p.add_argument("--units", type=_units, required=True, help="channels: 0:4 (0 to 3), 3,7,11 or 5")
@@ -64,11 +66,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_accentuate(args: argparse.Namespace) -> int:
-    from luminate import models
     from luminate.analysis.accentuate import DEFAULT_STRENGTHS, accentuate
 
     start = time.perf_counter()
-    model = models.load(args.model)
+    model = load_model_arg(args.model)
     result = accentuate(model, args.photo, args.objective, strengths=args.strengths or DEFAULT_STRENGTHS,
                         layer=args.layer, steps=args.steps, size=args.size, seed=args.seed, progress=not args.quiet)
     path = result.save(args.output)
@@ -79,12 +80,11 @@ def run_accentuate(args: argparse.Namespace) -> int:
 
 
 def run_sanity(args: argparse.Namespace) -> int:
-    from luminate import models
     from luminate.analysis.sanity import sanity_scores
     from luminate.views.sanity import sanity_view
 
     start = time.perf_counter()
-    model = models.load(args.model)
+    model = load_model_arg(args.model)
     report = sanity_scores(model, args.layer, args.units, args.images, top_k=args.top, threshold=args.threshold,
                            steps=args.steps, size=args.size, param=args.param, seed=args.seed,
                            progress=not args.quiet)
