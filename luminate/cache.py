@@ -40,8 +40,10 @@ Example (what :func:`luminate.analysis.sprites.channel_icons` does for channel i
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import math
 import os
 import tempfile
@@ -62,6 +64,40 @@ ENV_VAR = "LUMINATE_CACHE"
 FORMAT = 1
 
 _INDEX_CHUNK = "luminate-index"
+
+logger = logging.getLogger("luminate.cache")
+
+
+class StorageError(OSError):
+    """A write failed for a reason the user can fix: a full disk, a read-only folder, no permission. ``errno`` and
+    ``filename`` are set; the message names the path and what to do."""
+
+
+_ADVICE = {
+    errno.ENOSPC: ("no space left on device", "free some space, or write to a folder on another disk (-o), then "
+                                              "rerun the same command: finished work is kept"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or raise the quota, then rerun the same command"),
+    errno.EROFS: ("the folder is on a read-only file system", "write to a writable folder (-o), or remount it "
+                                                             "read-write"),
+    errno.EACCES: ("permission denied", "write to a folder you own (-o), or fix its permissions"),
+    errno.EPERM: ("operation not permitted", "write to a folder you own (-o), or fix its permissions"),
+}
+
+
+def storage_error(exc: OSError, path: str | os.PathLike) -> StorageError | None:
+    """A :class:`StorageError` naming ``path`` for a write that failed on a full disk, a read-only folder or missing
+    permission (numpy's ``"N requested and M written"``, which carries no errno, means a full disk); None for other
+    errors. ``raise storage_error(exc, path) or exc``."""
+    if isinstance(exc, StorageError):
+        return exc
+    code = exc.errno
+    if code is None and "requested and" in str(exc) and "written" in str(exc):
+        code = errno.ENOSPC
+    if code not in _ADVICE:
+        return None
+    what, fix = _ADVICE[code]
+    where = exc.filename or path
+    return StorageError(code, f"cannot write {where}: {what}; {fix}", str(where))
 
 
 class Fingerprinted(Protocol):
@@ -103,10 +139,14 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[IO[bytes]], No
 
     ``durable=True`` also flushes the file and its folder to disk before returning, so a crash right after cannot
     lose it (activation stores and their manifests); the render cache does without (a lost icon is rendered again).
+    A full disk, a read-only folder or missing permission raises :class:`StorageError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    except OSError as exc:
+        raise (storage_error(exc, path) or exc) from None
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(data):
@@ -117,8 +157,10 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[IO[bytes]], No
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:   # a failed write (full disk, Ctrl-C) leaves the old file and no temporary one
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and (translated := storage_error(exc, path)) is not None:
+            raise translated from exc
         raise
     if durable:
         fsync_dir(path.parent)
@@ -195,7 +237,7 @@ class RenderCache:
 
     def get(self, key: str, slots: Iterable[int] | None = None) -> CachedImages | None:
         """The entry under ``key`` (only ``slots``, those of them present, when given), or None when there is no
-        readable entry. A damaged entry counts as missing (it is rendered and written again)."""
+        readable entry. A damaged entry counts as missing (a warning names it; it is rendered and written again)."""
         found = self._load(self.path(key))
         if found is None:
             return None
@@ -217,6 +259,7 @@ class RenderCache:
         return found
 
     def __contains__(self, key: str) -> bool:
+        """Whether an entry file exists under ``key`` (not whether it is readable: :meth:`get` checks that)."""
         return self.path(key).is_file()
 
     def __len__(self) -> int:
@@ -258,7 +301,7 @@ class RenderCache:
         path = self.path(key)
         merged: dict[int, Tensor] = {}
         merged_scores: dict[str, float] = {}
-        found = self._load(path)   # merge with the entry as it is on disk now
+        found = self._decode(path) if path.is_file() else None   # merge with the entry as it is on disk now
         if found is not None and tuple(found[0]["tile"]) == shape:
             index, merged = found
             merged_scores = {str(s): float(v) for s, v in index.get("scores", {}).items()}
@@ -287,9 +330,17 @@ class RenderCache:
 
     @staticmethod
     def _load(path: Path) -> tuple[dict, dict[int, Tensor]] | None:
-        """``(index, {slot: uint8 [C, H, W]})`` of the entry at ``path``, or None when missing or damaged."""
+        """``(index, {slot: uint8 [C, H, W]})`` of the entry at ``path``, or None when missing or damaged (decoding
+        the PNG checks it: zlib and chunk checksums, the index chunk and the sheet's size)."""
         if not path.is_file():
             return None
+        found = RenderCache._decode(path)
+        if found is None:
+            logger.warning("damaged render-cache entry %s (it does not decode): recomputing it", path)
+        return found
+
+    @staticmethod
+    def _decode(path: Path) -> tuple[dict, dict[int, Tensor]] | None:
         try:
             with Image.open(path) as im:
                 im.load()
@@ -310,5 +361,5 @@ class RenderCache:
             tiles[slot] = torch.from_numpy(tile.copy()).permute(2, 0, 1)
         return index, tiles
 
-__all__ = ["ENV_VAR", "CachedImages", "RenderCache", "atomic_write", "cache_dir", "dequantize", "fsync_dir",
-           "quantize"]
+__all__ = ["ENV_VAR", "CachedImages", "RenderCache", "StorageError", "atomic_write", "cache_dir", "dequantize",
+           "fsync_dir", "quantize", "storage_error"]

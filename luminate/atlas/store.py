@@ -25,13 +25,22 @@ reader and is redone by the next run; a listed shard is never rewritten.
 
 Reading is lazy: :class:`ActivationStore` memory-maps shard files and loads only what is asked for
 (whole columns, chosen rows, or shard by shard with :meth:`ActivationStore.iter_shards`).
+
+Damage is detected when a store is opened, not when a read dies: a reader checks every listed file's size
+against the manifest (a ``stat`` per file), and a writer resuming a store also checks each file's SHA-256 (once
+per process and file). A damaged shard is reported by name, dropped from the manifest and collected again, so the
+result equals a clean run; a garbled manifest is named (reader) or the store is started again (writer). A failed
+write (a full disk, a read-only folder, Ctrl-C) leaves no temporary file, and a full disk is reported as such
+(:class:`StorageError`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -40,7 +49,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from luminate.cache import atomic_write, fsync_dir as _fsync_dir
+from luminate.cache import StorageError, atomic_write, fsync_dir as _fsync_dir, storage_error
+
+logger = logging.getLogger("luminate.atlas")
 
 FORMAT = "luminate.activation_store"
 VERSION = 1
@@ -57,6 +68,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 class StoreSettingsError(ValueError):
     """The store holds a collection made with other settings than the ones asked for."""
+
+
+class StoreDamagedError(ValueError):
+    """A store's manifest cannot be read, or a file it lists is missing or has the wrong size or checksum."""
 
 
 def layer_key(layer: str) -> str:
@@ -97,6 +112,12 @@ class ActivationStore:
                                     "Make one with luminate.atlas.collect or `luminate collect`.")
         self.manifest = read_manifest(self.path)
         self.shards: list[dict] = sorted(self.manifest["shards"], key=lambda s: s["index"])
+        for shard in self.shards:   # a stat per file: a truncated shard is named here, not by a failing mmap
+            problem = shard_problem(self.path, shard, checksum=False)
+            if problem:
+                raise StoreDamagedError(f"{problem}: the store {self.path} is damaged; rerun the command that made "
+                                        "it (`luminate collect` or `luminate microscope`, same arguments) to "
+                                        "recompute the damaged shard")
         rows = np.array([s["rows"] for s in self.shards], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
 
@@ -291,18 +312,13 @@ class ActivationStore:
         return layer
 
     def verify(self) -> None:
-        """Check every listed file against its SHA-256 in the manifest; raise naming the first bad one."""
+        """Check every listed file's size and SHA-256 against the manifest; raise naming the first bad one.
+        (Rerunning the collection repairs it: a resuming writer drops damaged shards and collects them again.)"""
         for shard in self.shards:
-            folder = self.path / SHARDS / f"{shard['index']:05d}"
-            for filename, info in shard["files"].items():
-                path = folder / filename
-                if not path.is_file():
-                    raise OSError(f"shard file {path} is missing: restore it, or delete the shard's folder and "
-                                  f"its entry in {MANIFEST} and collect again to redo it")
-                if file_sha256(path) != info["sha256"]:
-                    raise OSError(f"shard file {path} does not match its checksum in {MANIFEST}: it was changed "
-                                  "or damaged after it was written (delete the shard's folder and its entry in "
-                                  f"{MANIFEST} and collect again to redo it)")
+            problem = shard_problem(self.path, shard, checksum=True, memo=False)
+            if problem:
+                raise StoreDamagedError(f"{problem}: it was changed or damaged after it was written; rerun the "
+                                        "collection (same arguments) to recompute that shard")
 
 
 # ----- writing -------------------------------------------------------------------------------------
@@ -325,8 +341,16 @@ class StoreWriter:
         header = dict(header, format=FORMAT, version=VERSION, settings_hash=settings_hash(header["settings"]))
         self.path.mkdir(parents=True, exist_ok=True)
         with self._lock():
+            old = None
             if (self.path / MANIFEST).is_file():
-                old = read_manifest(self.path)
+                try:
+                    old = read_manifest(self.path)
+                except StoreDamagedError as exc:
+                    logger.warning("%s; starting the store again (its shards cannot be trusted without it): "
+                                   "recomputing", exc)
+                    self._remove_store()
+                    self._create(header, image_names)
+            if old is not None:
                 if old["settings_hash"] != header["settings_hash"]:
                     if not overwrite:
                         raise StoreSettingsError(
@@ -337,7 +361,8 @@ class StoreWriter:
                     self._create(header, image_names)
                 else:
                     self._clean_uncommitted(old)
-            else:
+                    self._drop_damaged(old)
+            elif not (self.path / MANIFEST).is_file():
                 ours = (".lock", SHARDS, IMAGES)
                 temporary = (f".{MANIFEST}.tmp-", f".{IMAGES}.tmp-")
                 for p in self.path.iterdir():  # left by a first run killed while writing its manifest
@@ -377,6 +402,22 @@ class StoreWriter:
             elif entry.is_dir() and entry.name not in listed:
                 shutil.rmtree(entry, ignore_errors=True)
 
+    def _drop_damaged(self, manifest: dict) -> None:
+        """Check each listed shard (sizes, then SHA-256 once per process); drop a damaged one from the manifest and
+        from disk, saying so by name, so this run collects it again."""
+        damaged = {}
+        for shard in manifest["shards"]:
+            problem = shard_problem(self.path, shard, checksum=True)
+            if problem:
+                damaged[shard["index"]] = problem
+        if not damaged:
+            return
+        for index, problem in sorted(damaged.items()):
+            logger.warning("damaged store %s: %s; recomputing shard %d", self.path, problem, index)
+            shutil.rmtree(self.shards_dir / f"{index:05d}", ignore_errors=True)
+        manifest["shards"] = [s for s in manifest["shards"] if s["index"] not in damaged]
+        _write_manifest(self.path, manifest)
+
     def done(self) -> set[int]:
         """Indices of the shards already listed in the manifest."""
         return {s["index"] for s in read_manifest(self.path)["shards"]}
@@ -394,16 +435,22 @@ class StoreWriter:
         tmp = self.shards_dir / f".tmp-{index:05d}-{_host()}-{os.getpid()}"
         if tmp.exists():
             shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
         files = {}
-        for name, array in arrays.items():
-            path = tmp / f"{name}.npy"
-            with open(path, "wb") as fh:
-                np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-            files[path.name] = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
-        _fsync_dir(tmp)
+        try:
+            tmp.mkdir(parents=True)
+            for name, array in arrays.items():
+                path = tmp / f"{name}.npy"
+                with open(path, "wb") as fh:
+                    np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                files[path.name] = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+            _fsync_dir(tmp)
+        except BaseException as exc:   # a full disk, a read-only folder, Ctrl-C: no temporary folder survives
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError) and (translated := storage_error(exc, self.shards_dir)) is not None:
+                raise translated from exc
+            raise
         record = {"index": int(index), "images": [int(images[0]), int(images[1])], "rows": int(rows),
                   "files": files, "skipped": [[str(n), str(r)] for n, r in skipped]}
         with self._lock():
@@ -417,7 +464,11 @@ class StoreWriter:
             os.replace(tmp, final)
             _fsync_dir(self.shards_dir)
             manifest["shards"] = sorted(manifest["shards"] + [record], key=lambda s: s["index"])
-            _write_manifest(self.path, manifest)
+            try:
+                _write_manifest(self.path, manifest)
+            except BaseException:   # not listed: the renamed folder is uncommitted work, removed here or next run
+                shutil.rmtree(final, ignore_errors=True)
+                raise
         return True
 
     @contextlib.contextmanager
@@ -427,7 +478,16 @@ class StoreWriter:
         except ImportError:  # Windows: one writer at a time is the user's responsibility
             yield
             return
-        with open(self.path / ".lock", "a") as fh:
+        try:
+            fh = open(self.path / ".lock", "a")
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            # a read-only folder: nothing can be written here, so there is no writer to exclude; reading (a finished
+            # store) goes on, and a write that is really needed fails with a clear error (StorageError)
+            yield
+            return
+        with fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -436,15 +496,54 @@ class StoreWriter:
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
+    """The store's manifest; a garbled one raises :class:`StoreDamagedError` naming the file and the fix."""
     path = Path(path)
-    with open(path / MANIFEST, encoding="utf-8") as fh:
-        manifest = json.load(fh)
+    try:
+        with open(path / MANIFEST, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+            raise ValueError("it is not a JSON object with a list of shards")
+    except (ValueError, UnicodeDecodeError) as exc:   # JSONDecodeError is a ValueError
+        raise StoreDamagedError(f"the store manifest {path / MANIFEST} is damaged ({exc}); rerun the command that "
+                                "made the store (same arguments) to rebuild it, or delete the folder") from None
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path / MANIFEST} is not a luminate activation store manifest")
     if manifest.get("version", 0) > VERSION:
         raise ValueError(f"{path} was written by a newer luminate (store version {manifest['version']}); upgrade "
                          "luminate to read it")
     return manifest
+
+
+def shard_problem(store: str | os.PathLike, shard: dict, *, checksum: bool, memo: bool = True) -> str | None:
+    """What is wrong with a listed shard (``"shard file X is missing"``, a wrong size or checksum), or None.
+
+    Sizes are always checked (a ``stat``); ``checksum=True`` also compares each file's SHA-256 with the manifest.
+    With ``memo`` a file whose checksum matched is not read again in this process while its size, time and inode
+    stay the same, so a verified store costs one pass per process, not one per open.
+    """
+    folder = Path(store) / SHARDS / f"{int(shard['index']):05d}"
+    for filename, info in shard["files"].items():
+        path = folder / filename
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return f"shard file {path} is missing"
+        expected = info.get("bytes")
+        if expected is not None and stat.st_size != int(expected):
+            return f"shard file {path} has {stat.st_size} bytes, {int(expected)} were written (truncated or replaced)"
+        if checksum and info.get("sha256"):
+            stamp = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, info["sha256"])
+            if memo and stamp in _VERIFIED:
+                continue
+            if file_sha256(path) != info["sha256"]:
+                return f"shard file {path} does not match its SHA-256 in {MANIFEST} (changed in place)"
+            _VERIFIED.add(stamp)
+    return None
+
+
+#: files whose SHA-256 matched their manifest in this process, by (path, size, mtime, inode, digest): a cache of
+#: work done (a changed file has another key), so every opening of a store in one run hashes its files once
+_VERIFIED: set[tuple] = set()
 
 
 def file_sha256(path: str | os.PathLike) -> str:

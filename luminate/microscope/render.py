@@ -90,23 +90,34 @@ class UnitCache:
         self.layer = layer
         self.settings = settings
         self.size = int(settings["size"])
+        self._found: dict[int, dict[str, torch.Tensor]] = {}   # entries read whole and checked, by unit
 
     def key(self, unit: int) -> str:
         return RenderCache.key({**self.settings, "layer": self.layer, "unit": int(unit)}, model=self.model)
 
     def has(self, unit: int) -> bool:
-        return self.key(unit) in self.cache
+        """Whether the unit has a readable, complete entry: the entry is decoded (and kept for :meth:`load`), so a
+        damaged file counts as missing and is rendered again instead of failing the run later."""
+        return self.load(unit) is not None
 
     def load(self, unit: int) -> dict[str, torch.Tensor] | None:
-        """``{"positive": [3,S,S], "negative": [3,S,S], "diversity": [4,3,S,S]}`` or None when absent."""
+        """``{"positive": [3,S,S], "negative": [3,S,S], "diversity": [4,3,S,S]}`` or None when absent, damaged
+        (a warning names the file) or incomplete."""
+        unit = int(unit)
+        if unit in self._found:
+            return self._found[unit]
         entry = self.cache.get(self.key(unit))
         if entry is None or sorted(entry.images) != list(range(len(TILES))):
             return None
+        if any(tuple(t.shape) != (3, self.size, self.size) for t in entry.images.values()):
+            return None
         tiles = torch.stack([entry.images[s] for s in range(len(TILES))])
-        return {"positive": tiles[0], "negative": tiles[1], "diversity": tiles[2:]}
+        self._found[unit] = {"positive": tiles[0], "negative": tiles[1], "diversity": tiles[2:]}
+        return self._found[unit]
 
     def save(self, unit: int, images: torch.Tensor) -> None:
         """Store ``images`` ``[6, 3, S, S]`` (the tiles in :data:`TILES` order) as one entry."""
+        self._found.pop(int(unit), None)
         self.cache.put(self.key(unit), images, settings={**self.settings, "layer": self.layer, "unit": int(unit)},
                        cols=len(TILES))
 
