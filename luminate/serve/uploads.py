@@ -1,0 +1,148 @@
+"""Uploaded images: checked before they are decoded, and kept in a bounded store (oldest evicted first).
+
+An upload is refused, with the reason, when it is too large in bytes (:data:`MAX_UPLOAD_BYTES`), is not one of
+the image formats in :data:`FORMATS`, or declares more pixels than :data:`MAX_PIXELS` in its header: Pillow reads
+the header lazily, so the dimensions are known before any pixel is decoded and a decompression bomb (a small
+file that inflates to gigabytes) is never decoded. Accepted images become the model's input
+(:meth:`Model.preprocess`: evaluation crop and size, ``[1, C, H, W]`` in [0, 1]) and live in an
+:class:`ImageStore`, bounded by count and by bytes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import secrets
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Largest accepted upload (bytes).
+MAX_UPLOAD_BYTES = 20 << 20
+#: Largest accepted image (pixels, width x height), checked from the file's header before decoding.
+MAX_PIXELS = 50_000_000
+#: The formats an upload may be in (Pillow names). Other decoders are never tried on uploaded bytes.
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
+
+
+class UploadError(ValueError):
+    """An upload that is refused: ``status`` is the HTTP status to answer (400 or 413), the message the reason."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def decode_upload(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The uploaded bytes as a decoded PIL image, or :class:`UploadError` with the reason.
+
+    The size in bytes and the dimensions declared in the header are checked before any pixel is decoded.
+    """
+    if len(data) > max_bytes:
+        raise UploadError(413, f"the upload is {len(data) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB")
+    if not data:
+        raise UploadError(400, "the upload is empty (0 bytes); send an image file in the form field 'file'")
+    try:
+        im = Image.open(io.BytesIO(data), formats=list(FORMATS))   # reads the header only
+    except UnidentifiedImageError:
+        raise UploadError(400, f"the upload is not an image in a supported format ({', '.join(FORMATS)}); "
+                               f"it starts with {data[:12]!r}") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise UploadError(400, f"the upload's image header cannot be read: {exc}") from None
+    width, height = im.size
+    if width < 1 or height < 1:
+        raise UploadError(400, f"the image declares an empty size {width}x{height}")
+    if width * height > max_pixels:
+        raise UploadError(413, f"the image declares {width}x{height} = {width * height / 1e6:.0f} megapixels; the "
+                               f"limit is {max_pixels / 1e6:.0f} megapixels (refused before decoding)")
+    try:
+        im.load()
+        return ImageOps.exif_transpose(im)   # upright, as luminate.images.open_image reads files
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UploadError(400, f"the {im.format} image cannot be decoded: {exc}") from None
+
+
+@dataclass
+class StoredImage:
+    """One image of the store: ``pixels`` ``[1, C, H, W]`` in [0, 1] (the model's input) and the activations
+    computed for it so far, by layer (CPU tensors, counted in the store's budget)."""
+
+    pixels: torch.Tensor
+    activations: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in [self.pixels, *self.activations.values()])
+
+
+class ImageStore:
+    """Images by id, at most ``max_images`` of them and ``max_bytes`` in all (pixels plus cached activations);
+    adding beyond either evicts the least recently used. Thread-safe.
+
+    >>> store = ImageStore(max_images=64)
+    >>> key = store.add(pixels)            # [1, 3, 224, 224]
+    >>> store.get(key).pixels
+    """
+
+    def __init__(self, max_images: int = 64, max_bytes: int = 256 << 20, layers_per_image: int = 4):
+        if max_images < 1 or max_bytes < 1:
+            raise ValueError(f"the image store needs room for one image: max_images={max_images}, "
+                             f"max_bytes={max_bytes}")
+        self.max_images = max_images
+        self.max_bytes = max_bytes
+        self.layers_per_image = layers_per_image
+        self._items: OrderedDict[str, StoredImage] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(item.nbytes for item in self._items.values())
+
+    def add(self, pixels: torch.Tensor) -> str:
+        """Store ``pixels`` ``[1, C, H, W]``; returns its new id."""
+        item = StoredImage(pixels.detach().cpu())
+        if item.nbytes > self.max_bytes:
+            raise UploadError(413, f"the image needs {item.nbytes / 2**20:.1f} MB as model input; the store holds "
+                                   f"{self.max_bytes / 2**20:.0f} MB")
+        key = secrets.token_hex(6)
+        with self._lock:
+            self._items[key] = item
+            self._evict()
+        return key
+
+    def get(self, key: str) -> StoredImage:
+        """The image ``key`` (now the most recently used), or a KeyError naming the close ids."""
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                close = difflib.get_close_matches(key, list(self._items), n=3, cutoff=0.6)
+                hint = f" Close ids: {', '.join(close)}." if close else ""
+                raise KeyError(f"unknown image id {key!r}: upload it with POST /api/images (the server keeps the "
+                               f"{self.max_images} most recent images).{hint}")
+            self._items.move_to_end(key)
+            return item
+
+    def put_activation(self, key: str, layer: str, value: torch.Tensor) -> None:
+        """Remember ``layer``'s activation of image ``key`` (the ``layers_per_image`` latest layers are kept)."""
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:   # evicted meanwhile: nothing to keep
+                return
+            item.activations.pop(layer, None)
+            item.activations[layer] = value.detach().cpu()
+            while len(item.activations) > self.layers_per_image:
+                item.activations.pop(next(iter(item.activations)))
+            self._evict()
+
+    def _evict(self) -> None:
+        total = sum(item.nbytes for item in self._items.values())
+        while self._items and (len(self._items) > self.max_images or total > self.max_bytes):
+            _, old = self._items.popitem(last=False)
+            total -= old.nbytes

@@ -1,0 +1,301 @@
+// The live toolbox page: photo or camera in, a layer's units out (see luminate/serve/app.py for the API).
+// One frame at a time: the next camera frame is sent only when the previous answer is complete, so nothing queues.
+(function () {
+  "use strict";
+  const $ = (id) => document.getElementById(id);
+  const grid = $("grid"), status = $("status"), layerSelect = $("layer"), sortSelect = $("sort");
+  const state = { info: null, image: null, layer: null, frames: 0, peaks: null, unit: null, camera: null,
+                  tiles: new Map(), visToken: 0, busy: false, pending: false };
+
+  function say(text) { status.textContent = text; }
+
+  async function json(url, options) {
+    const r = await fetch(url, options);
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok && r.status !== 202) throw new Error(body.detail || (body.error) || (url + " -> " + r.status));
+    return { status: r.status, body };
+  }
+
+  // ----- inputs ---------------------------------------------------------------------------------------------
+  async function upload(blob, name) {
+    const form = new FormData();
+    form.append("file", blob, name || "frame.jpg");
+    const { body } = await json("/api/images", { method: "POST", body: form });
+    return body.id;
+  }
+
+  async function usePhoto(file) {
+    if (!file) return;
+    await ready;
+    stopCamera();
+    say("uploading " + file.name + " ...");
+    try {
+      state.image = await upload(file, file.name);
+      await update();
+      say(file.name);
+    } catch (e) { say(String(e.message || e)); }
+  }
+
+  $("file").addEventListener("change", (e) => usePhoto(e.target.files[0]));
+  const drop = $("drop");
+  ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
+  ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.remove("over"); }));
+  drop.addEventListener("drop", (e) => { e.stopPropagation(); usePhoto(e.dataTransfer.files[0]); });
+  document.body.addEventListener("dragover", (e) => e.preventDefault());
+  document.body.addEventListener("drop", (e) => { e.preventDefault(); usePhoto(e.dataTransfer.files[0]); });
+
+  // ----- camera: send a frame, wait for the whole answer, then send the next -----------------------------------
+  const video = $("video"), camButton = $("camera");
+  camButton.addEventListener("click", () => (state.camera ? stopCamera() : startCamera()));
+
+  async function startCamera() {
+    await ready;
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) { say("this browser has no camera access"); return; }
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+      state.camera = stream;
+      video.srcObject = stream;
+      await video.play();
+      camButton.textContent = "Stop camera"; camButton.classList.add("on");
+      say("camera on");
+      cameraLoop(stream);
+    } catch (e) { say("camera: " + (e.message || e)); }
+  }
+
+  function stopCamera() {
+    if (!state.camera) return;
+    state.camera.getTracks().forEach((t) => t.stop());
+    state.camera = null; video.srcObject = null;
+    camButton.textContent = "Start camera"; camButton.classList.remove("on");
+  }
+
+  async function cameraLoop(stream) {
+    const [h, w] = state.info.size;
+    const canvas = document.createElement("canvas");
+    canvas.width = w; canvas.height = h;
+    const ctx = canvas.getContext("2d");
+    while (state.camera === stream) {
+      if (video.readyState < 2) { await new Promise((r) => setTimeout(r, 50)); continue; }
+      const vw = video.videoWidth, vh = video.videoHeight, side = Math.min(vw, vh);   // centre square
+      ctx.drawImage(video, (vw - side) / 2, (vh - side) / 2, side, side, 0, 0, w, h);
+      const blob = await new Promise((r) => canvas.toBlob(r, "image/jpeg", 0.9));
+      try {
+        state.image = await upload(blob, "frame.jpg");
+        await update();
+      } catch (e) { say("frame: " + (e.message || e)); await new Promise((r) => setTimeout(r, 500)); }
+    }
+  }
+
+  // ----- the grid ---------------------------------------------------------------------------------------------
+  function buildGrid(channels) {
+    grid.textContent = "";
+    state.tiles = new Map();
+    for (let c = 0; c < channels; c++) {
+      const tile = document.createElement("div");
+      tile.className = "tile"; tile.dataset.unit = String(c); tile.title = state.layer + ":" + c;
+      tile.innerHTML = '<div class="map"></div><span class="label">' + c + '</span><div class="bar"></div>';
+      tile.addEventListener("click", () => openUnit(c));
+      grid.appendChild(tile);
+      state.tiles.set(c, tile);
+    }
+  }
+
+  function loadImage(url) {
+    return new Promise((resolve, reject) => {
+      const im = new Image();
+      im.onload = () => resolve(url); im.onerror = () => reject(new Error("could not load " + url)); im.src = url;
+    });
+  }
+
+  function sortTiles() {
+    if (!state.peaks) return;
+    const order = [...state.tiles.keys()];
+    if (sortSelect.value === "activation") order.sort((a, b) => state.peaks[b] - state.peaks[a] || a - b);
+    for (const c of order) grid.appendChild(state.tiles.get(c));
+  }
+  sortSelect.addEventListener("change", sortTiles);
+
+  async function update() {
+    // One answer per frame: activations (and their sprite), classes, the open unit's map. Later calls coalesce.
+    if (state.busy) { state.pending = true; return; }
+    state.busy = true;
+    try {
+      do {
+        state.pending = false;
+        await updateOnce();
+      } while (state.pending);
+    } finally { state.busy = false; }
+  }
+
+  async function updateOnce() {
+    const image = state.image, layer = state.layer;
+    if (!image) return;
+    const q = "image=" + encodeURIComponent(image) + "&layer=" + encodeURIComponent(layer);
+    const photo = "/api/images/" + encodeURIComponent(image) + ".png";
+    const [acts, classes] = await Promise.all([json("/api/activations?" + q), json("/api/classes?image=" + image)]);
+    const a = acts.body;
+    if (state.tiles.size !== a.peaks.length) buildGrid(a.peaks.length);
+    state.peaks = a.peaks;
+    const top = Math.max(1e-9, ...a.peaks);
+    const waits = [loadImage(photo)];
+    if (a.sprite) waits.push(loadImage("/api/activations.png?" + q));
+    await Promise.all(waits);
+    for (const id of ["photo", "attr-photo", "where-photo"]) $(id).src = photo;
+    const s = a.sprite;
+    state.tiles.forEach((tile, c) => {
+      const map = tile.firstChild;
+      if (s) {
+        const col = c % s.cols, row = Math.floor(c / s.cols);
+        map.style.backgroundImage = "url(/api/activations.png?" + q + ")";
+        map.style.backgroundSize = (s.cols * 100) + "% " + (s.rows * 100) + "%";
+        map.style.backgroundPosition = (s.cols > 1 ? col / (s.cols - 1) * 100 : 0) + "% " +
+                                       (s.rows > 1 ? row / (s.rows - 1) * 100 : 0) + "%";
+      }
+      tile.lastChild.style.width = Math.max(0, a.peaks[c] / top * 100) + "%";
+      tile.dataset.peak = a.peaks[c].toFixed(3);
+    });
+    sortTiles();
+    showClasses(classes.body.classes);
+    if (state.unit !== null) await showWhere(state.unit);
+    if ($("attr-class").value) await showAttribution();
+    state.frames += 1;
+    grid.dataset.frame = String(state.frames);
+    $("grid-title").textContent = layer + ": " + a.peaks.length + " units (" + a.shape.join(" x ") + "), frame " + state.frames;
+  }
+
+  layerSelect.addEventListener("change", () => {
+    state.layer = layerSelect.value; state.tiles = new Map(); state.peaks = null; closePanel(); update();
+  });
+
+  // ----- classes and attribution ----------------------------------------------------------------------------
+  function showClasses(list) {
+    const ol = $("classes"); ol.textContent = "";
+    const select = $("attr-class"), chosen = select.value;
+    select.textContent = "";
+    select.appendChild(new Option("(choose)", ""));
+    for (const c of list) {
+      const li = document.createElement("li");
+      li.innerHTML = '<span class="n"></span> <span class="p"></span>';
+      li.firstChild.textContent = c.name; li.lastChild.textContent = (c.probability * 100).toFixed(1) + "%";
+      ol.appendChild(li);
+      select.appendChild(new Option(c.name, String(c.index)));
+    }
+    if (chosen && ![...select.options].some((o) => o.value === chosen)) select.appendChild(new Option("class " + chosen, chosen));
+    select.value = chosen;
+  }
+
+  async function showAttribution() {
+    const target = $("attr-class").value;
+    if (!state.image || !target) return;
+    const { body } = await json("/api/attribution?image=" + state.image + "&target=" + encodeURIComponent(target));
+    drawMap($("attr-map"), body.map, true);
+    $("attr-note").textContent = body.class + ": " + body.method + " at " + body.layer;
+  }
+  $("attr-class").addEventListener("change", () => showAttribution().catch((e) => say(e.message)));
+
+  function drawMap(canvas, map, signed) {
+    // map: rows of numbers; positive in orange, negative (signed) in blue, transparent at zero
+    const h = map.length, w = map[0].length;
+    let top = 1e-9;
+    for (const row of map) for (const v of row) top = Math.max(top, signed ? Math.abs(v) : v);
+    canvas.width = w; canvas.height = h;
+    const ctx = canvas.getContext("2d"), img = ctx.createImageData(w, h);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+      const v = map[y][x] / top, k = 4 * (y * w + x);
+      const pos = v >= 0;
+      img.data[k] = pos ? 255 : 30; img.data[k + 1] = pos ? 140 : 110; img.data[k + 2] = pos ? 0 : 255;
+      img.data[k + 3] = Math.round(Math.min(1, Math.abs(v)) * (signed || pos ? 200 : 0));
+    }
+    ctx.putImageData(img, 0, 0);
+  }
+
+  // ----- the unit panel ---------------------------------------------------------------------------------------
+  $("close").addEventListener("click", closePanel);
+  function closePanel() {
+    state.unit = null; $("panel").hidden = true;
+    state.tiles.forEach((t) => t.classList.remove("selected"));
+  }
+
+  async function openUnit(c) {
+    state.unit = c;
+    state.tiles.forEach((t, k) => t.classList.toggle("selected", k === c));
+    $("panel").hidden = false;
+    $("panel-title").textContent = state.layer + " unit " + c;
+    loadVis(state.layer, c);
+    showWhere(c).catch((e) => say(e.message));
+    showSite(state.layer, c).catch((e) => { $("site").textContent = e.message; });
+  }
+
+  async function loadVis(layer, unit) {
+    const token = ++state.visToken;
+    const vis = $("vis"), old = vis.querySelector("img.unit-vis");
+    if (old) old.remove();
+    $("vis-bar").style.width = "0";
+    $("vis-note").textContent = "feature visualization: asking ...";
+    while (token === state.visToken) {
+      const r = await fetch("/api/units/" + encodeURIComponent(layer) + "/" + unit + ".png");
+      if (token !== state.visToken) return;
+      if (r.status === 200) {
+        const img = document.createElement("img");
+        img.className = "unit-vis"; img.alt = "feature visualization of " + layer + ":" + unit;
+        img.src = URL.createObjectURL(await r.blob());
+        vis.insertBefore(img, vis.firstChild);
+        $("vis-bar").style.width = "100%";
+        $("vis-note").textContent = "feature visualization (render cache)";
+        return;
+      }
+      const body = await r.json().catch(() => ({}));
+      if (r.status !== 202) { $("vis-note").textContent = "could not render: " + (body.error || body.detail || r.status); return; }
+      $("vis-bar").style.width = Math.round(body.progress * 100) + "%";
+      $("vis-note").textContent = "rendering in the background: " + Math.round(body.progress * 100) + "% (" + body.status + ")";
+      await new Promise((res) => setTimeout(res, 1000));
+    }
+  }
+
+  async function showWhere(c) {
+    if (!state.image) { $("where-note").textContent = "choose a photo first"; return; }
+    const { body } = await json("/api/activations?image=" + state.image + "&layer=" + encodeURIComponent(state.layer) + "&unit=" + c);
+    if (!Array.isArray(body.map[0])) { $("where-note").textContent = "this layer has no positions"; return; }
+    drawMap($("where-map"), body.map, false);
+    const peak = state.peaks ? state.peaks[c] : NaN;
+    $("where-note").textContent = "peak " + Number(peak).toFixed(3) + " (orange: where it fires)";
+  }
+
+  async function showSite(layer, c) {
+    const box = $("site");
+    box.textContent = "";
+    if (!state.info.site) { box.innerHTML = '<p class="note">Start with --site SITE for the Microscope\'s top dataset examples.</p>'; return; }
+    if (!state.info.site.includes(layer)) { box.innerHTML = '<p class="note">The Microscope site has no layer ' + layer + ".</p>"; return; }
+    const { body } = await json("/api/units/" + encodeURIComponent(layer) + "/" + c + "/examples");
+    const h3 = document.createElement("h3"); h3.textContent = "Top dataset examples"; box.appendChild(h3);
+    const wrap = document.createElement("div"); wrap.className = "examples"; box.appendChild(wrap);
+    const [gh, gw] = body.grid;
+    for (const ex of body.examples) {
+      const fig = document.createElement("figure");
+      fig.innerHTML = '<img alt=""><div class="box"></div><figcaption></figcaption>';
+      fig.querySelector("img").src = ex.url;
+      const b = fig.querySelector(".box");
+      b.style.left = (ex.x / gw * 100) + "%"; b.style.top = (ex.y / gh * 88) + "px";
+      b.style.width = (100 / gw) + "%"; b.style.height = (88 / gh) + "px";
+      fig.querySelector("figcaption").textContent = ex.name + " " + ex.value.toFixed(2);
+      wrap.appendChild(fig);
+    }
+    const t = document.createElement("table");
+    for (const [k, v] of Object.entries(body.stats)) {
+      const tr = t.insertRow(); tr.insertCell().textContent = k;
+      tr.insertCell().textContent = typeof v === "number" && !Number.isInteger(v) ? v.toFixed(3) : String(v);
+    }
+    box.appendChild(t);
+  }
+
+  // ----- start ------------------------------------------------------------------------------------------------
+  async function init() {
+    const { body } = await json("/api/info");
+    state.info = body;
+    for (const l of body.layers) layerSelect.appendChild(new Option(l.name + " (" + l.channels + ")", l.name));
+    state.layer = body.default_layer;
+    layerSelect.value = state.layer;
+    say("model " + body.model + ", " + body.input + ": choose a photo or start the camera");
+  }
+  const ready = init().catch((e) => say("could not reach the server: " + (e.message || e)));
+})();
