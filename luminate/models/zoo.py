@@ -43,6 +43,21 @@ ZOO: dict[str, Callable[..., Model]] = {name: _efficientnet(name) for name in VA
 ZOO["inception_v1"] = _inception_v1
 
 
+def _text(name: str) -> Callable[..., Model]:
+    def build(weights: str | Path | bool = True, device: str | None = None) -> Model:
+        from luminate.models import char_rnn, minilm  # text models: their extras load only when asked for
+
+        return _ready({"char_rnn": char_rnn.char_rnn, "minilm_l6": minilm.minilm_l6}[name](weights), device)
+    build.__doc__ = {"char_rnn": "char_rnn: textgenrnn's character LSTM (2 x 128 cells), text input",
+                     "minilm_l6": "minilm_l6: all-MiniLM-L6-v2 sentence encoder (6 layers), text input"}[name]
+    return build
+
+
+#: Zoo models that read text (luminate.text); the others take images.
+TEXT_MODELS = ("char_rnn", "minilm_l6")
+ZOO.update({name: _text(name) for name in TEXT_MODELS})
+
+
 def available() -> list[str]:
     """Names that :func:`load` accepts."""
     return sorted(ZOO)
