@@ -1,0 +1,276 @@
+"""Text in, activations out: reading text files, encoding, per-token activations, bits per character, embeddings.
+
+Shapes: a text of ``T`` tokens (characters for ``char_rnn``, word pieces for ``minilm_l6``) gives ``[T, C]`` at a
+layer of ``C`` units. Recurrent models (``char_rnn``) run over the whole text with their state carried along;
+transformers read windows of at most ``contract.max_length`` tokens (each with its own ``[CLS]``/``[SEP]``), and a
+text longer than one window is split into consecutive windows (a warning says so once per call).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+
+from luminate.models.base import as_model
+from luminate.models.textmodel import Encoded, TextModel
+
+
+class LongTextWarning(UserWarning):
+    """A text was longer than the model's window and was read in several windows."""
+
+
+def as_text_model(model) -> TextModel:
+    """A :class:`TextModel` from a model or zoo name, or an error that says an image model was given."""
+    model = as_model(model)
+    if not getattr(model, "is_text", False):
+        raise TypeError(f"{model.name} is an image model, but luminate.text needs a text model (char_rnn or "
+                        "minilm_l6: luminate.models.load('char_rnn')). Image models go to luminate.activations, "
+                        "render and the image Microscope.")
+    return model
+
+
+@dataclass
+class Texts(Sequence):
+    """Texts read from a file or folder, with what was left out and why.
+
+    ``texts[i]`` is a ``str``; ``sources[i]`` says where it came from (``"file.txt:12"``); ``skipped`` lists
+    ``(where, reason)`` for empty lines and lines that are not UTF-8.
+    """
+
+    texts: list[str]
+    sources: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __getitem__(self, i):
+        return self.texts[i]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def summary(self) -> str:
+        empty = sum(1 for _, why in self.skipped if why == "empty")
+        bad = [where for where, why in self.skipped if why != "empty"]
+        parts = [f"{len(self.texts)} texts"]
+        if empty:
+            parts.append(f"{empty} empty lines skipped")
+        if bad:
+            parts.append(f"{len(bad)} lines skipped as not UTF-8 ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+        return ", ".join(parts)
+
+
+def read_texts(path: str | os.PathLike | Iterable[str], per_line: bool | None = None) -> Texts:
+    """Texts from a ``.txt`` file (one text per line), a folder of ``.txt`` files (one text per file; searched
+    recursively) or a list of strings.
+
+    Empty (or whitespace-only) texts are skipped; bytes that are not UTF-8 skip their line (or file), and each skip
+    is listed in ``Texts.skipped`` with its place. Lines keep their content (only the line break is removed).
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        items = list(path)
+        keep = [(t, f"text {i}") for i, t in enumerate(items) if isinstance(t, str) and t.strip()]
+        skipped = [(f"text {i}", "empty") for i, t in enumerate(items) if isinstance(t, str) and not t.strip()]
+        bad = [i for i, t in enumerate(items) if not isinstance(t, str)]
+        if bad:
+            raise TypeError(f"texts must be str; item {bad[0]} is {type(items[bad[0]]).__name__}")
+        return Texts([t for t, _ in keep], [s for _, s in keep], skipped)
+    p = Path(path).expanduser()
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*.txt") if f.is_file())
+        if not files:
+            raise FileNotFoundError(f"{p} holds no .txt files: give a text file (one text per line) or a folder of "
+                                    ".txt files")
+        per_line = False if per_line is None else per_line
+    elif p.is_file():
+        files, per_line = [p], True if per_line is None else per_line
+    else:
+        raise FileNotFoundError(f"no text file or folder at {p}")
+    texts, sources, skipped = [], [], []
+    for f in files:
+        raw = f.read_bytes()
+        chunks = raw.split(b"\n") if per_line else [raw]
+        if per_line and chunks and chunks[-1] == b"":
+            chunks.pop()
+        for n, chunk in enumerate(chunks, 1):
+            where = f"{f.name}:{n}" if per_line else f.name
+            try:
+                s = chunk.decode("utf-8")
+            except UnicodeDecodeError as e:
+                skipped.append((where, f"not UTF-8 (byte {e.start})"))
+                continue
+            s = s.removesuffix("\r") if per_line else s
+            if not s.strip():
+                skipped.append((where, "empty"))
+                continue
+            texts.append(s)
+            sources.append(where)
+    if not texts:
+        raise ValueError(f"{p}: no text left to read ({len(skipped)} empty or unreadable lines)")
+    return Texts(texts, sources, skipped)
+
+
+def encode(model, texts: str | Sequence[str]) -> list[Encoded]:
+    """Each text as :class:`~luminate.models.textmodel.Encoded` (ids, offsets, tokens, unknown characters)."""
+    model = as_text_model(model)
+    return [model.encode(t) for t in ([texts] if isinstance(texts, str) else texts)]
+
+
+def windows(model: TextModel, n_tokens: int) -> list[tuple[int, int]]:
+    """``[(start, end)]`` token ranges a text of ``n_tokens`` is read in: one range for recurrent models, else
+    consecutive windows of ``max_length`` minus the special tokens."""
+    if model.recurrent or n_tokens == 0:
+        return [(0, n_tokens)]
+    step = model.contract.max_length - len(model.prefix) - len(model.suffix)
+    return [(s, min(s + step, n_tokens)) for s in range(0, n_tokens, step)]
+
+
+def _pieces(model: TextModel, encoded: Sequence[Encoded]) -> tuple[list[torch.Tensor], list[tuple[int, int, int]]]:
+    """Network inputs (prefix + ids + suffix per window) and ``(text, start, end)`` for each."""
+    inputs, where, long = [], [], 0
+    pre, suf = torch.tensor(model.prefix, dtype=torch.long), torch.tensor(model.suffix, dtype=torch.long)
+    for k, enc in enumerate(encoded):
+        spans = windows(model, len(enc.ids))
+        long += len(spans) > 1
+        for a, b in spans:
+            inputs.append(torch.cat([pre, enc.ids[a:b], suf]))
+            where.append((k, a, b))
+    if long:
+        warnings.warn(f"{long} text(s) longer than {model.name}'s window of {model.contract.max_length} tokens were "
+                      "read in consecutive windows", LongTextWarning, stacklevel=3)
+    return inputs, where
+
+
+def _run(model: TextModel, batch: list[torch.Tensor], layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """One padded batch through the network; ``{layer: [N, T', C]}`` (detached, CPU)."""
+    lengths = [len(x) for x in batch]
+    ids = torch.full((len(batch), max(lengths)), model.pad_id, dtype=torch.long)
+    for i, x in enumerate(batch):
+        ids[i, :len(x)] = x
+    mask = (torch.arange(ids.shape[1])[None] < torch.tensor(lengths)[:, None]).long()
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+    for name in layers:
+        module = model.layer(name)
+        handles.append(module.register_forward_hook(
+            lambda mod, inp, out, name=name: store.setdefault(name, out.detach().cpu())))
+    try:
+        with torch.no_grad(), model.frozen():
+            ids, mask = ids.to(model.device), mask.to(model.device)
+            model(ids) if model.recurrent else model(ids, mask)
+    finally:
+        for h in handles:
+            h.remove()
+    for name in layers:
+        if name not in store or not isinstance(store[name], torch.Tensor) or store[name].ndim != 3:
+            raise ValueError(f"layer {name!r} of {model.name} gives no per-token output; list its layers with "
+                             "luminate.models.layers(model)")
+    store["_ids_length"] = torch.tensor(ids.shape[1])
+    return store
+
+
+def activations(model, texts: str | Sequence[str], layer: str | Sequence[str], batch_size: int = 16
+                ) -> list[torch.Tensor] | dict[str, list[torch.Tensor]]:
+    """Per-token activations: one ``[T_i, C]`` float tensor per text (``T_i`` its characters or word pieces).
+
+    A list of layer names gives ``{layer: [[T_i, C], ...]}``. Recurrent models run over each whole text with the
+    state carried; transformers read windows of ``max_length`` tokens. Special tokens (padding, ``[CLS]``,
+    ``[SEP]``) are left out, so row ``t`` belongs to token ``t`` of the text (``char_rnn``: character ``t``).
+    Layers whose output is shorter than the input by the readout window (``char_rnn``'s ``attention`` and
+    ``output``) give row ``t`` for the prediction made after token ``t``.
+    """
+    model = as_text_model(model)
+    single = isinstance(layer, str)
+    names = [layer] if single else list(layer)
+    for name in names:
+        model.resolve(name)  # unknown names fail before any work, with the closest names
+    encoded = encode(model, texts)
+    inputs, where = _pieces(model, encoded)
+    parts: dict[str, list[list[torch.Tensor]]] = {n: [[] for _ in encoded] for n in names}
+    order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))  # similar lengths share a batch
+    for s in range(0, len(order), batch_size):
+        chunk = order[s:s + batch_size]
+        out = _run(model, [inputs[i] for i in chunk], names)
+        padded = int(out["_ids_length"])
+        for j, i in enumerate(chunk):
+            k, a, b = where[i]
+            for name in names:
+                value = out[name][j]
+                shift = value.shape[0] - padded + len(model.prefix)
+                parts[name][k].append(value[shift:shift + (b - a)])
+    result = {n: [torch.cat(p) if p else torch.zeros(0, 0) for p in per] for n, per in parts.items()}
+    return result[names[0]] if single else result
+
+
+def next_token_logits(model, text: str, carried: bool = False, batch_size: int = 512) -> tuple[torch.Tensor, Encoded]:
+    """``([T, V] logits, Encoded)``: row ``t`` predicts token ``t`` of ``text`` from what precedes it.
+
+    ``char_rnn`` predicts from the 40-character window before each character, read from a fresh state, as
+    textgenrnn does (``carried=True``: one pass with the state carried along the whole text instead; the model
+    never saw more than 40 characters in training, and that state drifts: see docs/text.md).
+    """
+    model = as_text_model(model)
+    if not model.recurrent or not hasattr(model, "window"):
+        raise TypeError(f"{model.name} is not a next-token language model (it has no next-token readout); "
+                        "bits_per_char needs char_rnn")
+    enc = model.encode(text)
+    w = model.window
+    padded = torch.cat([torch.full((w,), model.pad_id, dtype=torch.long), enc.ids]).to(model.device)
+    with torch.no_grad(), model.frozen():
+        if carried:
+            logits = model(padded[None])[0, :len(enc.ids)]
+        else:
+            starts = padded.unfold(0, w, 1)[:len(enc.ids)]          # window ending just before token t
+            logits = torch.cat([model(starts[s:s + batch_size])[:, -1] for s in range(0, len(starts), batch_size)])
+    return logits.cpu(), enc
+
+
+def bits_per_char(model, text: str | Sequence[str], carried: bool = False) -> float:
+    """Average bits the model needs per character of ``text`` (lower is better; a list: over all its texts).
+
+    Characters outside the vocabulary are not scored (they are counted: see :func:`encode`). Uniform guessing over
+    ``char_rnn``'s 465 ids costs ``log2(465) = 8.9`` bits.
+    """
+    texts = [text] if isinstance(text, str) else list(text)
+    total, count = 0.0, 0
+    for t in texts:
+        logits, enc = next_token_logits(model, t, carried)
+        known = enc.ids > 0
+        if not bool(known.any()):
+            continue
+        lp = torch.log_softmax(logits.double(), -1)[torch.arange(len(enc.ids)), enc.ids]
+        total += float(-lp[known].sum())
+        count += int(known.sum())
+    if count == 0:
+        raise ValueError("no character of the text is in the model's vocabulary, so there is nothing to score")
+    return total / count / math.log(2)
+
+
+def embed(model, sentences: str | Sequence[str], batch_size: int = 32, normalize: bool = True) -> torch.Tensor:
+    """Sentence embeddings ``[N, C]``: the mean of the last layer's token states over every token (``[CLS]`` and
+    ``[SEP]`` included, every window of a long sentence), then unit length (``normalize``), as
+    sentence-transformers' pipeline for all-MiniLM-L6-v2 does (Transformer, Pooling, Normalize)."""
+    model = as_text_model(model)
+    if model.recurrent:
+        raise TypeError(f"{model.name} is a character language model, not a sentence encoder; embed() needs "
+                        "minilm_l6")
+    last = [n for n, m in model.network.named_modules() if n.startswith("encoder.layer.") and n.count(".") == 2][-1]
+    sentences = [sentences] if isinstance(sentences, str) else list(sentences)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LongTextWarning)
+        encoded = encode(model, sentences)
+        inputs, where = _pieces(model, encoded)
+    sums = torch.zeros(len(sentences), model.layer_info(last).channels)
+    counts = torch.zeros(len(sentences))
+    for s in range(0, len(inputs), batch_size):
+        out = _run(model, inputs[s:s + batch_size], [last])[last]
+        for j, (k, _, _) in enumerate(where[s:s + batch_size]):
+            n = len(inputs[s + j])
+            sums[k] += out[j, :n].sum(0)
+            counts[k] += n
+    means = sums / counts.clamp_min(1)[:, None]
+    return torch.nn.functional.normalize(means, dim=-1) if normalize else means
