@@ -20,7 +20,7 @@ import sys
 import threading
 import traceback
 
-COMMANDS = ["models", "render", "blocks", "atlas", "microscope", "experiments", "quality", "serve"]
+COMMANDS = ["models", "render", "blocks", "atlas", "microscope", "experiments", "quality", "serve", "features"]
 REPORT = ("this is a bug in Luminate, not a problem with your input. Please report it on Luminate's issue tracker "
           "with the command you ran and the traceback that --debug prints")
 DESCRIPTION = (

@@ -1,0 +1,420 @@
+"""A features site: a dictionary of one layer with everything its pages show, computed resumably.
+
+:func:`build` runs, into ``SITE/data/<layer>/``:
+
+1. activations at positions into the activation store (:func:`luminate.atlas.collect`), resumed by shard;
+2. the dictionary (:func:`luminate.features.learn`, checkpointed; a finished one is loaded, not retrained), with
+   a second seed for the stability figure;
+3. the examples pass: every image's codes at every position (:meth:`Dictionary.encode` of the layer's
+   activations), each feature's maximum over positions per image and where it is, and how many positions it fires
+   at (``examples.npz``);
+4. for the features given pages: their effect on the classes (forward-mode gradient x the feature's own share of
+   the activations, ``code map x decoder direction``, on its top images) and feature visualizations of their
+   directions (:func:`luminate.features.render.render_features`, in the render cache).
+
+Each stage's result is keyed by its inputs, so a rerun of a finished site computes nothing; with
+:func:`luminate.views.features.write_site` it writes no file either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from luminate.activations import LayerTap
+from luminate.atlas.imageset import ImageList, ImageSet, image_loader, image_set
+from luminate.cache import RenderCache, atomic_write
+from luminate.features.dictionary import Dictionary, dictionary_dir, load_dictionary
+from luminate.features.learn import NonFiniteActivationsError, learn
+from luminate.images import UnreadableImageError
+from luminate.microscope.collect import parse_units, peaks
+from luminate.models.base import Model, as_model
+
+EXAMPLES = "examples.npz"
+EFFECTS = "effects.npz"
+VERSION = 1
+
+
+def _digest(payload) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write(path, buffer.getvalue())
+
+
+def _load_npz(path: Path, key: str) -> dict | None:
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            if str(saved["key"]) == key:
+                return {name: saved[name] for name in saved.files}
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
+def _imageset_of(images, store) -> ImageSet:
+    """The image set of a run: the images given, or the files of a store's images."""
+    if images is not None:
+        return image_set(images)
+    paths = [store.image_path(i) for i in range(store.n_images)]
+    if any(p is None for p in paths):
+        raise ValueError(f"the store {store.path} was collected from a Dataset; pass the images themselves")
+    return ImageList(paths)
+
+
+def examples_pass(model: Model, dictionary: Dictionary, imageset: ImageSet, path: Path, *, batch_size: int = 32,
+                  progress: bool = True, num_workers: int | None = None) -> dict:
+    """Codes of every image at every position, reduced to ``peak`` ``[I, N]`` (each feature's maximum over
+    positions), ``argmax`` ``[I, N]`` (flat ``y * W + x``), ``image`` ``[I]`` (indices of the readable images),
+    ``fires`` ``[N]`` (positions where the feature is non-zero), ``positions`` (their total), ``grid``, ``names``,
+    ``paths`` and ``skipped`` — saved in ``path`` and read back when the dictionary and images are the same."""
+    from luminate import progress as progress_module
+
+    key = _digest([VERSION, dictionary.info.get("key"), imageset.fingerprint(), model.weights_fingerprint()])
+    found = _load_npz(path, key)
+    if found is not None:
+        return found
+    layer = dictionary.layer
+    n = len(imageset)
+    batches = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
+    loader = image_loader(imageset, model.contract, batches, num_workers=num_workers,
+                          pin_memory=model.device.type == "cuda")
+    peak_parts, arg_parts, index_parts, skipped = [], [], [], []
+    fires = torch.zeros(dictionary.n_features, dtype=torch.float64)
+    positions = 0
+    grid = (1, 1)
+    bar = progress_module.bar(n, "codes of every image", unit="img", enabled=progress)
+    try:
+        with torch.no_grad(), model.frozen(), LayerTap(model, [layer], detach=True) as tap:
+            for batch in loader:
+                skipped += [(imageset.name(i), reason) for i, reason in batch.skipped]
+                if len(batch.indices):
+                    acts = tap(batch.images.to(model.device))[layer].float().cpu()
+                    bad = ~torch.isfinite(acts).flatten(1).all(1)
+                    if bool(bad.any()):
+                        index = int(batch.indices[bad][0])
+                        raise NonFiniteActivationsError(
+                            f"activations of {layer} hold NaN or infinity for image {imageset.name(index)}: check "
+                            "that image; remove it from the set to go on")
+                    codes = dictionary.encode(acts)                              # [B, N, H, W]
+                    grid = tuple(codes.shape[-2:])
+                    value, where = peaks(codes)
+                    peak_parts.append(value.numpy().astype(np.float32))
+                    arg_parts.append(where.numpy().astype(np.int32))
+                    index_parts.append(batch.indices.numpy().astype(np.int64))
+                    fires += (codes > 0).sum((0, 2, 3)).double()
+                    positions += codes.shape[0] * grid[0] * grid[1]
+                if bar is not None:
+                    bar.update(len(batch.indices) + len(batch.skipped))
+    finally:
+        if bar is not None:
+            bar.close()
+    if not index_parts:
+        raise ValueError(f"none of the {n} images could be read ({'; '.join(f'{a}: {b}' for a, b in skipped[:3])})")
+    paths = [str(imageset.path(i)) if hasattr(imageset, "path") else imageset.name(i) for i in range(n)]
+    result = {"key": np.array(key), "peak": np.concatenate(peak_parts), "argmax": np.concatenate(arg_parts),
+              "image": np.concatenate(index_parts), "fires": fires.numpy(), "positions": np.array(positions),
+              "grid": np.array(grid, dtype=np.int64), "names": np.array(imageset.names()), "paths": np.array(paths),
+              "skipped": np.array([f"{a}\t{b}" for a, b in skipped] or [""])}
+    _save_npz(path, result)
+    return result
+
+
+def ranked(examples: dict, feature: int, k: int | None = None) -> list[dict]:
+    """A feature's images by its maximum code, best first (ties: the lower image index), those where it fires:
+    ``[{"image", "value", "y", "x", "index", "name"}]``."""
+    peak = examples["peak"][:, int(feature)]
+    order = np.argsort(-peak, kind="stable")
+    width = int(examples["grid"][1])
+    out = []
+    for row in order[:k] if k is not None else order:
+        if not peak[row] > 0:
+            break
+        index = int(examples["image"][row])
+        flat = int(examples["argmax"][row, int(feature)])
+        out.append({"image": str(examples["paths"][index]), "value": float(peak[row]), "y": flat // width,
+                    "x": flat % width, "index": index, "name": str(examples["names"][index])})
+    return out
+
+
+def quantile_samples(examples: dict, feature: int, quantiles: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
+                     exclude: Sequence[int] = ()) -> list[dict]:
+    """Images at quantiles of the feature's maximum among the images where it fires (not those in ``exclude``),
+    each with ``"quantile"``; the same dicts as :func:`ranked`."""
+    firing = [e for e in ranked(examples, feature) if e["index"] not in set(exclude)]
+    out, seen = [], set()
+    for q in quantiles:
+        if not firing:
+            break
+        e = firing[::-1][min(len(firing) - 1, int(q * len(firing)))]
+        if e["index"] not in seen:
+            seen.add(e["index"])
+            out.append({**e, "quantile": q})
+    return out
+
+
+def class_effects(model: Model, dictionary: Dictionary, pictures: torch.Tensor, features: Sequence[int],
+                  batch_size: int = 16) -> torch.Tensor:
+    """Each item's attribution to every logit of its feature's share of the layer: the forward-mode derivative of
+    the logits along ``code_f(y, x) * direction_f`` at every position (gradient x the feature's reconstruction),
+    for ``pictures[i]`` ``[B, 3, H, W]`` and ``features[i]``. Returns ``[B, classes]`` (CPU)."""
+    from luminate.atlas.collect import dual_forward
+
+    directions = dictionary.directions
+    out = []
+    for lo in range(0, len(features), batch_size):
+        chosen = torch.as_tensor(list(features[lo:lo + batch_size]), dtype=torch.long)
+        images = pictures[lo:lo + batch_size].to(model.device)
+
+        def mask(act: torch.Tensor, chosen=chosen) -> torch.Tensor:
+            codes = dictionary.encode(act.float())                                   # [b, N, H, W]
+            maps = codes[torch.arange(len(chosen)), chosen.to(codes.device)]          # [b, H, W]
+            d = directions[chosen].to(act.device, act.dtype)                          # [b, C]
+            return maps[:, None].to(act.dtype) * d[:, :, None, None]
+
+        with model.frozen():
+            _, _, tangent = dual_forward(model, images, dictionary.layer, mask=mask)
+        out.append(tangent.float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def load_pictures(model: Model, imageset: ImageSet, indices: Sequence[int]) -> dict[int, torch.Tensor]:
+    """``{index: preprocessed image [3, H, W]}`` of the readable ones among ``indices``."""
+    out = {}
+    for i in dict.fromkeys(int(i) for i in indices):
+        try:
+            out[i] = imageset.load(i, model.contract)
+        except (UnreadableImageError, OSError, ValueError):   # the file changed since the examples pass
+            continue
+    return out
+
+
+class FeatureSite:
+    """Everything the pages of a features site show (see :func:`luminate.views.features.write_site`).
+
+    Attributes: path, model, dictionary, examples (:func:`examples_pass`), pages (features given pages), renders
+    ``{feature: {"positive", "diversity"}}``, effects ``{feature: [classes]}``, top_k, settings, microscope (a
+    Microscope site to link neurons to, or None), stamp (a hash of everything the pages depend on).
+    """
+
+    def __init__(self, path: Path, model: Model, imageset: ImageSet, dictionary: Dictionary, examples: dict,
+                 pages: list[int], renders: dict, effects: dict, top_k: int, settings: dict,
+                 microscope: Path | None = None):
+        self.path, self.model, self.imageset = path, model, imageset
+        self.dictionary, self.examples, self.pages = dictionary, examples, pages
+        self.renders, self.effects, self.top_k = renders, effects, top_k
+        self.settings, self.microscope = settings, microscope
+        payload = [VERSION, dictionary.info.get("key"), str(examples["key"]), pages, sorted(renders), top_k,
+                   settings, str(microscope) if microscope else None]
+        self.stamp = _digest(payload)
+
+    @property
+    def layer(self) -> str:
+        return self.dictionary.layer
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return [tuple(s.split("\t", 1)) for s in self.examples["skipped"].tolist() if s]
+
+    def firing(self) -> np.ndarray:
+        """Each feature's firing frequency: the fraction of all positions of all images where its code is > 0."""
+        return self.examples["fires"] / max(int(self.examples["positions"]), 1)
+
+    def top_examples(self, feature: int, k: int | None = None) -> list[dict]:
+        return ranked(self.examples, feature, self.top_k if k is None else k)
+
+    def class_name(self, k: int) -> str:
+        labels = self.model.labels
+        return str(labels[int(k)]).split(",")[0].strip() if labels is not None else f"class {int(k)}"
+
+    def classes(self, feature: int, n: int = 6) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+        """Classes the feature raises and lowers most: ``([(class, mean attribution)], [...])``."""
+        row = self.effects.get(int(feature))
+        if row is None or not len(row):
+            return [], []
+        order = np.argsort(-row, kind="stable")
+        raised = [(self.class_name(k), float(row[k])) for k in order[:n] if row[k] > 0]
+        lowered = [(self.class_name(k), float(row[k])) for k in order[::-1][:n] if row[k] < 0]
+        return raised, lowered
+
+    def neurons(self, feature: int, n: int = 8) -> list[tuple[int, float]]:
+        """The channels with the largest decoder weights of the feature: ``[(channel, weight)]``."""
+        d = self.dictionary.directions[int(feature)]
+        order = torch.argsort(-d.abs(), stable=True)[:n]
+        return [(int(c), float(d[c])) for c in order]
+
+    def similar(self, feature: int, n: int = 8) -> list[tuple[int, float]]:
+        """The features with the most similar directions (cosine), best first."""
+        d = self.dictionary.directions
+        cos = d @ d[int(feature)]
+        cos[int(feature)] = -2
+        order = torch.argsort(-cos, stable=True)[:n]
+        return [(int(f), float(cos[f])) for f in order]
+
+    def histogram(self, feature: int, bins: int = 32) -> dict:
+        """Histogram of the feature's maximum per image over the images where it fires, with firing figures."""
+        peak = self.examples["peak"][:, int(feature)]
+        on = peak[peak > 0]
+        if len(on):
+            lo, hi = float(on.min()), float(on.max())
+            counts, edges = np.histogram(on, bins=bins, range=(lo, hi if hi > lo else lo + 1))
+        else:
+            counts, edges = np.zeros(bins, np.int64), np.linspace(0, 1, bins + 1)
+        return {"counts": counts, "edges": edges, "images": float(len(on) / max(len(peak), 1)),
+                "positions": float(self.firing()[int(feature)]), "n_images": int(len(peak)),
+                "mean": float(on.mean()) if len(on) else 0.0}
+
+    def load_pictures(self, indices: Sequence[int]) -> dict[int, torch.Tensor]:
+        return load_pictures(self.model, self.imageset, indices)
+
+    def code_maps(self, pictures: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """``{image index: codes [N, h, w]}`` (CPU) of the given preprocessed pictures."""
+        keys = list(pictures)
+        out = {}
+        with torch.no_grad(), self.model.frozen(), LayerTap(self.model, [self.layer], detach=True) as tap:
+            for lo in range(0, len(keys), 32):
+                part = keys[lo:lo + 32]
+                act = tap(torch.stack([pictures[i] for i in part]).to(self.model.device))[self.layer]
+                out.update(zip(part, self.dictionary.encode(act.float().cpu())))
+        return out
+
+    def feature_data(self, features: Sequence[int], batch_size: int = 16) -> Iterator[dict]:
+        """Per-feature page data (see :func:`luminate.views.features.feature_page`), a few features at a time."""
+        features = list(features)
+        for lo in range(0, len(features), batch_size):
+            chunk = features[lo:lo + batch_size]
+            tops = {f: self.top_examples(f) for f in chunk}
+            samples = {f: quantile_samples(self.examples, f, exclude=[t["index"] for t in tops[f]]) for f in chunk}
+            pictures = self.load_pictures([e["index"] for f in chunk for e in tops[f] + samples[f]])
+            maps = self.code_maps(pictures) if pictures else {}
+
+            def shown(entries, f):
+                return [{**e, "picture": pictures[e["index"]], "map": maps[e["index"]][f]} for e in entries
+                        if e["index"] in pictures]
+            for f in chunk:
+                raised, lowered = self.classes(f)
+                yield {"feature": f, "images": self.renders.get(f), "examples": shown(tops[f], f),
+                       "samples": shown(samples[f], f), "hist": self.histogram(f), "raised": raised,
+                       "lowered": lowered, "neurons": self.neurons(f), "similar": self.similar(f),
+                       "grid": [int(g) for g in self.examples["grid"]]}
+
+
+def build(model, images, out: str | os.PathLike, layer: str, n_features: int = 256, k: int = 16,
+          method: str = "topk", *, top_k: int = 9, pages: str | Sequence[int] | None = "0:64", steps: int = 256,
+          size: int = 96, seed: int = 0, train_steps: int = 3000, stability: bool = True,
+          microscope: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+          features_per_batch: int = 8, progress: bool = True, num_workers: int | None = None,
+          **learn_options) -> FeatureSite:
+    """Learn a dictionary of ``layer`` over ``images`` and compute everything its site shows, into ``out``.
+
+    Args:
+        model: Model, zoo name or module. images: a folder, list of paths, Dataset, or an activation store.
+        out: the site folder (``out/data/<layer>/`` holds the store, the dictionary and the examples).
+        n_features, k, method, train_steps, seed: the dictionary (:func:`luminate.features.learn`; ``seed + 1``
+            trains the second dictionary of the stability figure when ``stability``).
+        top_k: dataset examples per feature. pages: features given pages (``"0:64"``, a list, None: all).
+        steps, size: feature-visualization settings; ``features_per_batch`` features per render batch.
+        microscope: a Microscope site of the same model whose unit pages the neurons link to.
+        cache_dir: the render cache (default ``$LUMINATE_CACHE/renders``).
+    """
+    from luminate import progress as progress_module
+    from luminate.atlas.store import ActivationStore
+    from luminate.features.render import render_features
+
+    model = as_model(model)
+    out = Path(out)
+    folder = dictionary_dir(out, layer)
+    store_given = isinstance(images, ActivationStore) or (isinstance(images, (str, os.PathLike))
+                                                         and (Path(images) / "manifest.json").is_file())
+    with progress_module.Job("features", stages=["activations and dictionary", "codes of every image",
+                                                 "classes", "feature visualizations"],
+                             enabled=progress, unit="feature") as job:
+        job.stage("activations and dictionary", f"{n_features} features, k = {k}, {method} on {layer}")
+        dictionary = learn(model, images, layer, n_features, k, method, steps=train_steps, seed=seed, out=folder,
+                           stability_seed=seed + 1 if stability else None, progress=progress,
+                           num_workers=num_workers, **learn_options)
+        if store_given:
+            imageset = _imageset_of(None, images if isinstance(images, ActivationStore) else ActivationStore(images))
+        else:
+            imageset = image_set(images)
+        job.stage("codes of every image", f"{len(imageset)} images")
+        examples = examples_pass(model, dictionary, imageset, folder / EXAMPLES, progress=progress,
+                                 num_workers=num_workers)
+        chosen = parse_units(pages, dictionary.n_features)
+        job.stage("classes", f"{len(chosen)} features")
+        effects = _effects(model, dictionary, imageset, examples, chosen, top_k, folder / EFFECTS)
+        job.stage("feature visualizations", f"{len(chosen)} features, {steps} steps")
+        live = [f for f in chosen if ranked(examples, f, 1)]
+        renders = render_features(model, layer, dictionary.directions, live, size=size, steps=steps, seed=seed,
+                                  per_batch=features_per_batch, cache_dir=RenderCache(cache_dir).folder,
+                                  progress=progress) if live else {}
+    record = json.dumps({"top_k": int(top_k), "pages": chosen}).encode()
+    meta = folder / "site.json"
+    if not meta.is_file() or meta.read_bytes() != record:
+        atomic_write(meta, record)
+    m = dictionary.metrics
+    settings = {"model": model.name, "weights": model.weights_fingerprint(), "input": model.contract.describe(),
+                "layer": layer, "method": method, "features": dictionary.n_features, "k": dictionary.k,
+                "training": f"{train_steps} steps, seed {seed}, {dictionary.info.get('training rows')} positions "
+                            f"of {len(imageset)} images, every 5th image held out "
+                            f"({dictionary.info.get('held-out rows')} positions)",
+                "visualizations": f"{size} px, {steps} steps, seed {seed}, direction x cosine, 4 diverse",
+                "top examples": top_k, "metrics": {k2: m.get(k2) for k2 in ("r2", "l0", "dead", "stability")}}
+    return FeatureSite(out, model, imageset, dictionary, examples, chosen, renders, effects, top_k, settings,
+                       Path(microscope) if microscope else None)
+
+
+def _effects(model: Model, dictionary: Dictionary, imageset: ImageSet, examples: dict, features: list[int],
+             top_k: int, path: Path) -> dict[int, np.ndarray]:
+    """``{feature: mean attribution to every class over its top images}`` (saved, keyed by its inputs)."""
+    key = _digest([VERSION, str(examples["key"]), features, top_k])
+    found = _load_npz(path, key)
+    if found is not None:
+        return {int(f): row for f, row in zip(found["features"], found["effects"])}
+    pairs = [(f, e["index"]) for f in features for e in ranked(examples, f, top_k)]
+    pictures = load_pictures(model, imageset, [i for _, i in pairs])
+    pairs = [(f, i) for f, i in pairs if i in pictures]
+    result: dict[int, np.ndarray] = {}
+    if pairs:
+        effect = class_effects(model, dictionary, torch.stack([pictures[i] for _, i in pairs]),
+                               [f for f, _ in pairs]).numpy()
+        for f in features:
+            rows = [j for j, (g, _) in enumerate(pairs) if g == f]
+            if rows:
+                result[f] = effect[rows].mean(0)
+    width = next((len(v) for v in result.values()), 0)
+    _save_npz(path, {"key": np.array(key), "features": np.array(sorted(result), dtype=np.int64),
+                     "effects": np.stack([result[f] for f in sorted(result)]) if result
+                     else np.zeros((0, width), np.float32)})
+    return result
+
+
+def top_examples(site: str | os.PathLike, layer: str, feature: int, k: int | None = None) -> list[dict]:
+    """The images where ``feature`` of the dictionary of ``layer`` in a features site fires most, best first:
+    ``[{"image", "value", "y", "x", "index", "name"}]`` (the Microscope's shape): ``image`` the file, ``value`` the
+    feature's maximum code over positions there, ``(y, x)`` where (in the layer's grid). ``k``: at most this many
+    (default: the site's ``--top``)."""
+    folder = dictionary_dir(site, layer)
+    path = folder / EXAMPLES
+    if not path.is_file():
+        load_dictionary(site, layer)   # names what is missing
+        raise FileNotFoundError(f"{path} does not exist: build the site with `luminate features ... -o {site}`")
+    with np.load(path, allow_pickle=False) as saved:
+        examples = {name: saved[name] for name in saved.files}
+    n = examples["peak"].shape[1]
+    if not 0 <= int(feature) < n:
+        raise IndexError(f"feature {feature} is out of range: the dictionary of {layer} has {n} (0..{n - 1})")
+    if k is None:
+        meta = folder / "site.json"
+        k = json.loads(meta.read_text()).get("top_k") if meta.is_file() else None
+    return ranked(examples, feature, k)
