@@ -72,6 +72,9 @@ class StorageError(OSError):
     """A write failed for a reason the user can fix: a full disk, a read-only folder, no permission. ``errno`` and
     ``filename`` are set; the message names the path and what to do."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 _ADVICE = {
     errno.ENOSPC: ("no space left on device", "free some space, or write to a folder on another disk (-o), then "

@@ -319,7 +319,10 @@ def test_store_detects_damage_and_cleans_uncommitted_work(tmp_path):
     (path / "shards" / "00005").mkdir()
     StoreWriter(path, {**store.manifest, "shards": []}, store.image_names())
     assert not stale_tmp.exists() and not (path / "shards" / "00005").exists()
-    assert (path / "shards" / "00001").exists()
+    assert (path / "shards" / "00000").exists()
+    # the writer resuming the store checked each shard: the damaged one is dropped, to be collected again
+    assert not (path / "shards" / "00001").exists()
+    assert [s["index"] for s in atlas.ActivationStore(path).shards] == [0, 2]
     with pytest.raises(FileNotFoundError, match="not an activation store"):
         atlas.ActivationStore(tmp_path / "nothing")
 

@@ -70,8 +70,9 @@ class StoreSettingsError(ValueError):
     """The store holds a collection made with other settings than the ones asked for."""
 
 
-class StoreDamagedError(ValueError):
-    """A store's manifest cannot be read, or a file it lists is missing or has the wrong size or checksum."""
+class StoreDamagedError(ValueError, OSError):
+    """A store's manifest cannot be read, or a file it lists is missing or has the wrong size or checksum (an
+    ``OSError``, as a damaged file is, and a ``ValueError``, as an unreadable manifest was)."""
 
 
 def layer_key(layer: str) -> str:
@@ -536,7 +537,7 @@ def shard_problem(store: str | os.PathLike, shard: dict, *, checksum: bool, memo
             if memo and stamp in _VERIFIED:
                 continue
             if file_sha256(path) != info["sha256"]:
-                return f"shard file {path} does not match its SHA-256 in {MANIFEST} (changed in place)"
+                return f"shard file {path} does not match its checksum (SHA-256) in {MANIFEST}: changed in place"
             _VERIFIED.add(stamp)
     return None
 

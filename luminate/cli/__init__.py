@@ -110,6 +110,12 @@ def _is_input_error(exc: BaseException) -> bool:
     optional dependency that names what to install."""
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return True
+    if _storage_error(exc) is not None:   # a full disk, a read-only folder: the user's to fix, not a bug
+        return True
+    from luminate.cli.checks import UsageError
+
+    if isinstance(exc, UsageError):
+        return True
     if isinstance(exc, ImportError):
         return "install" in str(exc)
     if not isinstance(exc, (ValueError, KeyError, IndexError, TypeError, OSError, RuntimeError, LookupError)):
@@ -123,7 +129,25 @@ def _is_input_error(exc: BaseException) -> bool:
         "raise")
 
 
+def _storage_error(exc: BaseException) -> BaseException | None:
+    """The full-disk / read-only / permission error behind ``exc`` (itself or a cause), as a
+    :class:`luminate.cache.StorageError` naming the path, or None."""
+    from luminate.cache import storage_error
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError):
+            found = storage_error(exc, exc.filename or "the output folder")
+            if found is not None:
+                return found
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _message(exc: BaseException) -> str:
+    if (storage := _storage_error(exc)) is not None and not isinstance(exc, PermissionError):
+        return str(storage)
     text = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
     if re.search(r"\blayer", text) and re.search(r"unknown|no layer|not a layer|did you mean|close", text) \
             and "--all" not in text:
@@ -157,7 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
-    args = parser.parse_args(protect_leading_minus(argv, parser))
+    try:
+        args = parser.parse_args(protect_leading_minus(argv, parser))
+    except SystemExit as exc:   # argparse's own error (exit 2): file names that start with '-' get a hint
+        from luminate.cli.checks import dash_hint
+
+        if exc.code == 2 and (hint := dash_hint(argv, parser)):
+            print(hint, file=sys.stderr)
+        raise
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -76,9 +76,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_collect(args: argparse.Namespace) -> int:
+    import logging
+
     from luminate.atlas.collect import UnreadableImagesWarning, collect
+    from luminate.cli.checks import validate_collect
 
     start = time.perf_counter()
+    validate_collect(args)   # every option checked before any work (exit 2)
+    if not logging.getLogger().handlers:   # damaged shards are named as they are dropped and recollected
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
     model = load_model(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnreadableImagesWarning)  # reported below, by name

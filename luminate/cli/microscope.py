@@ -25,10 +25,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", help="a folder of images (searched recursively)")
     p.add_argument("-o", "--output", required=True, help="site folder to create or continue")
     p.add_argument("--layers", nargs="+", default=None, metavar="L",
-                   help="layers to show (default: the model's default layer; list them with `luminate layers`)")
+                   help="layers to show, or 'all' for every layer of the model's layer-by-layer list (stem, "
+                        "blocks, head) in one pass (default: the model's default layer; list them with "
+                        "`luminate layers`); an unknown name stops the run before any work")
     p.add_argument("--units", default="0:64",
                    help="units given pages and visualizations: a slice like 0:64 (default) or a list like 3,7,9; "
                         "'all' for every unit")
+    p.add_argument("--render-units", default="auto", metavar="SPEC",
+                   help="units visualized (and attributed to classes) among those with pages, per layer: a slice "
+                        "like 0:2, a list, 'all' or 'none' (default: every unit when there are at most 64, else the "
+                        "first units of each layer within that budget; the log says which)")
+    p.add_argument("--circuit-images", type=int, default=8,
+                   help="images for each unit's inputs by gradient x activation (default 8; 0: no inputs)")
     p.add_argument("--top", type=int, default=9, help="dataset examples per unit (default 9)")
     p.add_argument("--steps", type=int, default=256, help="optimization steps per visualization (default 256)")
     p.add_argument("--size", type=int, default=96, help="visualization side in pixels (default 96)")
@@ -52,22 +60,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_microscope(args: argparse.Namespace) -> int:
     from luminate.cli.atlas import skipped_line
+    from luminate.cli.checks import validate_microscope, validate_units
     from luminate.microscope import build
+    from luminate.microscope.site import site_lock
     from luminate.views.microscope import write_site
 
     start = time.perf_counter()
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    validate_microscope(args)   # every option checked before any work (exit 2, no folder made)
     model = load_model_arg(args.model)
     if args.device:
         model = model.to(args.device)
     units = None if args.units.strip().lower() == "all" else args.units
-    site = build(model, args.images, args.output, layers=args.layers, units=units, top_k=args.top, steps=args.steps,
-                 size=args.size, seed=args.seed, batch_size=args.batch_size, shard_images=args.shard_size,
-                 attribution_images=args.attribution_images, units_per_batch=args.units_per_batch,
-                 cache_dir=args.cache, ray=args.ray, num_cpus=args.num_cpus, sanity=args.sanity,
-                 progress=not args.quiet)
-    index = write_site(site, progress=not args.quiet)
+    from luminate.microscope.collect import resolve_layers
+
+    layers = resolve_layers(model, args.layers)   # a typo stops here, before any folder or work
+    for warning in validate_units(model, layers, units):
+        print(f"luminate microscope: warning: {warning}", file=sys.stderr)
+    with site_lock(args.output):   # one run owns the site from collection to the last page
+        site = build(model, args.images, args.output, layers=layers, units=units, top_k=args.top,
+                     render=args.render_units, circuit_images=args.circuit_images,
+                     steps=args.steps, size=args.size, seed=args.seed, batch_size=args.batch_size,
+                     shard_images=args.shard_size, attribution_images=args.attribution_images,
+                     units_per_batch=args.units_per_batch, cache_dir=args.cache, ray=args.ray,
+                     num_cpus=args.num_cpus, sanity=args.sanity, progress=not args.quiet)
+        index = write_site(site, progress=not args.quiet)
     n_units = sum(len(layer["units"]) for layer in site.layers)
     print(f"{index}: {n_units} units of {', '.join(l['name'] for l in site.layers)} over "
           f"{site.examples.store.n_images} images ({time.perf_counter() - start:.1f}s)")

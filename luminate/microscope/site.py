@@ -14,8 +14,11 @@ site computes nothing and (with ``write_site``) rewrites no file.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -27,11 +30,69 @@ from luminate.activations import LayerTap
 from luminate.atlas.imageset import ImageSet, image_set
 from luminate.cache import RenderCache
 from luminate.images import UnreadableImageError
-from luminate.microscope.collect import Examples, collect_examples, summarize
+from luminate.microscope.collect import Examples, collect_examples, parse_units, resolve_layers, summarize
 from luminate.microscope.render import render_units
 from luminate.models.base import Model, as_model
 
 DATA = "data"
+logger = logging.getLogger("luminate.microscope")
+LOCK = ".lock"
+
+
+class SiteInUseError(RuntimeError):
+    """Another process is running into the same site folder (it owns the site until its last page is written)."""
+
+
+#: site folders this process holds the lock of, with how many nested holders (build inside the CLI's hold)
+_HELD: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def site_lock(out: str | os.PathLike):
+    """Own the site folder ``out`` for a whole run (collection, renders, pages): a second run into it is refused
+    with :class:`SiteInUseError` naming the owner's process id, so two runs with different settings never both
+    report a result only one of them kept. Re-entrant within a process. On a read-only folder nothing can be
+    written, so there is nothing to exclude: reading a finished site goes on without the lock."""
+    path = Path(out)
+    key = os.path.realpath(path)
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    try:
+        import fcntl
+    except ImportError:   # Windows: one run at a time is the user's responsibility
+        yield
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fh = open(path / LOCK, "a+")
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not path.is_dir():
+            raise
+        yield   # read-only: no writer can be running into this folder through it
+        return
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "unknown"
+            raise SiteInUseError(f"{path} is in use by process {owner} (another luminate run into the same site); "
+                                 "wait for it to finish and run again, or write to another folder with -o") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 class Site:
@@ -45,7 +106,8 @@ class Site:
     """
 
     def __init__(self, path: Path, model: Model, imageset: ImageSet, examples: Examples, layers: list[dict],
-                 summaries: dict, renders: dict, settings: dict, sanity: dict | None = None):
+                 summaries: dict, renders: dict, settings: dict, sanity: dict | None = None,
+                 circuits: dict | None = None):
         self.path = path
         self.model = model
         self.imageset = imageset
@@ -55,8 +117,10 @@ class Site:
         self.renders = renders
         self.settings = settings
         self.sanity = sanity or {}
+        self.circuits = circuits or {}   # {upper layer: {"lower", "matrix" [C, C'], "method", "key"}}
         payload = [settings, {name: str(s["key"]) for name, s in summaries.items()},
-                   {layer: sorted(units) for layer, units in renders.items()}, sorted(self.sanity.items())]
+                   {layer: sorted(units) for layer, units in renders.items()}, sorted(self.sanity.items()),
+                   {layer: c.get("key") for layer, c in self.circuits.items()}]
         self.stamp = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
     @property
@@ -89,7 +153,45 @@ class Site:
                 if v >= 0 and c > 0]
 
     def has_page(self, layer: str, unit: int) -> bool:
-        return unit in next(l for l in self.layers if l["name"] == layer)["units"]
+        return unit in self._page_units(layer)
+
+    def _page_units(self, layer: str) -> set[int]:
+        cache = self.__dict__.setdefault("_pages", {})
+        if layer not in cache:
+            cache[layer] = set(next((l["units"] for l in self.layers if l["name"] == layer), []))
+        return cache[layer]
+
+    def rendered(self, layer: str) -> list[int]:
+        """The units of ``layer`` with feature visualizations."""
+        return sorted(self.renders.get(layer, {}))
+
+    def examples_of(self, layer: str, unit: int, which: str = "top") -> list[dict]:
+        """``Examples.top_examples(layer, unit, which=...)`` of this site."""
+        return self.examples.top_examples(layer, unit, which=which)
+
+    def inputs(self, layer: str, unit: int, k: int = 8) -> list[dict]:
+        """The strongest units of the layer below (:mod:`luminate.microscope.circuits`), with ``"page"``: whether
+        they have a page in this site."""
+        from luminate.microscope.circuits import _ranked
+
+        c = self.circuits.get(layer)
+        if c is None:
+            return []
+        return [dict(e, page=self.has_page(e["layer"], e["unit"])) for e in _ranked(c["lower"], c["matrix"][unit], k)]
+
+    def outputs(self, layer: str, unit: int, k: int = 8) -> list[dict]:
+        """The units of the layer above that this unit drives most (same form as :meth:`inputs`)."""
+        from luminate.microscope.circuits import _ranked
+
+        for upper, c in self.circuits.items():
+            if c["lower"] == layer:
+                return [dict(e, page=self.has_page(e["layer"], e["unit"]))
+                        for e in _ranked(upper, c["matrix"][:, unit], k)]
+        return []
+
+    def circuit_method(self, layer: str) -> str | None:
+        c = self.circuits.get(layer)
+        return c["method"] if c is not None else None
 
     def histogram(self, layer: str, unit: int) -> dict:
         s = self.summaries[layer]
@@ -97,9 +199,9 @@ class Site:
                 "mean": float(s["mean"][unit]), "std": float(s["std"][unit]), "n_images": int(s["n_images"])}
 
     def unit_data(self, layer: str, units: Sequence[int], batch_size: int = 16) -> Iterator[dict]:
-        """Per-unit page data (see :func:`luminate.views.microscope.unit_page`), computed a few units at a time:
-        the top examples' preprocessed images and the unit's activation map on each (one forward pass per image,
-        to the layer only)."""
+        """Per-unit page data of rendered units (see :func:`luminate.views.microscope.unit_page`), computed a few
+        units at a time: the top examples' preprocessed images and the unit's activation map on each (one forward
+        pass per image, to the layer only). Pages of other units are drawn from thumbnails instead."""
         info = next(l for l in self.layers if l["name"] == layer)
         units = list(units)
         for start in range(0, len(units), batch_size):
@@ -123,6 +225,15 @@ class Site:
                        "similar": [(v, c, self.has_page(layer, v)) for v, c in self.similar(layer, u)],
                        "sanity": self.sanity.get((layer, u)), "grid": info["grid"]}
 
+    def thumbnail(self, index: int, size: int = 112) -> torch.Tensor | None:
+        """Image ``index`` as the model saw it (preprocessed), ``[3, size, size]``; None when it cannot be read."""
+        try:
+            picture = self.imageset.load(int(index), self.model.contract)
+        except (UnreadableImageError, OSError):
+            return None
+        return torch.nn.functional.interpolate(picture[None], size=(size, size), mode="bilinear", antialias=True,
+                                               align_corners=False)[0].clamp(0, 1)
+
     def _maps(self, layer: str, pictures: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         """``{image index: activation [C, h, w]}`` of ``layer`` (CPU)."""
         if not pictures:
@@ -140,7 +251,8 @@ class Site:
 
 
 def build(model, images, out: str | os.PathLike, *, layers: str | Sequence[str] | None = None,
-          units: str | Sequence[int] | None = "0:64", top_k: int = 9, steps: int = 256, size: int = 96,
+          units: str | Sequence[int] | None = "0:64", render: str | Sequence[int] | None = "auto",
+          render_budget: int = 64, circuit_images: int = 8, top_k: int = 9, steps: int = 256, size: int = 96,
           seed: int = 0, batch_size: int = 32, shard_images: int = 256, attribution_images: int = 256,
           units_per_batch: int = 8, cache_dir: str | os.PathLike | None = None, ray: str | None = None,
           num_cpus: int | None = None, sanity: bool = False, progress: bool = True,
@@ -150,9 +262,15 @@ def build(model, images, out: str | os.PathLike, *, layers: str | Sequence[str] 
     Args:
         model: a Model, zoo name or module. images: a folder, list of paths, Dataset or image batch.
         out: the site folder (its ``data`` subfolder holds the collection; resumed when it exists).
-        layers: layer name(s); default :func:`luminate.recipes.default_layer`.
-        units: the units given pages, visualizations and class attributions (``"0:64"``, a list, ``None``: all);
-            peaks, histograms and similarity cover every unit of the layer.
+        layers: layer name(s); ``"all"``: every layer of the model's layer-by-layer list (stem, blocks, head);
+            default :func:`luminate.recipes.default_layer`. Unknown names stop the run before any work.
+        units: the units given pages (``"0:64"``, a list, ``None``: all); peaks, histograms, examples,
+            similarity and inputs cover every unit of the layer.
+        render: the units visualized and attributed to classes, per layer, among those with pages: a spec
+            (``"0:2"``, a list), ``"all"``, ``"none"``, or ``"auto"`` (default): every page unit when there are at
+            most ``render_budget`` of them, else the first ``ceil(render_budget / layers)`` of each layer.
+        circuit_images: images (evenly spaced) for the gradient x activation inputs of non-linear connections;
+            0: no inputs.
         top_k: dataset examples per unit. steps, size, seed: feature-visualization settings.
         units_per_batch: units rendered together (``6 x`` as many images per batch).
         cache_dir: the unit render cache (default: Luminate's render cache, ``$LUMINATE_CACHE/renders``).
@@ -161,29 +279,59 @@ def build(model, images, out: str | os.PathLike, *, layers: str | Sequence[str] 
         sanity: show Geirhos et al.'s sanity check of each unit's visualization on its page (the path score of
             :mod:`luminate.analysis.sanity`, when that module is available).
     """
-    options = dict(layers=layers, units=units, top_k=top_k, steps=steps, size=size, seed=seed, batch_size=batch_size,
+    model = as_model(model)
+    layers = resolve_layers(model, layers)   # a typo stops here, before any folder or work
+    options = dict(layers=layers, units=units, render=render, render_budget=render_budget,
+                   circuit_images=circuit_images, top_k=top_k, steps=steps, size=size, seed=seed, batch_size=batch_size,
                    shard_images=shard_images, attribution_images=attribution_images, units_per_batch=units_per_batch,
                    cache_dir=cache_dir, ray=ray, num_cpus=num_cpus, sanity=sanity, progress=progress,
                    num_workers=num_workers)
-    if ray is None:
-        return _build(model, images, out, **options)
-    from luminate.parallel import RayContext
+    with site_lock(out):   # one run at a time owns the site
+        if ray is None:
+            return _build(model, images, out, **options)
+        from luminate.parallel import RayContext
 
-    with RayContext(ray, num_cpus):   # one Ray instance for every stage (each would otherwise start its own)
-        return _build(model, images, out, **options)
+        with RayContext(ray, num_cpus):   # one Ray instance for every stage (each would otherwise start its own)
+            return _build(model, images, out, **options)
 
 
-def _build(model, images, out, *, layers, units, top_k, steps, size, seed, batch_size, shard_images,
+def render_plan(page_units: dict[str, list[int]], render, budget: int = 64) -> tuple[dict[str, list[int]], str]:
+    """``({layer: units to render}, description)`` for ``render`` (see :func:`build`), within the page units."""
+    total = sum(len(u) for u in page_units.values())
+    if isinstance(render, str) and render.strip().lower() == "auto":
+        if total <= budget:
+            return dict(page_units), f"all {total} units with pages (within the default budget of {budget})"
+        each = max(1, -(-budget // max(len(page_units), 1)))
+        plan = {layer: units[:each] for layer, units in page_units.items()}
+        n = sum(len(u) for u in plan.values())
+        return plan, (f"{n} of {total} units: the first {each} of each layer (default budget {budget}; choose with "
+                      "--render-units SPEC|all|none)")
+    if render is None or (isinstance(render, str) and render.strip().lower() == "none"):
+        return {layer: [] for layer in page_units}, f"none of {total} units (--render-units none)"
+    if isinstance(render, str) and render.strip().lower() == "all":
+        return dict(page_units), f"all {total} units with pages"
+    plan = {}
+    for layer, units in page_units.items():
+        wanted = set(parse_units(render, max(units) + 1 if units else 0)) if isinstance(render, str) \
+            else {int(u) for u in render}
+        plan[layer] = [u for u in units if u in wanted]
+    n = sum(len(u) for u in plan.values())
+    return plan, f"{n} of {total} units ({render} of each layer)"
+
+
+def _build(model, images, out, *, layers, units, render, render_budget, circuit_images, top_k, steps, size, seed, batch_size, shard_images,
            attribution_images, units_per_batch, cache_dir, ray, num_cpus, sanity, progress, num_workers) -> Site:
-    from luminate.recipes import default_layer
-
     model = as_model(model)
-    names = [layers] if isinstance(layers, str) else list(layers or [default_layer(model)])
+    names = resolve_layers(model, layers)
     out = Path(out)
     data = out / DATA
     imageset = image_set(images)
-    examples = collect_examples(model, images, names, data, units=units, top_k=top_k, batch_size=batch_size,
-                                shard_images=shard_images, attribution_images=attribution_images, progress=progress,
+    page_units = {name: parse_units(units, model.layer_info(name).channels) for name in names}
+    plan, render_note = render_plan(page_units, render, render_budget)
+    logger.warning("luminate microscope: rendering %s", render_note)
+    examples = collect_examples(model, images, names, data, units=page_units, attribute=plan, top_k=top_k,
+                                batch_size=batch_size, shard_images=shard_images,
+                                attribution_images=attribution_images, progress=progress,
                                 num_workers=num_workers, ray=ray, num_cpus=num_cpus)
     if not examples.complete:
         raise RuntimeError(f"the collection in {data} is incomplete after running; run again to finish it")
@@ -199,7 +347,7 @@ def _build(model, images, out, *, layers, units, top_k, steps, size, seed, batch
         info["units"] = examples.units(name)
         layer_info.append(info)
         s = summaries[name]
-        alive = [u for u in info["units"] if not (s["dead"][u] or s["constant"][u])]
+        alive = [u for u in plan[name] if not (s["dead"][u] or s["constant"][u])]
         if alive and len(model.layer_info(name).shape) == 3:   # [C] layers get no visualizations
             renders[name] = render_units(model, name, alive, size=size, steps=steps, seed=seed,
                                          units_per_batch=units_per_batch, cache_dir=cache_dir, ray=ray,
@@ -209,11 +357,20 @@ def _build(model, images, out, *, layers, units, top_k, steps, size, seed, batch
     settings = {"model": model.name, "weights": model.weights_fingerprint(), "input": model.contract.describe(),
                 "layers": ", ".join(names), "top examples": top_k, "visualizations":
                     f"{size} px, {steps} steps, seed {seed}, {units_per_batch} units per batch",
-                "render cache": str(cache_dir),
+                "rendered units": render_note, "render cache": str(cache_dir),
                 "class attribution": f"gradient x activation, mean over "
                                      f"{int(next(iter(summaries.values()))['attr_count'])} images"}
+    circuits = {}
+    if circuit_images > 0 and len(names) > 1:
+        from luminate.microscope.circuits import compute_circuits
+
+        sample = _natural_sample(model, imageset, examples, limit=circuit_images)
+        circuits = compute_circuits(model, data, names, sample, fingerprint=f"{imageset.fingerprint()}:{circuit_images}",
+                                    progress=progress)
+        methods = sorted({c["method"] for c in circuits.values()})
+        settings["inputs"] = f"{', '.join(methods)} (gradient x activation over {len(sample)} images)"
     scores = _sanity_scores(model, renders, _natural_sample(model, imageset, examples)) if sanity else None
-    return Site(out, model, imageset, examples, layer_info, summaries, renders, settings, scores)
+    return Site(out, model, imageset, examples, layer_info, summaries, renders, settings, scores, circuits)
 
 
 def _natural_sample(model: Model, imageset: ImageSet, examples: Examples, limit: int = 64) -> torch.Tensor:
