@@ -1,14 +1,19 @@
-"""The Microscope: every unit of a model with its dataset examples and feature visualizations.
+"""The Microscope: every unit of a model with its dataset examples, inputs and feature visualizations.
 
->>> site = luminate.microscope.build("efficientnet_lite0", "photos/", "site/", layers=["blocks.10"], units="0:16")
->>> luminate.views.microscope.write_site(site)                     # site/index.html
+>>> site = luminate.microscope.build("efficientnet_lite0", "photos/", "site/", layers="all", units=None, render="0:2")
+>>> luminate.views.microscope.write_site(site)                     # site/index.html, a page per unit
 >>> luminate.microscope.top_examples("site", "blocks.10", 3)     # [{"image", "value", "y", "x", ...}], best first
+>>> luminate.microscope.top_examples("site", "blocks.10", 3, which="quantiles")   # samples across the range
+>>> luminate.microscope.inputs("site", "blocks.12", 7)           # [{"layer", "unit", "weight"}] of the layer below
+>>> luminate.microscope.layers("site")                           # [("stem", 32), ("blocks.0", 16), ...]
 """
 
-from luminate.microscope.collect import (Examples, collect_examples, merge_top_k, open_examples, parse_units, peaks,
-                                         summarize, top_examples, unit_attribution)
+from luminate.microscope.circuits import connection_matrix, inputs, outputs
+from luminate.microscope.collect import (Examples, collect_examples, layers, merge_top_k, open_examples, parse_units,
+                                         peaks, resolve_layers, summarize, top_examples, unit_attribution)
 from luminate.microscope.render import render_units
 from luminate.microscope.site import Site, build
 
-__all__ = ["Site", "build", "render_units", "Examples", "collect_examples", "merge_top_k", "open_examples", "parse_units", "peaks", "summarize",
+__all__ = ["Site", "build", "render_units", "Examples", "collect_examples", "connection_matrix", "inputs", "layers",
+           "merge_top_k", "open_examples", "outputs", "parse_units", "peaks", "resolve_layers", "summarize",
            "top_examples", "unit_attribution"]

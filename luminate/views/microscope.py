@@ -6,7 +6,14 @@ images, dataset examples with their activation maps, statistics and attributions
     SITE/index.html                  the model: layers, image set, settings
     SITE/<layer>/index.html          every unit of the layer as a sprite grid, searchable by unit or class
     SITE/<layer>/sprite.png          the units' positive visualizations (a relative file, one per layer)
-    SITE/<layer>/unit-00007.html     one unit: visualizations, top examples, histogram, classes, similar units
+    SITE/<layer>/unit-00007.html     one unit: visualizations, top / bottom / quantile examples, histogram,
+                                     classes, inputs (layer below) and outputs (layer above), similar units
+    SITE/images/000012.jpg           a thumbnail of each image some page shows (as the model saw it)
+
+Every unit given a page gets one, rendered or not. Pages of rendered units show their top examples cropped with the
+activation map overlaid (one forward pass per example); the other examples, and every example of units that are not
+rendered, are thumbnails shared by all pages with a ring at the position of the unit's maximum, so writing thousands
+of pages is templating only.
 
 Every image is inline (data URLs) or a relative file inside the site; nothing is loaded from the network, so the
 folder can be opened straight from disk or served by any static server.
@@ -44,6 +51,16 @@ a { color: var(--accent); }
 input#search { font-size: 15px; padding: 6px 10px; width: 320px; border: 1px solid var(--line); border-radius: 6px; }
 .classes td.v { font-variant-numeric: tabular-nums; color: var(--muted); }
 .similar a { display: inline-block; margin: 0 10px 8px 0; text-align: center; font-size: 12px; }
+.thumbs { display: flex; flex-wrap: wrap; gap: 6px; }
+.thumb { position: relative; width: 96px; margin: 0; font-size: 11px; color: var(--muted); }
+.thumb img { width: 96px; height: 96px; display: block; border-radius: 3px; }
+.thumb .ring { position: absolute; width: 14px; height: 14px; margin: -8px 0 0 -8px; border: 2px solid #ff7a1a;
+  border-radius: 50%; box-shadow: 0 0 0 1px #000a; pointer-events: none; }
+.stratum { margin: 4px 0 10px; } .stratum h3 { font-size: 13px; margin: 0 0 4px; }
+.links a.unit-link { display: inline-block; width: 84px; margin: 0 6px 8px 0; text-align: center; font-size: 12px;
+  text-decoration: none; color: var(--ink); }
+.links .icon { display: block; width: 72px; height: 72px; margin: 0 auto 2px; border: 1px solid var(--line);
+  border-radius: 4px; background-repeat: no-repeat; background-color: #ccc; background-size: cover; }
 """
 
 SEARCH_JS = """
@@ -212,6 +229,34 @@ def unit_page(model_name: str, layer: dict, unit: dict, prev_unit: int | None, n
         parts.append('<div class="card examples"><h2>Dataset examples</h2><p class="muted">The images where the unit '
                      'reaches its highest maximum, cropped around the position of that maximum, with the unit\'s '
                      f'activation map overlaid in orange.</p><div class="row">{"".join(figs)}</div></div>')
+    for title, which, note in (
+            ("Top examples", "top", "The images where the unit's maximum is highest (ring: where it is)."),
+            ("Bottom examples", "bottom", "The images where the unit's maximum is lowest: most negative for units "
+                                          "that go negative, the least excited otherwise.")):
+        if which == "top" and examples:
+            continue   # drawn above with activation maps
+        if unit.get(which):
+            parts.append(f'<div class="card examples-{which}"><h2>{title}</h2><p class="muted">{note}</p>'
+                         f'<div class="thumbs">{_thumbs(unit[which], grid)}</div></div>')
+    if unit.get("quantiles"):
+        rows = []
+        strata: dict[int, list] = {}
+        for e in unit["quantiles"]:
+            strata.setdefault(int(e["stratum"]), []).append(e)
+        n = int(unit.get("strata", max(strata) + 1))
+        for j in sorted(strata):
+            rows.append(f'<div class="stratum"><h3>{100 * j // n}-{100 * (j + 1) // n}% of the range</h3>'
+                        f'<div class="thumbs">{_thumbs(strata[j], grid)}</div></div>')
+        parts.append('<div class="card examples-quantiles"><h2>Across the range</h2><p class="muted">Random samples '
+                     'from each fifth of the distribution of the unit\'s maximum over the image set (lowest first): '
+                     'what typical, not only extreme, activations look like.</p>' + "".join(rows) + '</div>')
+    for title, key, note in (("Inputs", "inputs", "the strongest units of the layer below"),
+                             ("Outputs", "outputs", "the units of the layer above this unit drives most")):
+        links = unit.get(key) or []
+        if links:
+            method = unit.get(f"{key}_method") or ""
+            parts.append(f'<div class="card links {key}"><h2>{title}</h2><p class="muted">{note.capitalize()}'
+                         f'{f" (by {esc(method)})" if method else ""}.</p>{_unit_links(links)}</div>')
     hist = unit.get("hist")
     if hist is not None:
         svg = _histogram_svg(hist["counts"], hist["edges"], [0.0])
@@ -232,14 +277,53 @@ def unit_page(model_name: str, layer: dict, unit: dict, prev_unit: int | None, n
                         f'r = {c:.2f}</span></a>' for v, c, linked in similar)
         parts.append(f'<div class="card similar"><h2>Similar units</h2><p class="muted">Units of {esc(layer["name"])} '
                      f'whose maxima rise and fall with this one\'s over the image set (correlation).</p>{links}</div>')
+    def plain(items):
+        return [{"image": e["name"], "value": round(float(e["value"]), 6), "y": e["y"], "x": e["x"]} for e in items]
     parts.append(json_script("unit-data", {"layer": layer["name"], "unit": u, "status": status,
-                                           "examples": [{"image": e["name"], "value": round(float(e["value"]), 6),
-                                                         "y": e["y"], "x": e["x"]} for e in examples]}))
+                                           "examples": plain(examples or unit.get("top") or []),
+                                           "bottom": plain(unit.get("bottom") or []),
+                                           "quantiles": plain(unit.get("quantiles") or []),
+                                           "inputs": [{k: e[k] for k in ("layer", "unit", "weight")}
+                                                      for e in unit.get("inputs") or []],
+                                           "outputs": [{k: e[k] for k in ("layer", "unit", "weight")}
+                                                       for e in unit.get("outputs") or []]}))
     return page(f"{layer['name']} unit {u}", "".join(parts), CSS, subtitle=f"{esc(model_name)}")
 
 
+def thumb_file(index: int) -> str:
+    return f"images/{int(index):06d}.jpg"
+
+
+def _thumbs(items: list[dict], grid: tuple[int, int]) -> str:
+    """Shared thumbnails (``../images/N.jpg``) with a ring at each example's arg-max position."""
+    h, w = max(int(grid[0]), 1), max(int(grid[1]), 1)
+    out = []
+    for e in items:
+        if e.get("index") is None:
+            continue
+        top, left = 100 * (e["y"] + 0.5) / h, 100 * (e["x"] + 0.5) / w
+        out.append(f'<figure class="thumb" data-image="{esc(e["name"])}"><img src="../{thumb_file(e["index"])}" '
+                   f'alt="{esc(e["name"])}" loading="lazy"><span class="ring" style="top:{top:.1f}%;left:{left:.1f}%">'
+                   f'</span><figcaption>{e["value"]:.3g}: {esc(e["name"])}</figcaption></figure>')
+    return "".join(out)
+
+
+def _unit_links(links: list[dict]) -> str:
+    """``[{"layer", "key", "unit", "weight", "page", "icon": css background or None}]`` as icon links."""
+    out = []
+    for e in links:
+        icon = f'<span class="icon" style="{e["icon"]}"></span>' if e.get("icon") else '<span class="icon"></span>'
+        label = f'{esc(e["layer"])} {e["unit"]}<br><span class="muted">{e["weight"]:+.3g}</span>'
+        if e.get("page"):
+            out.append(f'<a class="unit-link" href="../{esc(layer_dir(e["key"]))}/{unit_file(e["unit"])}">'
+                       f'{icon}{label}</a>')
+        else:
+            out.append(f'<a class="unit-link">{icon}{label}</a>')
+    return "".join(out)
+
+
 #: bump when the pages change, so sites built before are rewritten
-PAGES_VERSION = 1
+PAGES_VERSION = 2
 
 
 def write_if_changed(path, data: bytes) -> bool:
@@ -286,6 +370,32 @@ def write_site(site, progress: bool = True):
     read = sum(int(s["n_images"]) for s in list(site.summaries.values())[:1])
     layers = []
     total = sum(len(l["units"]) for l in site.layers)
+    keys = {l["name"]: l["key"] for l in site.layers}
+    # where each unit's icon is: its tile in the layer's sprite (rendered units), else its top example
+    sprites = {}
+    for info in site.layers:
+        units = info["units"]
+        sprites[info["name"]] = ({u: slot for slot, u in enumerate(units)},
+                                 max(1, math.ceil(math.sqrt(len(units)))), set(site.renders.get(info["name"], {})))
+
+    def icon(layer: str, unit: int) -> str | None:
+        slots, cols, rendered = sprites.get(layer, ({}, 1, set()))
+        if unit in rendered and unit in slots:
+            x, y = (slots[unit] % cols) * SPRITE_TILE, (slots[unit] // cols) * SPRITE_TILE
+            return (f"background-image:url(../{layer_dir(keys[layer])}/sprite.png);"
+                    f"background-position:-{x}px -{y}px;background-size:auto")
+        top = site.examples_of(layer, unit, "top")[:1]
+        if top:
+            thumbs.add(top[0]["index"])
+            return f"background-image:url(../{thumb_file(top[0]['index'])})"
+        return None
+
+    def named(items: list[dict]) -> list[dict]:
+        for e in items:
+            thumbs.add(e["index"])
+        return [dict(e, name=site.examples.image_name(e["index"])) for e in items]
+
+    thumbs: set[int] = set()
     bar = tqdm(total=total, desc="pages", unit="unit", disable=not progress or not total)
     try:
         for info in site.layers:
@@ -300,12 +410,38 @@ def write_site(site, progress: bool = True):
             grid_units = [{"unit": u, "status": site.status(name, u),
                            "raised": [c for c, _ in site.classes(name, u)[0]]} for u in units]
             put(f"{layer_dir(key)}/index.html", layer_page(site.model_name, info, grid_units, cols).encode())
-            for i, data in enumerate(site.unit_data(name, units)):
+            rendered = [u for u in units if u in site.renders.get(name, {})]
+            detailed = {d["unit"]: d for d in site.unit_data(name, rendered)}
+            strata = int(site.summaries[name].get("quant_strata", 5))
+            for i, u in enumerate(units):
+                data = detailed.get(u)
+                if data is None:
+                    raised, lowered = site.classes(name, u)
+                    data = {"unit": u, "status": site.status(name, u), "images": None, "examples": [],
+                            "hist": site.histogram(name, u), "raised": raised, "lowered": lowered,
+                            "similar": [(v, c, site.has_page(name, v)) for v, c in site.similar(name, u)],
+                            "sanity": None, "grid": info["grid"]}
+                data = dict(data, top=named(site.examples_of(name, u, "top")),
+                            bottom=named(site.examples_of(name, u, "bottom")),
+                            quantiles=named(site.examples_of(name, u, "quantiles")), strata=strata,
+                            inputs=[dict(e, key=keys.get(e["layer"], e["layer"]), icon=icon(e["layer"], e["unit"]))
+                                    for e in site.inputs(name, u)],
+                            outputs=[dict(e, key=keys.get(e["layer"], e["layer"]), icon=icon(e["layer"], e["unit"]))
+                                     for e in site.outputs(name, u)],
+                            inputs_method=site.circuit_method(name),
+                            outputs_method=next((c["method"] for c in site.circuits.values()
+                                                 if c["lower"] == name), None))
                 prev_unit = units[i - 1] if i > 0 else None
                 next_unit = units[i + 1] if i + 1 < len(units) else None
                 html_text = unit_page(site.model_name, info, data, prev_unit, next_unit)
-                put(f"{layer_dir(key)}/{unit_file(data['unit'])}", html_text.encode())
+                put(f"{layer_dir(key)}/{unit_file(u)}", html_text.encode())
                 bar.update(1)
+        for index in sorted(thumbs):
+            picture = site.thumbnail(index)
+            if picture is not None:
+                buffer = io.BytesIO()
+                to_pil(picture).save(buffer, format="JPEG", quality=85)
+                put(thumb_file(index), buffer.getvalue())
     finally:
         bar.close()
     model = {"name": site.model_name, "input": site.model.contract.describe(), "settings": site.settings,
