@@ -70,6 +70,10 @@ def run_microscope(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
     validate_microscope(args)   # every option checked before any work (exit 2, no folder made)
     model = load_model_arg(args.model)
+    if getattr(model, "is_text", False) or str(args.images).lower().endswith(".txt"):  # text: luminate.cli.text
+        from luminate.cli.text import run_text_microscope
+
+        return run_text_microscope(args, model, start)
     if args.device:
         model = model.to(args.device)
     units = None if args.units.strip().lower() == "all" else args.units
