@@ -1,7 +1,10 @@
 """The render loop: optimize an image parameterization to maximize an objective.
 
 Defaults follow Lucid's ``render_vis``: a 128 px Fourier-space, colour-decorrelated image, Adam with
-learning rate 0.05, Lucid's standard transforms, and ReLU gradients redirected for the first 16 steps.
+learning rate 0.05, and ReLU gradients redirected for the first 16 steps; the transforms are Luminate's
+(:func:`~luminate.transforms.default_transforms`: a random 50-100% box and a mirror), which transfer far better to
+other models than Lucid's standard set (``docs/quality.md``). BatchNorm is folded into the convolutions of the
+frozen network for the duration of the call (:mod:`luminate.fold`).
 Deliberate differences, each a fix of a known quirk:
 
 * ``steps=512`` means 512 optimizer updates, and a threshold ``t`` records the image after ``t``
@@ -39,7 +42,7 @@ from luminate.objectives import Objective, as_objective
 from luminate.overrides import RedirectedReLU
 from luminate.param import Parameterization, as_size, image
 from luminate.runtime import TINY_STEPS, budget_steps, tiny
-from luminate.transforms import Transform, compose, end_at_size, standard_transforms
+from luminate.transforms import Transform, compose, default_transforms, end_at_size
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
@@ -118,7 +121,8 @@ def render(model: Model | torch.nn.Module | str,
             (``"blocks.9:7"``, ``"class:daisy"``, ``"-blocks.10:7 + 0.5*blocks.10:11"``).
         param: the image parameterization; default ``param.image(size, batch=batch)``
             (Fourier + decorrelated colour, sd 0.01) with the model's input channels.
-        transforms: a list of transforms (or one); ``None`` gives Lucid's standard set, ``[]`` none. For a model
+        transforms: a list of transforms (or one); ``None`` gives :func:`~luminate.transforms.default_transforms`
+            (a random 50-100% box resized back, and a mirror; Lucid's set is ``standard_transforms()``), ``[]`` none. For a model
             with a fixed input size (``contract.fixed_size``) ``fit_to(size)`` (crop or resize) is appended.
         steps: optimizer updates; default ``max(thresholds)``, or 512 without thresholds.
         thresholds: steps after which to record the images; default ``(steps,)``. ``result.image`` is the
@@ -163,7 +167,7 @@ def render(model: Model | torch.nn.Module | str,
     if reset:
         param.reset_parameters(generator)
     if transforms is None:
-        transforms = standard_transforms()
+        transforms = default_transforms()
     transform = compose(transforms) if isinstance(transforms, (list, tuple)) else transforms
     if model.contract.fixed_size:
         transform = end_at_size(transform, model.size)

@@ -51,6 +51,7 @@ __all__ = [
     "random_rotate", "RandomRotate", "normalize_gradient", "NormalizeGradient", "crop_or_pad_to", "CropOrPadTo",
     "collapse_alpha_random", "CollapseAlphaRandom", "fit_to", "FitTo", "end_at_size", "standard_transforms", "atlas_transforms",
     "atlas_notebook_transforms", "random_crop_resize", "RandomCropResize", "add_noise", "AddNoise", "maco_transforms",
+    "random_flip", "RandomFlip", "default_transforms",
 ]
 
 Transform = Callable[[Tensor, torch.Generator], Tensor]
@@ -728,8 +729,52 @@ def maco_transforms(scale: tuple[float, float] = (0.5, 1.0), noise: float = 0.05
     return [random_crop_resize(scale, 0.15, size), add_noise(noise, noise)]
 
 
+@dataclass(frozen=True, eq=True, repr=False)
+class RandomFlip(_Base):
+    """Mirror the image left-right with probability ``p`` (one draw per item): ``[B, C, H, W] -> [B, C, H, W]``.
+    Photos of most classes occur mirrored, so a visualization that survives it does not rely on one orientation."""
+
+    p: float = 0.5
+    _cache: dict = _cache_field()
+    _factory = "random_flip"
+
+    def __post_init__(self):
+        if not 0 <= float(self.p) <= 1:
+            raise ValueError(f"random_flip probability must lie in [0, 1]; got {self.p!r}")
+        object.__setattr__(self, "p", float(self.p))
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_image(x, self)
+        generator = _check_generator(generator, self)
+        flip = (torch.rand(x.shape[0], generator=generator) < self.p).tolist()
+        if not any(flip):
+            return x
+        if all(flip):
+            return x.flip(-1)
+        return torch.stack([item.flip(-1) if f else item for item, f in zip(x, flip)])
+
+    def _args(self) -> str:
+        return f"p={self.p}"
+
+
+def random_flip(p: float = 0.5) -> RandomFlip:
+    """See :class:`RandomFlip`: a left-right mirror with probability ``p`` per item."""
+    return RandomFlip(float(p))
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # the standard sets
+
+
+def default_transforms(scale: tuple[float, float] = (0.5, 1.0)) -> list[Transform]:
+    """``render``'s default: one random box per item (side 50-100% of the image, centre ``0.5 + N(0, 0.15)``) resized
+    back to the image's size, then a left-right flip with probability 0.5.
+
+    Measured against Lucid's :func:`standard_transforms` on EfficientNet-Lite0 class images (``docs/quality.md``):
+    the images survive random 70-90% crops for a held-out model far better (Lite2 top-5 on 64 crops: 100% vs 69%),
+    and a step is cheaper, since the network sees the image at its own size (Lucid's pad, scale and jitter show it
+    about 5% larger on each side)."""
+    return [random_crop_resize(scale, 0.15), random_flip(0.5)]
 
 
 def standard_transforms() -> list[Transform]:

@@ -9,6 +9,7 @@ import numpy as np
 
 from luminate.render import RenderResult
 from luminate.render import render as _render
+from luminate.transforms import standard_transforms
 
 
 def render_vis(model, objective_f, param_f: Callable | None = None, optimizer=None, transforms=None,
@@ -33,7 +34,8 @@ def render_vis(model, objective_f, param_f: Callable | None = None, optimizer=No
     """
     thresholds = tuple(int(t) for t in thresholds)
     result: RenderResult = _render(model, objective_f, param=param_f() if param_f is not None else None,
-                                   transforms=transforms, thresholds=thresholds, optimizer=optimizer,
+                                   transforms=standard_transforms() if transforms is None else transforms,
+                                   thresholds=thresholds, optimizer=optimizer,
                                    seed=0 if use_fixed_seed else None, progress=False,
                                    redirect_relu_steps=16 if relu_gradient_override else 0)
     render_vis.last_result = result
