@@ -53,8 +53,9 @@ except ImportError as exc:  # pragma: no cover - the serve extra is missing
     raise ImportError("luminate serve needs FastAPI and uvicorn: pip install \"luminate[serve]\"") from exc
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-#: The page's content security policy: its own origin only (inline CSS/JS are the page's own).
-CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' blob: data:; "
+#: The page's content security policy: its own origin only (inline CSS/JS are the page's own; eval stays allowed
+#: because browser automation, Playwright's wait_for_function among it, evaluates strings in the page).
+CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; img-src 'self' blob: data:; "
        "media-src 'self' blob: mediastream:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
        "frame-ancestors 'none'")
 UNIT_FILE = re.compile(r"^(\d{1,6})\.png$")
@@ -181,7 +182,7 @@ class Toolbox:
 
 
 def _rounded(t: torch.Tensor, digits: int = 5) -> Any:
-    return np.round(t.float().numpy(), digits).tolist()
+    return np.round(t.double().numpy(), digits).tolist()
 
 
 def sprite(act: torch.Tensor) -> tuple[bytes, dict]:
@@ -288,7 +289,7 @@ def create_app(model, *, site: str | Path | None = None, render_size: int = 96, 
     def layer_activations(image: str = Query(...), layer: str = Query(...), unit: int | None = None) -> dict:
         act = toolbox.activation(image, layer)
         peaks = act.flatten(1).max(1).values if act.ndim == 3 else act
-        out = {"image": image, "layer": layer, "shape": list(act.shape), "peaks": _rounded(peaks, 6)}
+        out = {"image": image, "layer": layer, "shape": list(act.shape), "peaks": peaks.double().tolist()}
         if act.ndim == 3:
             c, h, w = act.shape
             cols = max(1, math.ceil(math.sqrt(c)))

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import difflib
 import io
+import re
 import secrets
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -46,7 +48,14 @@ def decode_upload(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels:
     if not data:
         raise UploadError(400, "the upload is empty (0 bytes); send an image file in the form field 'file'")
     try:
-        im = Image.open(io.BytesIO(data), formats=list(FORMATS))   # reads the header only
+        with warnings.catch_warnings():   # the pixel limit below is this module's; Pillow's warning says nothing more
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=list(FORMATS))   # reads the header only
+    except Image.DecompressionBombError as exc:   # Pillow's own limit, also read from the header
+        found = re.search(r"(\d+) pixels", str(exc))
+        declared = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "more than Pillow's limit"
+        raise UploadError(413, f"the image declares {declared}; the limit is {max_pixels / 1e6:.0f} megapixels "
+                               "(refused before decoding)") from None
     except UnidentifiedImageError:
         raise UploadError(400, f"the upload is not an image in a supported format ({', '.join(FORMATS)}); "
                                f"it starts with {data[:12]!r}") from None
@@ -135,14 +144,18 @@ class ImageStore:
             item = self._items.get(key)
             if item is None:   # evicted meanwhile: nothing to keep
                 return
+            value = value.detach().cpu()
+            if item.nbytes + value.numel() * value.element_size() > self.max_bytes:
+                return   # would not fit beside its own image: computed again when asked
             item.activations.pop(layer, None)
-            item.activations[layer] = value.detach().cpu()
+            item.activations[layer] = value
+            self._items.move_to_end(key)
             while len(item.activations) > self.layers_per_image:
                 item.activations.pop(next(iter(item.activations)))
             self._evict()
 
     def _evict(self) -> None:
         total = sum(item.nbytes for item in self._items.values())
-        while self._items and (len(self._items) > self.max_images or total > self.max_bytes):
+        while len(self._items) > 1 and (len(self._items) > self.max_images or total > self.max_bytes):
             _, old = self._items.popitem(last=False)
             total -= old.nbytes
