@@ -16,7 +16,7 @@ RANKS = [
     ("luminate.features", 5),
     ("luminate.parallel", 5), ("luminate.lucid", 5),
     ("luminate.views", 6),
-    ("luminate.cli", 7), ("luminate.__main__", 7),
+    ("luminate.cli", 7), ("luminate.__main__", 7), ("luminate.serve", 7),
 ]
 
 #: What views must not import (outside ``if TYPE_CHECKING:``): anything that computes gradients or renders.
