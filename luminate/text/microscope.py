@@ -1,0 +1,279 @@
+"""The Microscope for text units: every unit's top contexts, quantile samples, histogram, output effect, similar
+units and token attribution, collected once into a resumable store and drawn by :mod:`luminate.views.text`.
+
+Collection streams the texts through the model in shards of ``shard_texts`` texts; each shard file holds, per text
+and unit, the maximum activation and its token position, the minimum, plus per unit the number of tokens above zero
+and an evenly spaced sample of token activations (for histograms, quantiles and unit similarity). A shard that
+exists is not recomputed, so an interrupted build continues where it stopped; a store made with another model,
+other weights or other texts is refused. Shapes: ``max``/``argmax``/``min`` ``[n_texts, C]``, ``sample``
+``[S, C]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from luminate.text.core import LongTextWarning, Texts, activations, as_text_model, read_texts
+
+STORE = "text"
+SAMPLE_PER_TEXT = 8
+
+
+def is_text_site(site: str | os.PathLike) -> bool:
+    """True when ``site`` (a site folder or its data folder) holds a text Microscope."""
+    path = Path(site)
+    return any((p / STORE / "manifest.json").is_file() for p in (path / "data", path))
+
+
+def _store_dir(site: str | os.PathLike) -> Path:
+    path = Path(site)
+    for p in (path / "data", path):
+        if (p / STORE / "manifest.json").is_file():
+            return p / STORE
+    raise FileNotFoundError(f"{path} holds no text Microscope (no data/{STORE}/manifest.json): build one with "
+                            "`luminate microscope char_rnn TEXTS.txt -o SITE`")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _texts_digest(texts: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8") + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _collect_shard(model, texts: Sequence[str], layer: str) -> dict[str, np.ndarray]:
+    acts = activations(model, list(texts), layer)
+    c = acts[0].shape[1]
+    mx = np.stack([a.max(0).values.numpy() if len(a) else np.full(c, -np.inf, np.float32) for a in acts])
+    am = np.stack([a.argmax(0).numpy() if len(a) else np.zeros(c, np.int64) for a in acts])
+    mn = np.stack([a.min(0).values.numpy() if len(a) else np.full(c, np.inf, np.float32) for a in acts])
+    picks = []
+    for a in acts:
+        if len(a):
+            idx = np.unique(np.linspace(0, len(a) - 1, min(SAMPLE_PER_TEXT, len(a))).round().astype(int))
+            picks.append(a[idx].numpy())
+    allv = np.concatenate([a.numpy() for a in acts if len(a)])
+    return {"max": mx.astype(np.float32), "argmax": am.astype(np.int64), "min": mn.astype(np.float32),
+            "sample": np.concatenate(picks).astype(np.float32), "fires": (allv > 0).sum(0).astype(np.int64),
+            "tokens": np.array(len(allv), dtype=np.int64), "sum": allv.sum(0).astype(np.float64)}
+
+
+@dataclass
+class TextSite:
+    """A built text Microscope: ``root`` folder, the model's name, the texts, and per layer the unit summaries
+    (``layers``: ``[{"name", "channels", "units": [summary, ...]}]``) that :mod:`luminate.views.text` draws."""
+
+    root: Path
+    model_name: str
+    texts: Texts
+    layers: list[dict]
+    kind: str
+    unknown: dict[str, int] = field(default_factory=dict)
+    long_texts: int = 0
+
+
+def collect(model, texts: Texts, out: Path, layers: Sequence[str], shard_texts: int = 256,
+            progress: bool = True) -> Path:
+    """Collect every shard missing from ``out/data/text`` (see the module docstring); returns that folder."""
+    model = as_text_model(model)
+    store = out / "data" / STORE
+    store.mkdir(parents=True, exist_ok=True)
+    manifest = {"model": model.name, "weights": model.weights_fingerprint(), "texts": _texts_digest(texts.texts),
+                "n_texts": len(texts), "shard_texts": int(shard_texts)}
+    path = store / "manifest.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = [k for k in manifest if old.get(k) != manifest[k]]
+        if diff:
+            raise ValueError(f"{out} holds a text Microscope made with other {', '.join(diff)} ({old.get('model')}, "
+                             f"{old.get('n_texts')} texts): use another -o folder, or delete {out} to start over")
+        layers_done = list(dict.fromkeys(old.get("layers", []) + list(layers)))
+    else:
+        layers_done = list(layers)
+    _atomic_write(path, json.dumps({**manifest, "layers": layers_done}, indent=1).encode())
+    _atomic_write(store / "texts.json", json.dumps({"texts": texts.texts, "sources": texts.sources,
+                                                    "skipped": texts.skipped}).encode())
+    n_shards = (len(texts) + shard_texts - 1) // shard_texts
+    todo = [(layer, s) for layer in layers for s in range(n_shards)
+            if not (store / _safe(layer) / f"shard_{s:05d}.npz").is_file()]
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="collect", unit="shard")
+    for layer, s in todo:
+        (store / _safe(layer)).mkdir(exist_ok=True)
+        data = _collect_shard(model, texts.texts[s * shard_texts:(s + 1) * shard_texts], layer)
+        target = store / _safe(layer) / f"shard_{s:05d}.npz"
+        tmp = target.with_name(target.stem + f".tmp{os.getpid()}.npz")
+        np.savez(tmp, **data)
+        os.replace(tmp, target)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return store
+
+
+def _safe(layer: str) -> str:
+    return layer.replace("/", "_").replace("#", "@")
+
+
+def _load_layer(store: Path, layer: str, n_shards: int) -> dict[str, np.ndarray]:
+    parts = [np.load(store / _safe(layer) / f"shard_{s:05d}.npz") for s in range(n_shards)]
+    return {"max": np.concatenate([p["max"] for p in parts]), "argmax": np.concatenate([p["argmax"] for p in parts]),
+            "min": np.concatenate([p["min"] for p in parts]), "sample": np.concatenate([p["sample"] for p in parts]),
+            "fires": sum(p["fires"] for p in parts), "tokens": int(sum(int(p["tokens"]) for p in parts)),
+            "sum": sum(p["sum"] for p in parts)}
+
+
+def _context(model, text: str, values: torch.Tensor, position: int, radius: int) -> dict:
+    """The tokens within ``radius`` of ``position`` with their activations, for drawing."""
+    enc = model.encode(text)
+    a, b = max(0, position - radius), min(len(enc.tokens), position + radius + 1)
+    return {"tokens": enc.tokens[a:b], "values": [round(float(v), 4) for v in values[a:b]], "peak": position - a,
+            "start": a, "clipped_left": a > 0, "clipped_right": b < len(enc.tokens)}
+
+
+def summarize(model, texts: Texts, store: Path, layer: str, units: Sequence[int], top_k: int = 9,
+              quantiles: int = 5, radius: int = 40, attribution: bool = True, n_steps: int = 16) -> dict:
+    """Per-unit summaries of one collected layer: top contexts (recomputed activations, coloured per token),
+    quantile samples, histogram, firing density, output effect, similar units and token attribution of the top
+    context. Written to ``store/<layer>/summary.json`` and returned."""
+    model = as_text_model(model)
+    manifest = json.loads((store / "manifest.json").read_text())
+    n_shards = (manifest["n_texts"] + manifest["shard_texts"] - 1) // manifest["shard_texts"]
+    data = _load_layer(store, layer, n_shards)
+    mx, am, sample = data["max"], data["argmax"], data["sample"]
+    channels = mx.shape[1]
+    readout = model.readout(layer)
+    std = sample.std(0)
+    corr = np.corrcoef(sample.T) if sample.shape[0] > 1 else np.eye(channels)
+    corr = np.nan_to_num(corr)
+    # the contexts to draw: every top and quantile text of every unit, their activations computed once
+    picks: dict[int, dict[str, list[int]]] = {}
+    wanted: set[int] = set()
+    for u in units:
+        order = np.lexsort((-np.arange(len(mx)), -mx[:, u]))  # value descending, earlier text first on ties
+        top = [int(i) for i in order[:top_k]]
+        ranked = np.argsort(mx[:, u], kind="stable")
+        qs = [int(ranked[int(round(q * (len(ranked) - 1)))]) for q in np.linspace(0.1, 0.9, quantiles)]
+        picks[u] = {"top": top, "quantiles": qs}
+        wanted.update(top + qs)
+    wanted_list = sorted(wanted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LongTextWarning)
+        recomputed = dict(zip(wanted_list, activations(model, [texts[i] for i in wanted_list], layer)))
+    summaries = []
+    for u in units:
+        def example(i: int) -> dict:
+            values = recomputed[i][:, u]
+            pos = int(values.argmax())
+            return {"index": i, "source": texts.sources[i], "text": texts[i], "position": pos,
+                    "value": float(values[pos]), "stored_value": float(mx[i, u]),
+                    "context": _context(model, texts[i], values, pos, radius)}
+        top = [example(i) for i in picks[u]["top"]]
+        quant = [{**example(i), "quantile": float(q)} for i, q in zip(picks[u]["quantiles"],
+                                                                      np.linspace(0.1, 0.9, quantiles))]
+        counts, edges = np.histogram(sample[:, u], bins=30)
+        s = {"unit": int(u), "max": float(mx[:, u].max()), "min": float(data["min"][:, u].min()),
+             "mean": float(data["sum"][u] / max(data["tokens"], 1)), "density": float(data["fires"][u] / max(data["tokens"], 1)),
+             "dead": bool(mx[:, u].max() <= 0 and data["min"][:, u].min() >= 0), "constant": bool(std[u] < 1e-7),
+             "top": top, "quantiles": quant, "histogram": {"counts": counts.tolist(), "edges": edges.tolist()},
+             "similar": [(int(v), float(corr[u, v])) for v in np.argsort(-np.abs(corr[u])) if v != u][:5]}
+        if readout is not None:
+            w = readout[u].float()
+            up, down = torch.topk(w, 10).indices.tolist(), torch.topk(-w, 10).indices.tolist()
+            s["effect"] = {"raises": [(model.contract.decode(i), float(w[i])) for i in up],
+                           "lowers": [(model.contract.decode(i), float(w[i])) for i in down]}
+        if attribution and top:
+            from luminate.text.attribution import attribute_tokens
+
+            best = top[0]
+            att = attribute_tokens(model, best["text"], layer, u, best["position"], n_steps=n_steps)
+            a = best["context"]["start"]
+            n = len(best["context"]["tokens"])
+            s["attribution"] = {"scores": [round(x, 5) for x in att.scores[a:a + n]], "what": att.what,
+                                "delta": att.delta, "value": att.value, "baseline": att.baseline}
+        summaries.append(s)
+    out = {"layer": layer, "channels": int(channels), "units": summaries, "n_texts": int(len(mx)),
+           "tokens": int(data["tokens"])}
+    _atomic_write(store / _safe(layer) / "summary.json", json.dumps(out).encode())
+    return out
+
+
+def build(model, texts, out_dir: str | os.PathLike, layers: str | Sequence[str] | None = None,
+          units: str | Sequence[int] | None = "0:64", top_k: int = 9, shard_texts: int = 256,
+          attribution: bool = True, progress: bool = True) -> TextSite:
+    """Collect (resumable) and summarize a text Microscope; draw it with ``luminate.views.text.write_site``.
+
+    Args:
+        model: a text model or its zoo name.
+        texts: a ``.txt`` file (one text per line), a folder of ``.txt`` files, or a list of strings.
+        out_dir: the site folder (created or continued).
+        layers: layer names (default the model's default text layer).
+        units: ``"0:64"``, ``"3,7"``, a list, or ``None`` for every unit: the units given pages.
+    """
+    from luminate.microscope.collect import parse_units
+
+    model = as_text_model(model)
+    texts = texts if isinstance(texts, Texts) else read_texts(texts)
+    names = [layers] if isinstance(layers, str) else list(layers or [model.default_text_layer])
+    for name in names:
+        model.layer_info(name)  # unknown or non-token layers fail before any work
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    store = collect(model, texts, out, names, shard_texts, progress)
+    unknown: dict[str, int] = {}
+    long_texts = 0
+    for t in texts.texts:
+        enc = model.encode(t)
+        for ch, n in enc.unknown_chars.items():
+            unknown[ch] = unknown.get(ch, 0) + n
+        long_texts += (not model.recurrent) and len(enc.ids) > model.contract.max_length - len(model.prefix) - len(model.suffix)
+    summaries = []
+    for name in names:
+        info = model.layer_info(name)
+        chosen = parse_units(units, info.channels)
+        summaries.append({"name": name, "channels": info.channels,
+                          "units": summarize(model, texts, store, name, chosen, top_k, attribution=attribution)["units"]})
+    return TextSite(out, model.name, texts, summaries, model.contract.kind, unknown, long_texts)
+
+
+def top_examples(site: str | os.PathLike, layer: str, unit: int, k: int | None = None, which: str = "top"
+                 ) -> list[dict]:
+    """The texts that excite ``unit`` of ``layer`` most, best first: ``[{"text", "position", "value", "index",
+    "source", "token"}]`` (``position``: the token, for ``char_rnn`` the character, where the unit peaks);
+    ``which="quantiles"``: the samples across the range of peaks (each with its ``quantile``)."""
+    if which not in ("top", "quantiles"):
+        raise ValueError(f"which must be 'top' or 'quantiles', not {which!r}")
+    store = _store_dir(site)
+    path = store / _safe(layer) / "summary.json"
+    if not path.is_file():
+        done = json.loads((store / "manifest.json").read_text()).get("layers", [])
+        raise KeyError(f"layer {layer!r} is not in this text Microscope; it has {', '.join(done)}")
+    summary = json.loads(path.read_text())
+    for s in summary["units"]:
+        if s["unit"] == int(unit):
+            rows = [{"text": e["text"], "position": e["position"], "value": e["value"], "index": e["index"],
+                     "source": e["source"], "token": e["context"]["tokens"][e["context"]["peak"]],
+                     **({"quantile": e["quantile"]} if "quantile" in e else {})} for e in s[which]]
+            return rows[:k] if k is not None else rows
+    shown = [s["unit"] for s in summary["units"]]
+    raise IndexError(f"unit {unit} of {layer!r} has no page in this site (units {shown[0]}..{shown[-1]} do); "
+                     "rebuild with --units covering it")
