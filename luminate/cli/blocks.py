@@ -93,6 +93,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=int, default=3,
                    help="top positive and negative channels shown per class (default 3)")
     p.add_argument("--no-icons", action="store_true", help="do not render channel icons")
+    p.add_argument("--unit", type=int, default=None,
+                   help="text models (char_rnn, minilm_l6; IMAGE is then a text or a .txt file): the unit of --layer "
+                        "whose activation at its peak is attributed to the tokens; without --layer, char_rnn's next "
+                        "character (--classes C) after the text")
     _icons(p, 64, 128)
     p.set_defaults(func=run_attribute)
 
@@ -207,7 +211,14 @@ def run_attribute(args: argparse.Namespace) -> int:
     from luminate.views.blocks import attribution_view
 
     start = time.perf_counter()
-    model, x = _load(args)
+    model = load_model(args)
+    if getattr(model, "is_text", False):  # token attribution, drawn as coloured text (luminate.cli.text)
+        from luminate.cli.text import run_text_attribute
+
+        return run_text_attribute(args, model, start)
+    from luminate.analysis.perception import image_input
+
+    x = image_input(model, args.image)
     layer = _layer(model, args, "attribution")
     maps = attribution_maps(model, x, layer, _classes(model, args), top=args.top, integrated=not args.linear,
                             n_steps=args.steps, method=args.method)

@@ -33,6 +33,7 @@ DATA = Path(__file__).parent / "data"
 WEIGHTS_FILE = DATA / "char_rnn.safetensors"
 VOCAB_FILE = DATA / "char_rnn_vocab.json"
 WINDOW = 40
+META_TOKEN = "<s>"  # textgenrnn's start and end of text, one id of the vocabulary
 EMBED, HIDDEN = 100, 128
 
 
@@ -204,7 +205,9 @@ def char_rnn(weights: str | Path | bool = True) -> TextModel:
         width = EMBED if base == "embedding" else HIDDEN
         return network.output.weight[:, offsets[base]:offsets[base] + width].detach().T  # [C, V]
 
-    model = TextModel(network, contract, "char_rnn", prefix=[0] * WINDOW, recurrent=True, readout=readout)
+    # textgenrnn trains on "<s>" + text + "<s>" in left-padded windows: a text starts after 39 pads and "<s>"
+    start = [0] * (WINDOW - 1) + [vocab[META_TOKEN]]
+    model = TextModel(network, contract, "char_rnn", prefix=start, recurrent=True, readout=readout)
     model.default_text_layer = "rnn_2"
     model.window = WINDOW
     return model

@@ -8,8 +8,8 @@ concept, token attribution and a Microscope of text units (docs/text.md).
 """
 
 from luminate.text.core import (LongTextWarning, Texts, activations, as_text_model, bits_per_char, embed, encode,
-                                next_token_logits, read_texts, windows)
+                                generate, next_token_logits, read_texts, windows)
 from luminate.text.probe import Probe, UnitRanking, auc_per_unit, find_units
 
 __all__ = ["LongTextWarning", "Probe", "Texts", "UnitRanking", "activations", "as_text_model", "auc_per_unit",
-           "bits_per_char", "embed", "encode", "find_units", "next_token_logits", "read_texts", "windows"]
+           "bits_per_char", "embed", "encode", "find_units", "generate", "next_token_logits", "read_texts", "windows"]

@@ -219,7 +219,7 @@ def next_token_logits(model, text: str, carried: bool = False, batch_size: int =
                         "bits_per_char needs char_rnn")
     enc = model.encode(text)
     w = model.window
-    padded = torch.cat([torch.full((w,), model.pad_id, dtype=torch.long), enc.ids]).to(model.device)
+    padded = torch.cat([torch.tensor(model.prefix[-w:], dtype=torch.long), enc.ids]).to(model.device)
     with torch.no_grad(), model.frozen():
         if carried:
             logits = model(padded[None])[0, :len(enc.ids)]
@@ -274,3 +274,28 @@ def embed(model, sentences: str | Sequence[str], batch_size: int = 32, normalize
             counts[k] += n
     means = sums / counts.clamp_min(1)[:, None]
     return torch.nn.functional.normalize(means, dim=-1) if normalize else means
+
+
+def generate(model, prefix: str = "", length: int = 80, temperature: float = 0.5, seed: int = 0) -> str:
+    """Sample ``length`` characters after ``prefix`` from ``char_rnn`` (textgenrnn's own sampling: a 40-character
+    window, softmax at ``temperature``; ``temperature=0`` takes the most likely character). Seeded, so repeatable."""
+    model = as_text_model(model)
+    if not model.recurrent or not hasattr(model, "window"):
+        raise TypeError(f"{model.name} does not predict the next character; generate() needs char_rnn")
+    if temperature < 0:
+        raise ValueError(f"temperature must be 0 or more, got {temperature}")
+    gen = torch.Generator().manual_seed(seed)
+    ids = model.prefix + model.encode(prefix).ids.tolist()
+    out = []
+    with torch.no_grad(), model.frozen():
+        for _ in range(length):
+            window = torch.tensor([ids[-model.window:]], dtype=torch.long, device=model.device)
+            logits = model(window)[0, -1].double().cpu()
+            logits[model.pad_id] = -math.inf  # padding is never a character
+            if temperature == 0:
+                nxt = int(logits.argmax())
+            else:
+                nxt = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen))
+            ids.append(nxt)
+            out.append(model.contract.decode(nxt))
+    return prefix + "".join(out)
