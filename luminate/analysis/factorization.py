@@ -162,8 +162,8 @@ class ChannelReducer:
             negative = float((flat < 0).mean())
             raise ValueError(
                 f"{self.method} needs non-negative activations, but these go down to {flat.min():.4g} "
-                f"({negative:.1%} of the values are negative). Use a post-ReLU layer (EfficientNet-Lite: "
-                "'blocks.N.depthwise' or 'head', not the linear block outputs 'blocks.N'), or split signs with "
+                f"({negative:.1%} of the values are negative). Use a post-activation layer (after a ReLU; "
+                "luminate.models.nonnegative_layers(model) lists the model's), or split signs with "
                 "luminate.analysis.factorization.posneg(acts), which doubles the channels.")
 
     def fit(self, acts) -> "ChannelReducer":
@@ -315,6 +315,15 @@ def neuron_groups(model, image, layer: str, n_groups: int = 6,
         raise ValueError(f"layer {layer!r} gives activations of shape {tuple(acts.shape)}, not [C, H, W]: "
                          "choose a convolutional layer")
     reducer = ChannelReducer(n_groups, method, **reducer_kwargs)
+    if reducer.method in _NON_NEGATIVE and float(acts.min()) < 0:   # name this network's own usable layers
+        from luminate.models.defaults import nonnegative_layers
+
+        usable = nonnegative_layers(model)
+        raise ValueError(f"{reducer.method} needs non-negative activations, and layer {layer!r} of {model.name} goes "
+                         f"down to {float(acts.min()):.4g} (a signed output, e.g. a linear projection). Layers of "
+                         f"{model.name} with non-negative (post-activation) outputs: "
+                         f"{', '.join(usable[-10:]) if usable else 'none'}; or use method='PCA', or "
+                         "split signs with luminate.analysis.factorization.posneg(acts)")
     spatial = reducer.fit_transform(acts)                   # [G, h, w]
     channels = reducer.components                           # [G, C]
     x_peak = spatial.amax(dim=1).argmax(dim=1)              # x of each factor's peak

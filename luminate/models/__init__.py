@@ -7,6 +7,7 @@ Model(name='efficientnet_lite0', input=224x224 RGB, [0,1] -> [-0.9922, 1], centr
 
 from luminate.models.base import LayerInfo, Model, as_model, layer_names, resolve_layer, wrap
 from luminate.models.contract import PRESETS, InputContract
+from luminate.models.defaults import nonnegative_layers
 from luminate.models.labels import Labels, imagenet_labels
 from luminate.models.table import LayerTable
 from luminate.models.zoo import DEFAULT_MODEL, available, load
@@ -20,4 +21,5 @@ def layers(model, size=None) -> LayerTable:
 
 
 __all__ = ["DEFAULT_MODEL", "PRESETS", "InputContract", "LayerInfo", "Labels", "Model", "as_model", "available",
-           "imagenet_labels", "LayerTable", "layer_names", "layers", "load", "resolve_layer", "wrap"]
+           "imagenet_labels", "LayerTable", "layer_names", "layers", "load", "nonnegative_layers", "resolve_layer",
+           "wrap"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import fnmatch
 import hashlib
 import math
 import re
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from luminate.models.contract import InputContract
+from luminate.models.defaults import LAYER_DEPTH, LAYER_PURPOSES, block_layers, top_level_layers  # noqa: F401
 from luminate.models.labels import Labels
 
 
@@ -313,23 +313,22 @@ class Model(nn.Module):
         """The name of class ``index`` (its index as a string when the model has no labels)."""
         return self.labels[index] if self.labels is not None else str(index)
 
-    def default_layer(self, purpose: str = "visualization") -> str:
-        """The layer Luminate uses when none is given, for one ``purpose`` (the one place this is decided).
+    #: Declared default layers by purpose (``{"attribution": "blocks.10", ...}``): zoo entries and
+    #: ``wrap(..., layer_defaults=...)`` set them; purposes not declared are chosen by inspecting the network.
+    layer_defaults: Mapping[str, str] | None = None
 
-        Purposes (:data:`LAYER_PURPOSES`): ``"visualization"`` (feature visualization, recipes, renders, the
-        Microscope), ``"dictionary"`` (semantic dictionary), ``"attribution"`` (spatial and channel attribution),
-        ``"groups"`` (neuron groups, which NMF wants non-negative). Models named in :data:`DEFAULT_LAYERS` use
-        their entry (EfficientNet-Lite: attribution and dictionary at ``blocks.10``, the last 14x14 block at 224 px,
-        as Lucid's ``mixed4d``; groups at ``head``, after a ReLU6; InceptionV1: ``mixed4d``). Otherwise the
-        repeated block (:func:`block_layers`) a fraction :data:`LAYER_DEPTH` of the way through the network.
+    def default_layer(self, purpose: str = "visualization") -> str:
+        """The layer Luminate uses when none is given, for one ``purpose`` (:data:`LAYER_PURPOSES`:
+        ``"visualization"``, ``"dictionary"``, ``"attribution"``, ``"groups"``).
+
+        The model's declared :attr:`layer_defaults` entry (zoo: EfficientNet-Lite attribution and dictionary at
+        ``blocks.10``, groups at ``head``; InceptionV1 ``mixed4d``), else the network is inspected
+        (:mod:`luminate.models.defaults`): the last spatial layer for attribution, a non-negative post-activation
+        layer for groups and dictionaries (NMF), the block 60% of the way through for visualization.
         """
-        if purpose not in LAYER_DEPTH:
-            raise ValueError(f"unknown layer purpose {purpose!r}; one of {', '.join(LAYER_DEPTH)}")
-        for pattern, layers in DEFAULT_LAYERS.items():
-            if purpose in layers and fnmatch.fnmatch(self.name, pattern):
-                return layers[purpose]
-        blocks = block_layers(self)
-        return blocks[int(LAYER_DEPTH[purpose] * (len(blocks) - 1))]
+        from luminate.models.defaults import default_layer
+
+        return default_layer(self, purpose)
 
     def default_layers(self, size: int | tuple[int, int] | None = None) -> list[str]:
         """The layers a layer-by-layer view shows when none are given: the top-level spatial layers (stem, each
@@ -358,7 +357,8 @@ def wrap(module: nn.Module, size: int | tuple[int, int] = 224, *, preset: str | 
          mean=None, std=None, channel_order: str = "RGB", labels: Sequence[str] | Labels | None = None,
          name: str | None = None, crop_fraction: float = 1.0, channels: int = 3, layout: str = "channels",
          layer_layouts: Mapping[str, str] | None = None, prefix_tokens: int | None = None,
-         fixed_size: bool | None = None, device: str | torch.device | None = None) -> Model:
+         fixed_size: bool | None = None, layer_defaults: Mapping[str, str] | None = None,
+         device: str | torch.device | None = None) -> Model:
     """Wrap any ``torch.nn.Module`` with an explicit input contract.
 
     Say how the network expects its input, exactly one way: ``mean``/``std`` (``(x - mean) / std`` on [0, 1]
@@ -372,6 +372,8 @@ def wrap(module: nn.Module, size: int | tuple[int, int] = 224, *, preset: str | 
             it per layer name or dotted prefix. ``prefix_tokens``: leading class/register tokens (default: found).
         fixed_size: the network only takes ``size`` (default: True for ``layout="tokens"``, whose position
             embeddings fix the token count): renders end their transforms with a resize to ``size``.
+        layer_defaults: the layers analyses use when none is given, by purpose (``{"attribution": "layer4",
+            "groups": "layer3"}``; see :meth:`Model.default_layer`); purposes left out are found by inspection.
         device: move the model there (``"cuda"``, ``"cpu"``, ...).
 
     Example: a torchvision-style classifier trained on ImageNet-normalized inputs::
@@ -399,6 +401,14 @@ def wrap(module: nn.Module, size: int | tuple[int, int] = 224, *, preset: str | 
                              channels=channels, fixed_size=fixed)
     model = Model(module, contract, labels, name or type(module).__name__, layout=layout,
                   layer_layouts=layer_layouts, prefix_tokens=prefix_tokens)
+    if layer_defaults:
+        from luminate.models.defaults import LAYER_PURPOSES
+
+        for purpose, layer in layer_defaults.items():
+            if purpose not in LAYER_PURPOSES:
+                raise ValueError(f"layer_defaults: unknown purpose {purpose!r}; one of {', '.join(LAYER_PURPOSES)}")
+            model.resolve(layer)  # a misspelt layer fails here, with the closest names of this network
+        model.layer_defaults = dict(layer_defaults)
     return model.to(device) if device is not None else model
 
 
@@ -517,39 +527,3 @@ def _trace_layers(model: Model, size: tuple[int, int]) -> tuple[list[LayerInfo],
         for k, info in enumerate(calls[1:], 1):
             later[f"{name}#{k}"] = LayerInfo(**{**info.__dict__, "name": f"{name}#{k}", "calls": len(calls)})
     return sorted(first, key=lambda info: order[info.name]), later
-
-
-#: Default layers of known models by purpose (see :meth:`Model.default_layer`), matched against the model's name
-#: with shell wildcards. ``groups`` must be non-negative for NMF: EfficientNet's block outputs are signed (linear
-#: projections), its ``head`` is after a ReLU6.
-DEFAULT_LAYERS: dict[str, dict[str, str]] = {
-    "efficientnet_lite*": {"attribution": "blocks.10", "groups": "head", "dictionary": "blocks.10"},
-    "inception_v1": {"attribution": "mixed4d", "groups": "mixed4d", "dictionary": "mixed4d"},
-}
-
-#: For other models, how far through the repeated blocks each purpose's default layer sits.
-LAYER_DEPTH: dict[str, float] = {"visualization": 0.6, "dictionary": 0.6, "attribution": 0.75, "groups": 0.75}
-LAYER_PURPOSES = tuple(LAYER_DEPTH)
-
-
-def block_layers(model: Model) -> list[str]:
-    """The network's repeated spatial blocks (``blocks.0`` ... ``blocks.15``): the children of its Sequential /
-    ModuleList containers with ``[C, H, W]`` outputs of more than one position, in forward order. Models without such containers give their
-    top-level spatial layers, and failing that every spatial layer. :meth:`Model.default_layer` picks from this list."""
-    spatial = [info for info in top_level_layers(model) if len(info.shape) == 3 and info.shape[1] * info.shape[2] > 1]
-    blocks = [info.name for info in spatial if "." in info.name]
-    return blocks or [info.name for info in spatial] or [info.name for info in model.layers() if len(info.shape) == 3]
-
-
-def top_level_layers(model: Model, size=None) -> list[LayerInfo]:
-    """Layers worth listing first: named children and the blocks of containers (``blocks.0``, ...)."""
-    infos = model.layers(size)
-    keep = []
-    for info in infos:
-        depth = info.name.count(".")
-        parent = model.network.get_submodule(info.name.rsplit(".", 1)[0]) if depth else model.network
-        if depth == 0 or (depth == 1 and isinstance(parent, (nn.Sequential, nn.ModuleList))):
-            keep.append(info)
-    return keep
-
-

@@ -12,9 +12,21 @@ from luminate.models.labels import imagenet_labels
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
+#: Each zoo entry's default layers by purpose (its metadata, as timm's ``default_cfg``; see
+#: :meth:`Model.default_layer`). EfficientNet-Lite: ``blocks.10`` is the last 14x14 block at 224 px (as Lucid's
+#: ``mixed4d``); groups need non-negative values for NMF, and the block outputs are signed (linear projections),
+#: so groups use ``head``, after a ReLU6. InceptionV1: Lucid's ``mixed4d`` (post-ReLU concatenation).
+LAYER_DEFAULTS: dict[str, dict[str, str]] = {
+    **{name: {"visualization": "blocks.9", "attribution": "blocks.10", "groups": "head", "dictionary": "blocks.10"}
+       for name in VARIANTS},
+    "inception_v1": {"attribution": "mixed4d", "groups": "mixed4d", "dictionary": "mixed4d"},
+}
+
 
 def _ready(model: Model, device) -> Model:
-    """Zoo models are ours, not a caller's: eval mode and frozen weights for good, then on ``device``."""
+    """Zoo models are ours, not a caller's: eval mode and frozen weights for good, their declared default
+    layers, then on ``device``."""
+    model.layer_defaults = LAYER_DEFAULTS.get(model.name)
     model.eval_only = True
     model.eval()
     model.network.requires_grad_(False)
