@@ -1,6 +1,7 @@
 """The live toolbox (``luminate serve``): a real uvicorn server on a free loopback port, its API's answers and
 refusals, background renders, and the page in Chromium with a fake camera. A tiny network keeps it quick."""
 
+import http.client
 import io
 import json
 import os
@@ -142,8 +143,15 @@ def test_bad_requests_are_refused_with_the_reason(server, photo):
     key = json.loads(upload(server, photo.read_bytes())[1])["id"]
     status, body, _ = upload(server, b"hello, not an image", "x.jpg")
     assert status == 400 and b"not an image" in body
-    status, body, _ = upload(server, b"\xff" * (200 << 10))          # over the 64 KB limit of this server
+    status, body, _ = upload(server, b"\xff" * (8 << 20))   # over the 64 KB limit, more than socket buffers hold
     assert status == 413 and b"limited to" in body
+    body, headers = multipart(b"\xff" * (200 << 10))
+    conn = http.client.HTTPConnection(server.split("/")[2], timeout=30)   # no Content-Length: capped as it arrives
+    conn.request("POST", "/api/images", body=(body[i:i + 8192] for i in range(0, len(body), 8192)), headers=headers,
+                 encode_chunked=True)
+    answer = conn.getresponse()
+    assert answer.status == 413 and b"limited to" in answer.read()
+    conn.close()
     started = time.perf_counter()
     status, body, _ = upload(server, bomb_png())
     assert status == 413 and b"refused before decoding" in body, body

@@ -49,6 +49,7 @@ try:
     from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
+    from starlette.formparsers import MultiPartException, MultiPartParser
 except ImportError as exc:  # pragma: no cover - the serve extra is missing
     raise ImportError("luminate serve needs FastAPI and uvicorn: pip install \"luminate[serve]\"") from exc
 
@@ -181,6 +182,29 @@ class Toolbox:
             raise HTTPException(404, exc.args[0]) from None
 
 
+#: Bytes a multipart form adds around the file (boundaries, part headers).
+FORM_OVERHEAD = 64 << 10
+#: Most bytes of a refused request read (and dropped) so that the client, still sending, sees the 413 answer.
+DRAIN_LIMIT = 256 << 20
+
+
+async def _drain(request: Request, seen: int = 0) -> None:
+    """Read and drop the rest of a refused request's body (up to :data:`DRAIN_LIMIT`): a client that is still
+    sending when the connection closes sees a reset instead of the answer."""
+    try:
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > DRAIN_LIMIT:
+                break
+    except Exception:   # the client gave up: nothing left to answer
+        pass
+
+
+def _too_large(size: int, limit: int) -> JSONResponse:
+    return JSONResponse({"detail": f"the request is {size / 2**20:.1f} MB (or more); uploads are limited to "
+                                   f"{limit / 2**20:.0f} MB"}, status_code=413, headers={"Connection": "close"})
+
+
 def _rounded(t: torch.Tensor, digits: int = 5) -> Any:
     return np.round(t.double().numpy(), digits).tolist()
 
@@ -237,9 +261,9 @@ def create_app(model, *, site: str | Path | None = None, render_size: int = 96, 
             return JSONResponse({"detail": f"cross-origin request from {origin!r} refused: the toolbox answers "
                                            "its own page only"}, status_code=403)
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > toolbox.max_upload + (64 << 10):
-            return JSONResponse({"detail": f"the request is {int(length) / 2**20:.1f} MB; uploads are limited to "
-                                           f"{toolbox.max_upload / 2**20:.0f} MB"}, status_code=413)
+        if length is not None and length.isdigit() and int(length) > toolbox.max_upload + FORM_OVERHEAD:
+            await _drain(request)
+            return _too_large(int(length), toolbox.max_upload)
         response = await call_next(request)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
@@ -270,11 +294,27 @@ def create_app(model, *, site: str | Path | None = None, render_size: int = 96, 
     async def upload(request: Request) -> dict:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise HTTPException(400, "send the image as multipart/form-data with the file in the field 'file'")
-        async with request.form(max_files=1, max_fields=4) as form:
+        body = bytearray()
+        async for chunk in request.stream():   # a body without Content-Length is capped while it arrives
+            body += chunk
+            if len(body) > toolbox.max_upload + FORM_OVERHEAD:
+                await _drain(request, len(body))
+                return _too_large(len(body), toolbox.max_upload)
+
+        async def received():
+            yield bytes(body)
+
+        try:
+            form = await MultiPartParser(request.headers, received(), max_files=1, max_fields=4).parse()
+        except MultiPartException as exc:
+            raise HTTPException(400, f"the multipart form cannot be read: {exc.message}") from None
+        try:
             file = form.get("file")
             if file is None or isinstance(file, str):
                 raise HTTPException(400, "no file in the form field 'file'")
             data = await file.read(toolbox.max_upload + 1)
+        finally:
+            await form.close()
         try:
             return await run_in_threadpool(toolbox.add_image, data)
         except UploadError as exc:
