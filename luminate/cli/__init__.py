@@ -210,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"luminate {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - sorted into input errors and bugs below
+        if runtime.interrupted() and not debug:
+            # Ctrl-C came first; what failed after it (e.g. a loader worker the same Ctrl-C stopped) is its echo
+            print(f"luminate {args.command}: interrupted", file=sys.stderr)
+            return 130
         if debug:
             traceback.print_exc()
         if _is_input_error(exc):
