@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -201,7 +202,7 @@ def load_checkpoint(path: Path, trainer: Trainer, key: str) -> bool:
 def train_sae(rows: Callable[[np.ndarray], Tensor], n_rows: int, channels: int, n_features: int, k: int, *,
               method: str = "topk", steps: int = 3000, batch_size: int = 4096, lr: float = 4e-3, seed: int = 0,
               mean: Tensor | None = None, scale: float = 1.0, aux_weight: float = 1 / 32, k_aux: int | None = None,
-              dead_steps: int = 100, checkpoint: Path | None = None, checkpoint_every: int = 200, key: str = "",
+              dead_steps: int = 100, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 200, key: str = "",
               progress: bool = True, desc: str = "train") -> SparseAutoencoder:
     """Train a :class:`SparseAutoencoder` on ``n_rows`` vectors read by ``rows(indices) -> [R, C]``.
 
@@ -212,6 +213,7 @@ def train_sae(rows: Callable[[np.ndarray], Tensor], n_rows: int, channels: int, 
 
     sae = SparseAutoencoder(channels, n_features, k, method, seed, None if mean is None else mean / scale)
     trainer = Trainer(sae, lr)
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None:
         load_checkpoint(checkpoint, trainer, key)
     k_aux = k_aux or min(n_features, 2 * k)
