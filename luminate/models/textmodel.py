@@ -171,6 +171,12 @@ class TextModel(Model):
         """Every id's string (id 0 first)."""
         return [self.contract.decode(i) for i in range(self.contract.vocab_size)]
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(1, max_length)``: the shape of one window of ids (image code that asks for a size gets no image
+        size; its image steps refuse a text model with a clear error)."""
+        return (1, self.contract.max_length)
+
     def preprocess(self, image):
         raise _image_only(self.name, "preprocess images")
 

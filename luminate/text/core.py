@@ -190,7 +190,7 @@ def activations(model, texts: str | Sequence[str], layer: str | Sequence[str], b
         model.resolve(name)  # unknown names fail before any work, with the closest names
     encoded = encode(model, texts)
     inputs, where = _pieces(model, encoded)
-    parts: dict[str, list[list[torch.Tensor]]] = {n: [[] for _ in encoded] for n in names}
+    pieces: dict[str, dict[int, torch.Tensor]] = {n: {} for n in names}
     order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))  # similar lengths share a batch
     for s in range(0, len(order), batch_size):
         chunk = order[s:s + batch_size]
@@ -201,8 +201,13 @@ def activations(model, texts: str | Sequence[str], layer: str | Sequence[str], b
             for name in names:
                 value = out[name][j]
                 shift = value.shape[0] - padded + len(model.prefix)
-                parts[name][k].append(value[shift:shift + (b - a)])
-    result = {n: [torch.cat(p) if p else torch.zeros(0, 0) for p in per] for n, per in parts.items()}
+                pieces[name][i] = value[shift:shift + (b - a)]
+    result = {}
+    for name in names:  # each text's windows back in order (batches were sorted by length)
+        per: list[list[torch.Tensor]] = [[] for _ in encoded]
+        for i in range(len(inputs)):
+            per[where[i][0]].append(pieces[name][i])
+        result[name] = [torch.cat(p) for p in per]
     return result[names[0]] if single else result
 
 
