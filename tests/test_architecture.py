@@ -12,7 +12,7 @@ RANKS = [
     ("luminate.activations", 2), ("luminate.overrides", 2),
     ("luminate.objectives", 3), ("luminate.param", 3), ("luminate.transforms", 3),
     ("luminate.render", 4), ("luminate.dream", 4),
-    ("luminate.recipes", 5), ("luminate.analysis", 5), ("luminate.atlas", 5), ("luminate.microscope", 5),
+    ("luminate.recipes", 5), ("luminate.analysis", 5), ("luminate.atlas", 5), ("luminate.microscope", 5), ("luminate.text", 5),
     ("luminate.features", 5),
     ("luminate.parallel", 5), ("luminate.lucid", 5),
     ("luminate.views", 6),
