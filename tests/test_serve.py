@@ -247,6 +247,33 @@ def test_concurrent_requests_all_succeed(server, tiny, photo):
         assert torch.equal(torch.tensor(json.loads(body)["peaks"], dtype=torch.float32), refs[layer])
 
 
+def test_unit_panel_reads_a_microscope_site(tiny, tmp_path, server):
+    """With site=, a unit's top dataset examples and statistics come from the Microscope's own readers."""
+    from luminate import microscope
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        png_file(photos / f"{i}.png", seed=10 + i)
+    microscope.build(tiny, photos, tmp_path / "site", layers="relu2", units="0:4", top_k=3, steps=2, size=32,
+                     progress=False)
+    want = microscope.top_examples(tmp_path / "site", "relu2", 1)
+    with serve.running(tiny, site=tmp_path / "site", render_steps=2, render_size=32) as base:
+        status, body, _ = request(base, "/api/units/relu2/1/examples")
+        assert status == 200, body
+        got = json.loads(body)
+        assert [(e["value"], e["y"], e["x"]) for e in got["examples"]] == [(w["value"], w["y"], w["x"]) for w in want]
+        assert got["stats"]["images"] == 6 and got["stats"]["status"] in ("ok", "dead", "constant")
+        status, jpeg, headers = request(base, got["examples"][0]["url"])
+        assert status == 200 and Image.open(io.BytesIO(jpeg)).size == (32, 32)
+        assert request(base, "/api/units/relu2/1/examples/7.jpg")[0] == 404    # 3 examples
+        status, body, _ = request(base, "/api/units/conv1/1/examples")
+        assert status == 404 and b"relu2" in body                               # the site's layers named
+        assert json.loads(request(base, "/api/info")[1])["site"] == ["relu2"]
+    status, body, _ = request(server, "/api/units/relu2/1/examples")
+    assert status == 404 and b"--site" in body
+
+
 def test_loopback_names():
     assert serve.is_loopback("127.0.0.1") and serve.is_loopback("localhost") and serve.is_loopback("::1")
     assert not serve.is_loopback("0.0.0.0") and not serve.is_loopback("192.168.1.4")
@@ -267,7 +294,8 @@ def test_cli_serves_a_model_file_on_loopback(tmp_path):
         assert status == 200 and json.loads(body)["model"] == "tiny"
     finally:
         proc.terminate()
-        proc.wait(20)
+        code = proc.wait(20)
+    assert code == 0 and "stopped" in proc.stderr.read()                  # SIGTERM is how a server ends
     busy = serve.bind("127.0.0.1", 0)
     try:
         port = busy.getsockname()[1]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
+from typing import Iterator
 
 from luminate.cli.common import add_model_args, load_model
 
@@ -52,7 +56,24 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: listening on {args.host}, not loopback: anyone who can reach this machine can use the "
                   f"model and upload images. Use --host 127.0.0.1 to keep it local.", file=sys.stderr, flush=True)
         print(f"Luminate toolbox for {model.name}: {serve.url_for(sock)}  (Ctrl-C stops it)", flush=True)
-        serve.run(app, sock=sock)
+        with _stop_quietly():
+            serve.run(app, sock=sock)
     finally:
         sock.close()
+    print("luminate serve: stopped", file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def _stop_quietly() -> Iterator[None]:
+    """Ctrl-C and SIGTERM are how a server ends: uvicorn shuts down gracefully and then raises the signal again for
+    the previous handler, which here ignores it, so the command exits 0 instead of dying of the signal."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
