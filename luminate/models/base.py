@@ -355,7 +355,8 @@ WRAP_HINT = ("luminate.models.wrap(net, size, mean=..., std=...) for normalized 
 
 def wrap(module: nn.Module, size: int | tuple[int, int] = 224, *, preset: str | None = None, value_range=None,
          mean=None, std=None, channel_order: str = "RGB", labels: Sequence[str] | Labels | None = None,
-         name: str | None = None, crop_fraction: float = 1.0, channels: int = 3, layout: str = "channels",
+         name: str | None = None, crop_fraction: float | None = None, interpolation: str | None = None,
+         channels: int = 3, layout: str = "channels",
          layer_layouts: Mapping[str, str] | None = None, prefix_tokens: int | None = None,
          fixed_size: bool | None = None, layer_defaults: Mapping[str, str] | None = None,
          device: str | torch.device | None = None) -> Model:
@@ -364,10 +365,14 @@ def wrap(module: nn.Module, size: int | tuple[int, int] = 224, *, preset: str | 
     Say how the network expects its input, exactly one way: ``mean``/``std`` (``(x - mean) / std`` on [0, 1]
     images), ``value_range=(lo, hi)`` (0 -> lo, 1 -> hi; ``(0, 1)`` for [0, 1] as is), or ``preset`` (one of
     :data:`~luminate.models.contract.PRESETS`: ``"imagenet"``, ``"clip"``, ``"symmetric"``, ``"unit"``, ``"0-255"``).
+    ``"imagenet"`` and ``"clip"`` also bring their evaluation transform exactly (``"imagenet"``: torchvision's
+    ``Resize(int(size / 0.875))`` bilinear with antialiasing, ``CenterCrop(size)``).
 
     Args:
         size: native input size (int or ``(H, W)``).
         channels: input channels (1 for grayscale, 4+ for multispectral); renders follow it.
+        crop_fraction, interpolation: the evaluation transform of photos (default: the preset's, else the whole
+            short side, bicubic).
         layout: ``"tokens"`` reads 3-D outputs ``[B, T, C]`` as token sequences (ViT); ``layer_layouts`` overrides
             it per layer name or dotted prefix. ``prefix_tokens``: leading class/register tokens (default: found).
         fixed_size: the network only takes ``size`` (default: True for ``layout="tokens"``, whose position
@@ -396,9 +401,16 @@ def wrap(module: nn.Module, size: int | tuple[int, int] = 224, *, preset: str | 
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     fixed = (layout == "tokens") if fixed_size is None else bool(fixed_size)
+    transform = preset_kwargs(preset) if preset is not None else {}   # the preset's evaluation transform
+    if crop_fraction is not None:
+        transform["crop_fraction"] = crop_fraction
+    if interpolation is not None:
+        transform["interpolation"] = interpolation
     contract = InputContract(size=size, value_range=spec.get("value_range"), mean=spec.get("mean"),
-                             std=spec.get("std"), channel_order=channel_order, crop_fraction=crop_fraction,
-                             channels=channels, fixed_size=fixed)
+                             std=spec.get("std"), channel_order=channel_order,
+                             crop_fraction=transform.get("crop_fraction", 1.0),
+                             interpolation=transform.get("interpolation", "bicubic"),
+                             resize_first=transform.get("resize_first", False), channels=channels, fixed_size=fixed)
     model = Model(module, contract, labels, name or type(module).__name__, layout=layout,
                   layer_layouts=layer_layouts, prefix_tokens=prefix_tokens)
     if layer_defaults:

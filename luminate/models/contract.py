@@ -16,12 +16,17 @@ import torch.nn.functional as F
 
 
 #: Named input conventions for :func:`luminate.models.wrap` (``preset="imagenet"``). Each is the keyword arguments
-#: it stands for; explicit arguments given next to a preset override it.
+#: it stands for (input range and, where the convention has one, its evaluation transform); explicit arguments
+#: given next to a preset override it.
 PRESETS: Mapping[str, dict] = {
-    # torchvision, timm and most PyTorch ImageNet models: (x - mean) / std with ImageNet statistics
-    "imagenet": {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
-    # CLIP's image encoders
-    "clip": {"mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.26862954, 0.26130258, 0.27577711)},
+    # torchvision's ImageNet evaluation transform (the weights' transforms() of every torchvision classifier):
+    # Resize(int(size / 0.875)) of the shorter side, bilinear with antialiasing, CenterCrop(size), then
+    # (x - mean) / std with ImageNet statistics
+    "imagenet": {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "crop_fraction": 0.875,
+                 "interpolation": "bilinear", "resize_first": True},
+    # CLIP's image encoders: Resize(size) of the shorter side, bicubic, CenterCrop(size), CLIP's statistics
+    "clip": {"mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.26862954, 0.26130258, 0.27577711),
+             "crop_fraction": 1.0, "interpolation": "bicubic", "resize_first": True},
     # [-1, 1] input (TF-slim Inception, many GANs and ViTs trained with mean = std = 0.5)
     "symmetric": {"value_range": (-1.0, 1.0)},
     # the network takes [0, 1] images as they are
@@ -54,7 +59,9 @@ class InputContract:
         channel_order: ``"RGB"`` or ``"BGR"`` (the flip happens before scaling).
         crop_fraction: evaluation preprocessing crops the centre square of side
             ``crop_fraction * min(h, w)`` before resizing to ``size`` (1.0: the whole short side).
-        interpolation: resize filter of the evaluation preprocessing.
+        interpolation: resize filter of the evaluation preprocessing (antialiased, as PIL's).
+        resize_first: torchvision's order: resize the shorter side to ``int(min(size) / crop_fraction)``, then
+            crop the centre ``size`` (``Resize(256), CenterCrop(224)``). Default: crop the centre, then resize.
         channels: number of input channels.
         fixed_size: the network only accepts ``size`` (a ViT with learned position embeddings): renders end
             their random transforms with a resize back to ``size``.
@@ -69,6 +76,7 @@ class InputContract:
     interpolation: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
     channels: int = 3
     fixed_size: bool = False
+    resize_first: bool = False
     _affine: tuple[torch.Tensor, torch.Tensor] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -145,6 +153,8 @@ class InputContract:
         ``[N, C, H, W]`` in [0, 1] -> ``[N, C, *size]`` in [0, 1]. For non-square native sizes the crop
         keeps the native aspect ratio.
         """
+        if self.resize_first:
+            return self._resize_then_crop(images)
         h, w = images.shape[-2:]
         th, tw = self.size
         aspect = tw / th
@@ -160,6 +170,26 @@ class InputContract:
         out = F.interpolate(images, size=(th, tw), mode=self.interpolation, antialias=antialias, **kwargs)
         return out.clamp(0, 1)
 
+    def _resize(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        antialias = self.interpolation != "nearest"
+        kwargs = {"align_corners": False} if antialias else {}
+        return F.interpolate(images, size=size, mode=self.interpolation, antialias=antialias, **kwargs).clamp(0, 1)
+
+    def _resize_then_crop(self, images: torch.Tensor) -> torch.Tensor:
+        """torchvision's ``Resize(int(min(size) / crop_fraction))`` (shorter side; the longer one
+        ``int(short * long / short_in)``) then ``CenterCrop(size)`` (offsets ``int(round((in - out) / 2))``)."""
+        h, w = images.shape[-2:]
+        th, tw = self.size
+        short = int(min(th, tw) / self.crop_fraction)
+        nh, nw = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
+        if nh < th or nw < tw:  # a crop wider than the resized image (non-square size): cover it
+            grow = max(th / nh, tw / nw)
+            nh, nw = max(th, int(nh * grow)), max(tw, int(nw * grow))
+        if (nh, nw) != (h, w):
+            images = self._resize(images, (nh, nw))
+        top, left = int(round((nh - th) / 2.0)), int(round((nw - tw) / 2.0))
+        return images[..., top:top + th, left:left + tw]
+
     def _describe_range(self) -> str:
         lo, hi = self.network_range
         fmt = lambda v: f"{v[0]:.4g}" if len(set(v)) == 1 else "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
@@ -169,5 +199,6 @@ class InputContract:
         """One line: size, order and the range the network sees."""
         h, w = self.size
         return (f"{h}x{w} {self.channel_order}, [0,1] -> {self._describe_range()}"
-                + (f", centre crop {self.crop_fraction:.3f}" if self.crop_fraction < 1 else "")
+                + (f", resize {int(min(h, w) / self.crop_fraction)} {self.interpolation} + centre crop"
+                   if self.resize_first else f", centre crop {self.crop_fraction:.3f}" if self.crop_fraction < 1 else "")
                 + (", fixed size" if self.fixed_size else ""))
