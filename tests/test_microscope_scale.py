@@ -169,7 +169,7 @@ def test_ray_data_on_a_two_node_local_cluster(tiny, photos, tmp_path):
                                           batch_size=5, shard_images=6, progress=False, num_workers=0)
         two = microscope.collect_examples(tiny, photos, ["1", LAYER], tmp_path / "two", units="0:2", top_k=3,
                                           batch_size=5, shard_images=6, progress=False, ray=f"127.0.0.1:{port}")
-        assert two.complete and len(two.store.shards) == len(one.store.shards) == 4
+        assert two.complete and len(two.store.shards) == len(one.store.shards) == 5
         for name in ("examples", "attribution"):
             for (ka, a), (kb, b) in zip(ActivationStore(tmp_path / "one" / name).iter_shards(),
                                         ActivationStore(tmp_path / "two" / name).iter_shards()):
@@ -183,7 +183,7 @@ def test_ray_data_on_a_two_node_local_cluster(tiny, photos, tmp_path):
         again = microscope.collect_examples(tiny, photos, ["1", LAYER], tmp_path / "two", units="0:2", top_k=3,
                                             batch_size=5, shard_images=6, progress=False,
                                             ray=f"127.0.0.1:{port}")
-        assert [s["index"] for s in again.store.shards] == [0, 1, 2, 3]
+        assert [s["index"] for s in again.store.shards] == [0, 1, 2, 3, 4]
         assert microscope.top_examples(tmp_path / "two", LAYER, 1) == microscope.top_examples(tmp_path / "one",
                                                                                               LAYER, 1)
     finally:
