@@ -91,7 +91,8 @@ def rank_units(values: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
 def sparse_probe(values: np.ndarray, labels: np.ndarray, groups: np.ndarray, C: float = 0.05,
                  max_samples: int = 20000, seed: int = 0) -> Probe:
     """An L1 logistic regression over all units (standardized), fitted on the texts of one half and scored on
-    the other (so tokens of one text never sit on both sides)."""
+    the other (so tokens of one text never sit on both sides). When ``C`` leaves no unit (few samples), it is
+    raised 4x at a time, up to 256x; the ``C`` used is reported."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
@@ -111,9 +112,13 @@ def sparse_probe(values: np.ndarray, labels: np.ndarray, groups: np.ndarray, C: 
 
     major, minor = (int(x) for x in sklearn.__version__.split(".")[:2])
     l1 = {"l1_ratio": 1.0} if (major, minor) >= (1, 8) else {"penalty": "l1"}  # 1.8 deprecated penalty=
-    clf = LogisticRegression(C=C, solver="liblinear", max_iter=500, **l1)
-    clf.fit(scaler.transform(values[tr]), y[tr])
-    w = clf.coef_[0]
+    for c in (C, 4 * C, 16 * C, 64 * C, 256 * C):  # few samples: weaken the L1 penalty until a unit is chosen
+        clf = LogisticRegression(C=c, solver="liblinear", max_iter=500, **l1)
+        clf.fit(scaler.transform(values[tr]), y[tr])
+        w = clf.coef_[0]
+        if (w != 0).any():
+            break
+    C = c
     order = [int(u) for u in np.argsort(-np.abs(w)) if w[u] != 0]
     scores = clf.decision_function(scaler.transform(values[te]))
     return Probe(order, [float(w[u]) for u in order], float(clf.score(scaler.transform(values[te]), y[te])),
