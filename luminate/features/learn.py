@@ -182,6 +182,9 @@ def learn(model, images_or_store, layer: str, n_features: int = 256, k: int = 16
         raise ValueError(f"method {method!r}: choose one of {', '.join(METHODS)}")
     if n_features < 1:
         raise ValueError(f"n_features = {n_features}: give at least 1")
+    from luminate.runtime import budget_steps
+
+    steps = budget_steps(steps)   # LUMINATE_TINY caps it (tests); the settings key holds the steps really taken
     model = as_model(model)
     channels, _, _ = _layer_grid(model, layer)
     temporary = None

@@ -248,7 +248,9 @@ def fit_nmf(x: np.ndarray, n_features: int, seed: int = 0, max_iter: int = 400) 
     from sklearn.decomposition import NMF
 
     data = np.concatenate([np.maximum(x, 0), np.maximum(-x, 0)], 1)
-    model = NMF(n_components=n_features, init="nndsvda", random_state=seed, max_iter=max_iter)
+    # NNDSVD needs n_features <= min(rows, 2C); a wider (overcomplete) factorization starts from random factors
+    init = "nndsvda" if n_features <= min(data.shape) else "random"
+    model = NMF(n_components=n_features, init=init, random_state=seed, max_iter=max_iter)
     model.fit(data)
     return model.components_.astype(np.float32)
 
