@@ -86,13 +86,9 @@ def protect_leading_minus(argv: list[str], parser: argparse.ArgumentParser) -> l
     """Let positional values start with ``-`` (``luminate render MODEL "-blocks.9:7"``): an argument that begins
     with ``-`` and holds a ``:`` or ``(``, and is not an option of its command, gets a leading space, which
     argparse reads as a value and the objective parser ignores."""
-    known = set()
-    for action in parser._actions:
-        known.update(action.option_strings)
-        if isinstance(action, argparse._SubParsersAction):
-            for command in action.choices.values():
-                for a in command._actions:
-                    known.update(a.option_strings)
+    from luminate.cli.checks import known_options
+
+    known = known_options(parser)
     out = []
     for arg in argv:
         if (arg.startswith("-") and not arg.startswith("--") and arg.split("=")[0] not in known

@@ -141,9 +141,8 @@ def check_units(spec: str | None, channels: int, layer: str, option: str = "--un
     return spec, ""
 
 
-def dash_hint(argv: Sequence[str], parser: argparse.ArgumentParser) -> str:
-    """A hint for arguments that start with ``-`` but are file names (argparse took them for unknown options):
-    ``put -- before them``. Empty when no argument looks like that."""
+def known_options(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string of ``parser`` and of its commands (``--steps``, ``-o``, ...)."""
     known = set()
     for action in parser._actions:
         known.update(action.option_strings)
@@ -151,13 +150,21 @@ def dash_hint(argv: Sequence[str], parser: argparse.ArgumentParser) -> str:
             for command in action.choices.values():
                 for a in command._actions:
                     known.update(a.option_strings)
+    return known
+
+
+def dash_hint(argv: Sequence[str], parser: argparse.ArgumentParser) -> str:
+    """A hint for arguments that start with ``-`` but are file names (argparse took them for unknown options):
+    ``put -- before them``. Empty when no argument looks like that."""
+    known = known_options(parser)
     suspects = [a for a in argv if a.startswith("-") and a != "--" and a.split("=")[0] not in known
                 and (os.path.exists(a) or Path(a).suffix)]
     if not suspects:
         return ""
     name = suspects[0]
+    command = next((a for a in argv if not a.startswith("-")), "COMMAND")
     return (f"hint: {name!r} starts with '-', so it reads as an option; put -- before file names "
-            f"(luminate COMMAND ... -- {name}) or write it as ./{name}")
+            f"(luminate {command} ... -- {name}) or write it as ./{name}")
 
 
 # ----- per command: one call each, before any work ------------------------------------------------------------------

@@ -50,7 +50,8 @@ _HELD: dict[str, int] = {}
 @contextlib.contextmanager
 def site_lock(out: str | os.PathLike):
     """Own the site folder ``out`` for a whole run (collection, renders, pages): a second run into it is refused
-    with :class:`SiteInUseError` naming the owner's process id, so two runs with different settings never both
+    with :class:`SiteInUseError` naming the owner's process id (the lock file, ``SITE/.lock``, stays empty and
+    unchanged), so two runs with different settings never both
     report a result only one of them kept. Re-entrant within a process. On a read-only folder nothing can be
     written, so there is nothing to exclude: reading a finished site goes on without the lock."""
     path = Path(out)
@@ -79,14 +80,9 @@ def site_lock(out: str | os.PathLike):
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            fh.seek(0)
-            owner = fh.read().strip() or "unknown"
+            owner = _lock_owner(fh)
             raise SiteInUseError(f"{path} is in use by process {owner} (another luminate run into the same site); "
                                  "wait for it to finish and run again, or write to another folder with -o") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
         _HELD[key] = 1
         try:
             yield
@@ -248,6 +244,20 @@ class Site:
                     act = act[:, :, None, None]
                 out.update(zip(part, act))
         return out
+
+
+def _lock_owner(fh) -> str:
+    """The process holding an ``flock`` on the open file ``fh``: from ``/proc/locks`` (Linux), else what the holder
+    wrote into the file, else ``"unknown"``. (The lock file itself is never written, so a rerun changes no file.)"""
+    inode = os.fstat(fh.fileno()).st_ino
+    with contextlib.suppress(OSError):
+        with open("/proc/locks") as locks:
+            for line in locks:
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
+                    return fields[4]
+    fh.seek(0)
+    return fh.read().strip() or "unknown"
 
 
 def build(model, images, out: str | os.PathLike, *, layers: str | Sequence[str] | None = None,
