@@ -229,3 +229,13 @@ def _restore(undo: list) -> None:
             bn.forward = old_forward
         else:
             bn.__dict__.pop("forward", None)
+
+
+def units_per_batch(device: torch.device | str, wanted: int = 16) -> int:
+    """How many units the Microscope should render in one batch on ``device``.
+
+    On a CPU a batch costs about as much as the same units one by one, or more (a batch of 16 units measured 17.3x
+    one unit per step on this project's CPU): render one unit at a time. On a GPU batching fills the device: up to
+    ``wanted`` units per batch."""
+    device = torch.device(device)
+    return max(1, int(wanted)) if device.type in ("cuda", "mps", "xpu") else 1

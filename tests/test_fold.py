@@ -74,3 +74,10 @@ def test_render_with_folding_matches_the_unfolded_render(monkeypatch):
     plain = render(model, "6:1", param=p(), transforms=[], steps=8, seed=0, progress=False)
     torch.testing.assert_close(folded.image, plain.image, rtol=0, atol=1e-4)
     torch.testing.assert_close(folded.history, plain.history, rtol=1e-4, atol=1e-5)
+
+
+def test_units_per_batch_follows_the_device():
+    from luminate.fold import units_per_batch
+
+    assert units_per_batch("cpu") == 1 and units_per_batch(torch.device("cpu"), 8) == 1
+    assert units_per_batch("cuda", 16) == 16 and units_per_batch("cuda:1", 0) == 1

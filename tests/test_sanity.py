@@ -89,3 +89,23 @@ def test_layers_images_and_errors(fooled, lite0):
                       path_layers=["relu1"])
     with pytest.raises(ValueError, match="at least one"):
         sanity_scores(fooled, "relu2", [], smooth_images(8))
+
+
+def test_natural_statistics_pulls_each_item_to_its_targets():
+    from luminate.priors import natural_statistics
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3))
+    model = wrap(net, 16, value_range=(0, 1), name="prior-net")
+    photos = torch.rand(8, 3, 16, 16)
+    warm, cool = photos.clone(), photos.clone()
+    warm[:, 0] = 0.9
+    cool[:, 2] = 0.9
+    prior = natural_statistics(model, torch.cat([warm, cool]), ["1"], targets=[warm[:4], cool[:4]])
+    result = render(model, -prior, param=param.image(16, batch=2, mean_colour=True), transforms=[], steps=100, seed=0,
+                    lr=0.2, progress=False)
+    red, blue = result.image[:, 0].mean((1, 2)), result.image[:, 2].mean((1, 2))
+    assert red[0] > red[1] and blue[1] > blue[0]         # each item took its own targets' colour
+    assert result.history[-1].sum() > result.history[0].sum()            # the penalty fell
+    with pytest.raises(ValueError, match="at least 2 photos"):
+        natural_statistics(model, photos[:1], ["1"])

@@ -186,7 +186,8 @@ def random_image(size: Size, batch: int = 1, *, generator: torch.Generator, sd: 
 
 
 def image(w: int, h: int | None = None, batch: int = 1, sd: float | None = 0.01, decorrelate: bool = True,
-          fft: bool = True, alpha: bool = False, channels: int | None = None, decay_power: float = 1.0) -> ImageParam:
+          fft: bool = True, alpha: bool = False, channels: int | None = None, decay_power: float = 1.0,
+          mean_colour: bool = False) -> ImageParam:
     """Lucid's ``param.image``: a batch of ``[batch, C, h, w]`` images in [0, 1] (note the ``w, h`` argument order).
 
     * ``fft`` (default): :class:`FourierImage`; otherwise :class:`PixelImage`. Both start at ``N(0, sd)``, so the
@@ -194,6 +195,9 @@ def image(w: int, h: int | None = None, batch: int = 1, sd: float | None = 0.01,
     * RGB (``channels=None``): decorrelated colour (``decorrelate``) and a sigmoid; ``alpha=True`` adds a 4th,
       sigmoid-only channel.
     * ``channels=k``: ``k`` channels, each through a sigmoid, never decorrelated (``decorrelate`` is ignored).
+    * ``mean_colour=True`` adds a free colour per item (a 1 x 1 :class:`~luminate.param.lowres.LowResTensor`, the
+      coarsest of Lucid's low-resolution components): a Fourier image's mean colour barely moves in a few hundred
+      steps, so its pictures stay grey on average even where the unit prefers warm or dark photos.
     """
     if channels is not None and alpha:
         raise ValueError("alpha=True cannot be combined with channels=k; ask for channels=k+1 and treat the last "
@@ -205,6 +209,11 @@ def image(w: int, h: int | None = None, batch: int = 1, sd: float | None = 0.01,
         raw: RawImage = FourierImage((h, w), batch, ch, sd=sd, decay_power=decay_power)
     else:
         raw = PixelImage((h, w), batch, ch, sd=sd)
+    if mean_colour:
+        from .composite import Combined
+        from .lowres import LowResTensor
+
+        raw = Combined([raw, LowResTensor((h, w), (batch, 1, 1), batch, ch, sd=sd)])
     if channels is not None:
         return ImageParam(raw, decorrelate=False)
     return ImageParam(raw, decorrelate=decorrelate, alpha=alpha)
