@@ -274,6 +274,38 @@ def test_unit_panel_reads_a_microscope_site(tiny, tmp_path, server):
     assert status == 404 and b"--site" in body
 
 
+@pytest.mark.slow
+def test_feature_dictionary_is_one_more_layer(tiny, tmp_path, photo):
+    """With features=, the dictionary's codes are the layer features:L: the numbers of Dictionary.encode, rendered
+    in the background like units."""
+    from luminate import features
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        png_file(photos / f"{i}.png", seed=20 + i)
+    dictionary = features.learn(tiny, photos, "relu2", n_features=20, k=4, steps=20, out=tmp_path / "dict",
+                                progress=False)
+    with serve.running(tiny, features=tmp_path / "dict", render_steps=2, render_size=32) as base:
+        info = json.loads(request(base, "/api/info")[1])
+        assert info["features"] == {"layer": "features:relu2", "of": "relu2", "n_features": 20}
+        assert info["layers"][-1]["name"] == "features:relu2"
+        key = json.loads(upload(base, photo.read_bytes())[1])["id"]
+        status, body, _ = request(base, f"/api/activations?image={key}&layer=features:relu2&unit=3")
+        assert status == 200, body
+        got = json.loads(body)
+        codes = dictionary.encode(luminate.activations(tiny, tiny.preprocess(str(photo)), "relu2"))[0]
+        assert got["shape"] == list(codes.shape)
+        torch.testing.assert_close(torch.tensor(got["peaks"], dtype=torch.float32), codes.flatten(1).max(1).values)
+        assert request(base, "/api/units/features:relu2/20.png")[0] == 404
+        assert request(base, f"/api/activations?image={key}&layer=features:conv1")[0] == 400
+        deadline, status = time.time() + 60, 202
+        while status == 202 and time.time() < deadline:
+            status, png, _ = request(base, "/api/units/features:relu2/3.png")
+            time.sleep(0.1)
+        assert status == 200 and Image.open(io.BytesIO(png)).size == (32, 32), png
+
+
 def test_loopback_names():
     assert serve.is_loopback("127.0.0.1") and serve.is_loopback("localhost") and serve.is_loopback("::1")
     assert not serve.is_loopback("0.0.0.0") and not serve.is_loopback("192.168.1.4")

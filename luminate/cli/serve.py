@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Listens on 127.0.0.1 only unless --host says otherwise. Ctrl-C stops it.",
         epilog="examples: luminate serve efficientnet_lite0\n"
                "          luminate serve efficientnet_lite0 --site microscope --port 8800\n"
+               "          luminate serve efficientnet_lite0 --features features-site\n"
                "          luminate serve my_net.py:build",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
@@ -32,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--site", default=None,
                    help="a Microscope site folder (made by `luminate microscope`): unit panels show its top "
                         "dataset examples and statistics")
+    p.add_argument("--features", default=None,
+                   help="a feature dictionary (a `luminate features` site, or a folder with dictionary.safetensors): "
+                        "the layer picker gains features:LAYER, its features shown and rendered like units")
     p.add_argument("--render-steps", type=int, default=256, help="optimization steps of a unit's visualization")
     p.add_argument("--render-size", type=int, default=96, help="side of a unit's visualization in pixels")
     p.add_argument("--max-images", type=int, default=64,
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     sock = serve.bind(args.host, args.port)   # a busy port fails now, before the model loads
     try:
         model = load_model(args)
-        app = serve.create_app(model, site=args.site, render_size=args.render_size, render_steps=args.render_steps,
+        app = serve.create_app(model, site=args.site, features=args.features, render_size=args.render_size, render_steps=args.render_steps,
                                max_images=args.max_images, allowed_hosts=serve.LOOPBACK if loopback else None)
         if not loopback:
             print(f"warning: listening on {args.host}, not loopback: anyone who can reach this machine can use the "

@@ -31,6 +31,7 @@ import io
 import math
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -59,6 +60,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; img-src 'self' blob: data:; "
        "media-src 'self' blob: mediastream:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
        "frame-ancestors 'none'")
+#: How the API names the codes of a feature dictionary of layer L (``--features``): ``features:L``.
+FEATURES = "features:"
 UNIT_FILE = re.compile(r"^(\d{1,6})\.png$")
 EXAMPLE_FILE = re.compile(r"^(\d{1,3})\.jpg$")
 
@@ -71,11 +74,36 @@ def toolbox_page(title: str) -> str:
             .replace("/*{{js}}*/", asset("toolbox.js")))
 
 
-class Toolbox:
-    """The state behind the app: the model (with its lock), the uploaded images, the render worker and the
-    optional Microscope site. :func:`create_app` makes one; everything it holds belongs to that app."""
+@dataclass(frozen=True)
+class FeatureLayer:
+    """A dictionary's codes presented as a layer: ``name`` is ``features:L``, ``shape`` ``(N, h, w)``."""
 
-    def __init__(self, model: Model, *, site: str | Path | None = None, render_size: int = 96,
+    name: str
+    shape: tuple[int, ...]
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+
+def open_dictionary(folder: str | Path, model: Model):
+    """The feature dictionary in ``folder``: a features site (its one layer), a folder holding
+    ``dictionary.safetensors`` or that file (:func:`luminate.features.load`), checked against ``model``."""
+    from luminate import features
+
+    path = Path(folder).expanduser()
+    found = sorted((path / "data").glob("*/dictionary.safetensors")) if (path / "data").is_dir() else []
+    if len(found) == 1 and not (path / "dictionary.safetensors").is_file():
+        path = found[0]
+    return features.load(path, model=model)
+
+
+class Toolbox:
+    """The state behind the app: the model (with its lock), the uploaded images, the render worker, the optional
+    Microscope site and feature dictionary. :func:`create_app` makes one; everything it holds belongs to that app."""
+
+    def __init__(self, model: Model, *, site: str | Path | None = None, features: str | Path | None = None,
+                 render_size: int = 96,
                  render_steps: int = 256, max_images: int = 64, max_image_bytes: int = 256 << 20,
                  max_upload: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS):
         self.model = model
@@ -88,7 +116,14 @@ class Toolbox:
             activations(model, torch.zeros(1, model.contract.channels, *model.size), self.layer_infos[-1].name)
         self.store = ImageStore(max_images=max_images, max_bytes=max_image_bytes)
         self.max_upload, self.max_pixels = max_upload, max_pixels
-        self.worker = RenderWorker(model, size=render_size, steps=render_steps)
+        self.dictionary = open_dictionary(features, model) if features is not None else None
+        self.features = None
+        if self.dictionary is not None:
+            base = self.dictionary.layer
+            self.features = FeatureLayer(FEATURES + base, (self.dictionary.n_features,
+                                                            *model.layer_info(base).shape[1:]))
+            self.layer_infos.append(self.features)
+        self.worker = RenderWorker(model, size=render_size, steps=render_steps, dictionary=self.dictionary)
         self.examples = None
         if site is not None:
             from luminate.microscope import open_examples
@@ -109,7 +144,13 @@ class Toolbox:
             raise HTTPException(404, exc.args[0]) from None
 
     def layer(self, name: str, spatial: bool = False):
-        """The LayerInfo of ``name``, or 400 naming the closest layers."""
+        """The LayerInfo of ``name`` (a :class:`FeatureLayer` for ``features:L``), or 400 naming the closest layers."""
+        if name.startswith(FEATURES):
+            if self.features is None or name != self.features.name:
+                have = (f"this server has {self.features.name}" if self.features is not None
+                        else "start the server with --features SITE for a dictionary's features")
+                raise HTTPException(400, f"unknown feature layer {name!r}: {have}")
+            return self.features
         try:
             with self.lock:
                 info = self.model.layer_info(name)
@@ -121,6 +162,11 @@ class Toolbox:
         return info
 
     def unit(self, layer: str, unit: int) -> None:
+        if self.features is not None and layer == self.features.name:
+            n = self.features.channels
+            if not 0 <= unit < n:
+                raise HTTPException(404, f"feature {unit} is out of range: the dictionary has {n} (0..{n - 1})")
+            return
         try:
             self.model.check_channel(layer, unit)
         except IndexError as exc:
@@ -136,8 +182,11 @@ class Toolbox:
         cached = item.activations.get(layer)
         if cached is not None:
             return cached
-        with self.lock:
-            value = activations(self.model, item.pixels, layer, grid=True)[0]
+        if layer.startswith(FEATURES):   # the dictionary's codes of its layer's activation
+            value = self.dictionary.encode(self.activation(key, self.dictionary.layer)[None])[0]
+        else:
+            with self.lock:
+                value = activations(self.model, item.pixels, layer, grid=True)[0]
         self.store.put_activation(key, layer, value)
         return value
 
@@ -223,20 +272,22 @@ def sprite(act: torch.Tensor) -> tuple[bytes, dict]:
     return png_bytes(canvas), {"cols": cols, "rows": rows, "tile": [h, w], "max": top}
 
 
-def create_app(model, *, site: str | Path | None = None, render_size: int = 96, render_steps: int = 256,
+def create_app(model, *, site: str | Path | None = None, features: str | Path | None = None, render_size: int = 96, render_steps: int = 256,
                max_images: int = 64, max_image_bytes: int = 256 << 20, max_upload: int = MAX_UPLOAD_BYTES,
                max_pixels: int = MAX_PIXELS, allowed_hosts: tuple[str, ...] | None = LOOPBACK) -> FastAPI:
     """The toolbox app over ``model`` (a Model or zoo name), ready for uvicorn (see :func:`luminate.serve.run`).
 
     Args:
         site: a Microscope site folder: unit panels show its top dataset examples and statistics.
+        features: a feature dictionary (a ``luminate features`` site or a folder with ``dictionary.safetensors``):
+            its codes are one more layer, ``features:L``, shown and rendered like a layer's units.
         render_size, render_steps: feature visualizations of units (rendered in the background, cached on disk).
         max_images, max_image_bytes: the uploaded-image store's bounds (least recently used evicted).
         max_upload, max_pixels: the largest upload in bytes and the largest image in pixels.
         allowed_hosts: the ``Host`` header names served (loopback names by default; ``None``: any, for a server
             deliberately exposed on a network).
     """
-    toolbox = Toolbox(as_model(model), site=site, render_size=render_size, render_steps=render_steps,
+    toolbox = Toolbox(as_model(model), site=site, features=features, render_size=render_size, render_steps=render_steps,
                       max_images=max_images, max_image_bytes=max_image_bytes, max_upload=max_upload,
                       max_pixels=max_pixels)
     page = toolbox_page(f"Luminate toolbox: {toolbox.model.name}")
@@ -287,6 +338,8 @@ def create_app(model, *, site: str | Path | None = None, render_size: int = 96, 
                 "default_layer": default if any(l["name"] == default for l in layers) else layers[-1]["name"],
                 "attribution_layer": m.default_layer("attribution"), "labels": m.labels is not None,
                 "site": toolbox.examples.layers if toolbox.examples is not None else None,
+                "features": ({"layer": toolbox.features.name, "of": toolbox.dictionary.layer,
+                              "n_features": toolbox.features.channels} if toolbox.features is not None else None),
                 "limits": {"upload_bytes": toolbox.max_upload, "pixels": toolbox.max_pixels,
                            "images": toolbox.store.max_images}}
 

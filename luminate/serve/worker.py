@@ -17,13 +17,15 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import torch
+
 from luminate.analysis.sprites import channel_icons
 from luminate.images import png_bytes
 from luminate.models.base import Model
 from luminate.runtime import budget_steps
 
 
-@dataclass
+@dataclass(eq=False)
 class RenderJob:
     """One unit's visualization: ``status`` is ``"queued"``, ``"rendering"``, ``"done"`` or ``"failed"``;
     ``progress`` in [0, 1]; ``png`` the image when done; ``error`` the reason when failed."""
@@ -51,13 +53,15 @@ class RenderWorker:
     Args:
         model: the model; the worker renders with its own deep copy.
         size, steps, seed: the visualization's settings (:func:`~luminate.analysis.sprites.channel_icons`).
+        dictionary: a feature dictionary: its features (layer ``features:L``) render as directions.
         keep: finished units kept in memory (oldest evicted); the render cache keeps them on disk.
         batch: most units rendered together.
     """
 
     def __init__(self, model: Model, *, size: int = 96, steps: int = 256, seed: int = 0, keep: int = 256,
-                 batch: int = 8):
+                 batch: int = 8, dictionary=None):
         self.model = copy.deepcopy(model)
+        self.dictionary = dictionary
         self.size, self.steps, self.seed, self.keep, self.batch = size, steps, seed, keep, batch
         self._jobs: OrderedDict[tuple[str, int], RenderJob] = OrderedDict()
         self._queue: queue.Queue[RenderJob | None] = queue.Queue()
@@ -107,6 +111,20 @@ class RenderWorker:
             self._queue.put(job)
         return jobs
 
+    def _render(self, jobs: list[RenderJob], progress) -> dict[RenderJob, torch.Tensor]:
+        """``{job: [3, S, S]}`` for jobs of one layer: a layer's units by channel_icons (with step progress), the
+        features of the dictionary (``features:L``) by :func:`luminate.features.render_features`."""
+        layer, units = jobs[0].layer, [j.unit for j in jobs]
+        if layer.startswith("features:") and self.dictionary is not None:
+            from luminate.features import render_features
+
+            images = render_features(self.model, self.dictionary.layer, self.dictionary.directions, units,
+                                     size=self.size, steps=self.steps, seed=self.seed, progress=False)
+            return {job: images[job.unit]["positive"] for job in jobs}
+        icons = channel_icons(self.model, layer, units, size=self.size, steps=self.steps, seed=self.seed,
+                              progress=False, callback=progress)
+        return {job: icons[job.unit] for job in jobs}
+
     def _run(self) -> None:
         while True:
             jobs = self._next_batch()
@@ -121,10 +139,8 @@ class RenderWorker:
                     job.progress = min(step / total, 0.999)
 
             try:
-                icons = channel_icons(self.model, jobs[0].layer, [j.unit for j in jobs], size=self.size,
-                                      steps=self.steps, seed=self.seed, progress=False, callback=progress)
-                for job in jobs:
-                    job.png = png_bytes(icons[job.unit])
+                for job, image in self._render(jobs, progress).items():
+                    job.png = png_bytes(image)
                     job.progress, job.status = 1.0, "done"
             except Exception as exc:   # the job carries the reason to the client; the worker keeps serving
                 for job in jobs:

@@ -160,7 +160,8 @@
     if ($("attr-class").value) await showAttribution();
     state.frames += 1;
     grid.dataset.frame = String(state.frames);
-    $("grid-title").textContent = layer + ": " + a.peaks.length + " units (" + a.shape.join(" x ") + "), frame " + state.frames;
+    const what = layer.startsWith("features:") ? " dictionary features (" : " units (";
+    $("grid-title").textContent = layer + ": " + a.peaks.length + what + a.shape.join(" x ") + "), frame " + state.frames;
   }
 
   layerSelect.addEventListener("change", () => {
@@ -194,7 +195,8 @@
   $("attr-class").addEventListener("change", () => showAttribution().catch((e) => say(e.message)));
 
   function drawMap(canvas, map, signed) {
-    // map: rows of numbers; positive in orange, negative (signed) in blue, transparent at zero
+    // signed (attribution): positive orange, negative blue, transparent at zero. Unsigned (where a unit fires):
+    // the photo darkened where the unit is quiet, left bright where it fires (visible on any photo).
     const h = map.length, w = map[0].length;
     let top = 1e-9;
     for (const row of map) for (const v of row) top = Math.max(top, signed ? Math.abs(v) : v);
@@ -202,9 +204,14 @@
     const ctx = canvas.getContext("2d"), img = ctx.createImageData(w, h);
     for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
       const v = map[y][x] / top, k = 4 * (y * w + x);
-      const pos = v >= 0;
-      img.data[k] = pos ? 255 : 30; img.data[k + 1] = pos ? 140 : 110; img.data[k + 2] = pos ? 0 : 255;
-      img.data[k + 3] = Math.round(Math.min(1, Math.abs(v)) * (signed || pos ? 200 : 0));
+      if (signed) {
+        const pos = v >= 0;
+        img.data[k] = pos ? 255 : 30; img.data[k + 1] = pos ? 140 : 110; img.data[k + 2] = pos ? 0 : 255;
+        img.data[k + 3] = Math.round(Math.min(1, Math.abs(v)) * 200);
+      } else {
+        img.data[k] = img.data[k + 1] = img.data[k + 2] = 0;
+        img.data[k + 3] = Math.round((1 - Math.max(0, Math.min(1, v))) * 210);
+      }
     }
     ctx.putImageData(img, 0, 0);
   }
@@ -258,7 +265,7 @@
     if (!Array.isArray(body.map[0])) { $("where-note").textContent = "this layer has no positions"; return; }
     drawMap($("where-map"), body.map, false);
     const peak = state.peaks ? state.peaks[c] : NaN;
-    $("where-note").textContent = "peak " + Number(peak).toFixed(3) + " (orange: where it fires)";
+    $("where-note").textContent = "peak " + Number(peak).toFixed(3) + " (bright: where it fires; dark: quiet)";
   }
 
   async function showSite(layer, c) {
@@ -292,7 +299,10 @@
   async function init() {
     const { body } = await json("/api/info");
     state.info = body;
-    for (const l of body.layers) layerSelect.appendChild(new Option(l.name + " (" + l.channels + ")", l.name));
+    for (const l of body.layers) {
+      const label = l.name.startsWith("features:") ? "features of " + l.name.slice(9) : l.name;
+      layerSelect.appendChild(new Option(label + " (" + l.channels + ")", l.name));
+    }
     state.layer = body.default_layer;
     layerSelect.value = state.layer;
     say("model " + body.model + ", " + body.input + ": choose a photo or start the camera");
