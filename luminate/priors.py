@@ -52,7 +52,8 @@ def natural_statistics(model: Model | str, images: Tensor, layers: Sequence[str]
     if not layers:
         raise ValueError("natural_statistics needs at least one layer, e.g. ['blocks.2']")
     if images.ndim != 4 or images.shape[0] < 2:
-        raise ValueError(f"natural_statistics needs a batch of at least 2 photos [N, 3, H, W], got {tuple(images.shape)}")
+        raise ValueError(f"natural_statistics needs a batch of at least 2 photos [N, 3, H, W], "
+                         f"got {tuple(images.shape)}")
     stats = channel_statistics(model, images, layers)
     if targets is not None:
         per_item = [channel_statistics(model, t, layers) for t in targets]

@@ -122,8 +122,9 @@ def render(model: Model | torch.nn.Module | str,
         param: the image parameterization; default ``param.image(size, batch=batch)``
             (Fourier + decorrelated colour, sd 0.01) with the model's input channels.
         transforms: a list of transforms (or one); ``None`` gives :func:`~luminate.transforms.default_transforms`
-            (a random 50-100% box resized back, and a mirror; Lucid's set is ``standard_transforms()``), ``[]`` none. For a model
-            with a fixed input size (``contract.fixed_size``) ``fit_to(size)`` (crop or resize) is appended.
+            (a random 50-100% box resized back, and a mirror; Lucid's set is ``standard_transforms()``), ``[]``
+            none. For a model with a fixed input size (``contract.fixed_size``) ``fit_to(size)`` (crop or resize)
+            is appended.
         steps: optimizer updates; default ``max(thresholds)``, or 512 without thresholds.
         thresholds: steps after which to record the images; default ``(steps,)``. ``result.image`` is the
             final state in any case.

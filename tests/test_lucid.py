@@ -52,7 +52,8 @@ def test_render_vis_is_luminate_render(model):
     """The shim adds no second implementation: same seed, same picture as luminate.render."""
     out = render.render_vis(model, "mixed3a:5", lambda: param.image(32), thresholds=(2,), use_fixed_seed=True,
                             verbose=False)
-    direct = luminate.render(model, "mixed3a:5", param=param.image(32), steps=2, transforms=transform.standard_transforms,
-                             seed=0, progress=False)   # render_vis keeps Lucid's transforms; render's default differs
+    # render_vis keeps Lucid's transforms; render's default differs
+    direct = luminate.render(model, "mixed3a:5", param=param.image(32), steps=2,
+                             transforms=transform.standard_transforms, seed=0, progress=False)
     assert np.array_equal(out[0], direct.image.permute(0, 2, 3, 1).numpy())
     assert torch.equal(render.render_vis.last_result.image, direct.image)
