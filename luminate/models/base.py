@@ -501,14 +501,19 @@ def find_prefix_tokens(tokens: int, image_size: tuple[int, int], max_prefix: int
     return 0
 
 
-def _trace_layers(model: Model, size: tuple[int, int]) -> tuple[list[LayerInfo], dict[str, LayerInfo]]:
-    """Run one blank image of ``size`` through the model and record every module's output shape, per call.
+def _trace_layers(model: Model, size: tuple[int, int], inputs: torch.Tensor | None = None,
+                  describe: Callable[[str, str, tuple[int, ...]], LayerInfo | None] | None = None
+                  ) -> tuple[list[LayerInfo], dict[str, LayerInfo]]:
+    """Run one blank image of ``size`` (or ``inputs``) through the model and record every module's output shape,
+    per call (``describe(name, kind, shape)``: the LayerInfo of an output, None to leave it out).
 
     Returns the layers in definition order (first calls) and ``{"name#k": LayerInfo}`` for later calls."""
     shapes: dict[str, list[LayerInfo]] = {}
     handles = []
 
-    def info_for(name: str, kind: str, shape: tuple[int, ...]) -> LayerInfo:
+    def info_for(name: str, kind: str, shape: tuple[int, ...]) -> LayerInfo | None:
+        if describe is not None:
+            return describe(name, kind, shape)
         if len(shape) == 2 and model.layer_layout(name) == "tokens":
             tokens, channels = shape
             prefix = model.prefix_tokens if model.prefix_tokens is not None else find_prefix_tokens(tokens, size)
@@ -518,8 +523,10 @@ def _trace_layers(model: Model, size: tuple[int, int]) -> tuple[list[LayerInfo],
 
     def make_hook(name: str):
         def hook(module, inputs, output):
-            if isinstance(output, torch.Tensor):
-                shapes.setdefault(name, []).append(info_for(name, type(module).__name__, tuple(output.shape[1:])))
+            info = info_for(name, type(module).__name__, tuple(output.shape[1:])) \
+                if isinstance(output, torch.Tensor) else None
+            if info is not None:
+                shapes.setdefault(name, []).append(info)
         return hook
 
     for name, mod in model.network.named_modules():
@@ -527,7 +534,7 @@ def _trace_layers(model: Model, size: tuple[int, int]) -> tuple[list[LayerInfo],
             handles.append(mod.register_forward_hook(make_hook(name)))
     try:
         with torch.no_grad(), model.frozen():
-            x = torch.full((1, model.contract.channels, *size), 0.5, device=model.device)
+            x = torch.full((1, model.contract.channels, *size), 0.5, device=model.device) if inputs is None else inputs
             model(x)
     finally:
         for h in handles:

@@ -215,36 +215,13 @@ class TextModel(Model):
 
 
 def _trace_text(model: TextModel, ids: torch.Tensor) -> tuple[list[LayerInfo], dict[str, LayerInfo]]:
-    """Run ``ids`` ``[1, T]`` and record each module's tensor output as ``(C, T)`` per call (token layers)."""
-    from luminate.models.base import layer_names
+    """Run ``ids`` ``[1, T]`` and record each module's per-token output ``[T, C]`` as ``(C, T)``, per call."""
+    from luminate.models.base import _trace_layers
 
-    shapes: dict[str, list[LayerInfo]] = {}
-    handles = []
+    def describe(name: str, kind: str, shape: tuple[int, ...]) -> LayerInfo | None:
+        return LayerInfo(name, kind, (shape[1], shape[0]), "tokens", shape, 0) if len(shape) == 2 else None
 
-    def make_hook(name: str):
-        def hook(module, inputs, output):
-            if isinstance(output, torch.Tensor) and output.ndim == 3:
-                t, c = output.shape[1:]
-                info = LayerInfo(name, type(module).__name__, (c, t), "tokens", (t, c), 0)
-                shapes.setdefault(name, []).append(info)
-        return hook
-
-    for name, mod in model.network.named_modules():
-        if name:
-            handles.append(mod.register_forward_hook(make_hook(name)))
-    try:
-        with torch.no_grad(), model.frozen():
-            model(ids)
-    finally:
-        for h in handles:
-            h.remove()
-    order = {name: k for k, name in enumerate(layer_names(model.network))}
-    first, later = [], {}
-    for name, calls in shapes.items():
-        first.append(LayerInfo(**{**calls[0].__dict__, "calls": len(calls)}))
-        for k, info in enumerate(calls[1:], 1):
-            later[f"{name}#{k}"] = LayerInfo(**{**info.__dict__, "name": f"{name}#{k}", "calls": len(calls)})
-    return sorted(first, key=lambda info: order[info.name]), later
+    return _trace_layers(model, (1, ids.shape[1]), inputs=ids, describe=describe)
 
 
 def is_text_model(model) -> bool:
