@@ -10,6 +10,10 @@ Ratios, each measured in this one run (on a shared machine absolute times swing 
   model over the same images with the same loader; and the same with class attribution for the default sample;
 * **peak memory** (``VmHWM`` of a fresh process) collecting N and 10 x N images: flat when shards stream to disk;
 * **Ray**: collection with ``--ray local`` and 2 workers (1 thread each) against one process with 1 thread.
+* **whole model** (``--scale N``, N >= 2000): every layer of lite0 (``layers="all"``, 3,120 units) over N images,
+  in-process (2 threads) against Ray Data (2 model actors x 1 thread, start-up timed apart), images/s and peak
+  memory of the driver; and units rendered per hour per device (``units_per_batch`` units at 256 steps, from the
+  render step time).
 
     OMP_NUM_THREADS=1 python benchmarks/microscope_scale.py            # N = 100 (and 1000)
     OMP_NUM_THREADS=1 python benchmarks/microscope_scale.py --quick    # N = 24 (and 240), fewer steps
@@ -64,6 +68,33 @@ def child_collect(images: str, out: str, attribution: int, ray: str | None, shar
     return {"seconds": seconds, "images": examples.store.n_images, "peak_mib": peak_rss_mib()}
 
 
+def child_scale(images: str, out: str, ray: str | None) -> dict:
+    """Every layer of lite0 over ``images``; Ray start-up (``ray.init`` + the first actor) timed separately."""
+    from luminate import models
+    from luminate.microscope import collect_examples
+
+    model = models.load(MODEL)
+    startup = 0.0
+    context = None
+    if ray:
+        from luminate.parallel import RayContext
+
+        start = time.perf_counter()
+        context = RayContext(ray, 2)
+        context.__enter__()
+        startup = time.perf_counter() - start
+    try:
+        start = time.perf_counter()
+        examples = collect_examples(model, images, "all", out, units=None, attribute=False, shard_images=256,
+                                    progress=False, ray=ray, num_cpus=2 if ray else None)
+        seconds = time.perf_counter() - start
+    finally:
+        if context is not None:
+            context.__exit__(None, None, None)
+    return {"seconds": seconds, "startup": startup, "images": examples.store.n_images, "peak_mib": peak_rss_mib(),
+            "layers": len(examples.layers)}
+
+
 def child_inference(images: str) -> dict:
     import torch
 
@@ -89,12 +120,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default=None, help="device for the render ratio (default: cuda when available)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["render", "collect", "memory", "ray"])
+    parser.add_argument("--scale", type=int, default=0, metavar="N",
+                        help="only the whole-model comparison over N images (in-process vs Ray Data)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
         if kind == "render":
             result = child_render(int(rest[0]), int(rest[1]), rest[2], rest[3] == "redirect")
+        elif kind == "scale":
+            result = child_scale(rest[0], rest[1], None if rest[2] == "-" else rest[2])
         elif kind == "collect":
             result = child_collect(rest[0], rest[1], int(rest[2]), None if rest[3] == "-" else rest[3], int(rest[4]))
         else:
@@ -107,6 +142,21 @@ def main() -> None:
     from luminate.atlas import demo_images
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.scale:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            images = demo_images(tmp / "imgs", args.scale, size=(160, 240), skimage=True)
+            here = run_child("scale", str(images), str(tmp / "one"), "-", threads=2)
+            there = run_child("scale", str(images), str(tmp / "two"), "local", threads=1)
+            rate = lambda r: r["images"] / r["seconds"]  # noqa: E731
+            print(f"whole model ({here['layers']} layers of {MODEL}), {here['images']} images: in-process "
+                  f"(2 threads) {rate(here):.1f} img/s, peak {here['peak_mib']:.0f} MiB; Ray Data (2 actors x 1 "
+                  f"thread) {rate(there):.1f} img/s once started ({there['startup']:.1f}s start-up), driver peak "
+                  f"{there['peak_mib']:.0f} MiB: {rate(there) / rate(here):.2f}x in-process (target >= 0.8x)")
+            step = run_child("render", "8", "8", device, "steady", threads=2)["seconds_per_step"]
+            print(f"render on {device}: 8 units per batch {step:.3f} s/step: {3600 * 8 / (256 * step):.0f} units/hour "
+                  f"at 256 steps")
+        return
     n = 24 if args.quick else 100
     steps = 8 if args.quick else 16
     shard = str(max(8, n // 4))   # four shards of the small set: work for two Ray workers

@@ -17,22 +17,11 @@ import torch
 from torch import nn
 
 from luminate import microscope, models
-from luminate.atlas import demo_images
 from luminate.atlas.store import ActivationStore
 from luminate.microscope.circuits import connection_matrix, linear_weight
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_microscope import LAYER, brute_force, tiny_model  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return tiny_model()
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    return demo_images(tmp_path_factory.mktemp("photos"), 22, size=(36, 56), bad_files=True)
+from test_microscope import LAYER, brute_force, photos, tiny  # noqa: E402,F401 (fixtures shared with it)
 
 
 def test_bottom_and_quantile_examples(tiny, photos, tmp_path):
@@ -214,3 +203,62 @@ def _stop_cluster(temp: Path) -> None:
         deadline = time.time() + wait
         while ours() and time.time() < deadline:
             time.sleep(0.2)
+
+
+def _descendants(root: int) -> list[int]:
+    """Process ids below ``root`` (this test's own Ray workers only)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+@pytest.mark.slow
+def test_ray_data_survives_a_killed_actor(photos, tmp_path):
+    pytest.importorskip("ray.data")
+    import threading
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 48, 5, padding=2), nn.ReLU(), nn.Conv2d(48, 48, 5, padding=2), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(48, 3))
+    model = models.wrap(net, 160, value_range=(0, 1), name="slow")   # ~0.2 s per image: time to kill an actor
+    one = microscope.collect_examples(model, photos, "3", tmp_path / "one", units="0:2", top_k=3, batch_size=1,
+                                      shard_images=4, attribution_images=0, progress=False, num_workers=0)
+    killed = []
+
+    def kill_one_actor():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            manifest = tmp_path / "two" / "examples" / "manifest.json"
+            if manifest.is_file() and json.loads(manifest.read_text()).get("shards"):
+                for pid in _descendants(os.getpid()):
+                    try:
+                        title = (Path("/proc") / str(pid) / "cmdline").read_bytes()
+                    except OSError:
+                        continue
+                    if b"MapWorker" in title and b"PeakActor" in title:
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                        return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=kill_one_actor, daemon=True)
+    watcher.start()
+    two = microscope.collect_examples(model, photos, "3", tmp_path / "two", units="0:2", top_k=3, batch_size=1,
+                                      shard_images=4, attribution_images=0, progress=False, ray="local", num_cpus=2)
+    watcher.join(timeout=5)
+    assert killed, "no model actor was found to kill"
+    assert two.complete
+    for (ka, a), (kb, b) in zip(ActivationStore(tmp_path / "one" / "examples").iter_shards(),
+                                ActivationStore(tmp_path / "two" / "examples").iter_shards()):
+        assert ka == kb and all(np.allclose(np.asarray(a[f]), np.asarray(b[f]), atol=1e-5) for f in a)

@@ -19,7 +19,8 @@ preprocessing. Per-unit results are then merged from the shards (:func:`summariz
   ``attr[k] = Σ_{y,x} ∂logit_k/∂a[c,y,x] · a[c,y,x]`` (gradient x activation of the unit's whole map, the
   linear estimate of what the unit adds to class ``k``). It is computed with forward-mode AD, one pass of the
   network per unit and image, so it runs on an evenly spaced sample of at most ``attribution_images``
-  images (every ``ceil(N / attribution_images)``-th image; all of them for small sets).
+  images (every ``ceil(N / attribution_images)``-th image; all of them for small sets), and of fewer when many
+  units are attributed (at most about ``attribution_budget`` unit-image passes in all).
 
 Storage (both are :mod:`luminate.atlas.store` stores, so shards are written atomically, listed in a manifest
 only when complete, never rewritten, and a killed run resumes where it stopped)::
@@ -50,7 +51,8 @@ import numpy as np
 import torch
 
 from luminate.activations import LayerTap
-from luminate.atlas.collect import _LayerSpec, _output_width, dual_forward
+from luminate.analysis.lucid_attribution import unit_attribution  # noqa: F401 (shared with the atlas)
+from luminate.atlas.collect import _LayerSpec, _output_width
 from luminate.atlas.imageset import DatasetImages, ImageFolder, ImageSet, image_loader, image_set, shard_batches
 from luminate.atlas.store import ActivationStore, StoreWriter, _atomic_write
 from luminate.models.base import Model, as_model
@@ -250,7 +252,8 @@ def layers(site_or_store: str | os.PathLike | Examples) -> list[tuple[str, int]]
 
 def collect_examples(model, images, layers: str | Sequence[str], out_dir: str | os.PathLike, *,
                      units: str | Sequence[int] | dict | None = None, top_k: int = 9, batch_size: int = 32,
-                     shard_images: int = 256, attribution_images: int = 256, progress: bool = True,
+                     shard_images: int = 256, attribution_images: int = 256, attribution_budget: int = 512,
+                     progress: bool = True,
                      num_workers: int | None = None, shards: Iterable[int] | None = None, ray: str | None = None,
                      num_cpus: int | None = None, attribute: str | Sequence[int] | dict | None | bool = True,
                      ray_engine: str = "data") -> Examples:
@@ -269,6 +272,8 @@ def collect_examples(model, images, layers: str | Sequence[str], out_dir: str | 
         batch_size: images per forward pass (results do not depend on it).
         shard_images: images per shard, the unit of resumption and of parallel work.
         attribution_images: at most this many (evenly spaced) images for class attribution; 0 disables it.
+        attribution_budget: at most about this many forward-mode passes (attributed units x sampled images) in
+            all: a whole-model run attributing many units samples fewer images (every ``ceil(N U / budget)``-th).
         shards: only these shards (a worker's share); default all missing ones.
         ray: ``None`` (this process), ``"local"`` or a Ray address: collection runs on Ray. ``ray_engine="data"``
             (default): a Ray Data pipeline (:func:`luminate.parallel.collect_with_ray_data`: batches of paths
@@ -298,8 +303,10 @@ def collect_examples(model, images, layers: str | Sequence[str], out_dir: str | 
     imageset = image_set(images)
     n_images = len(imageset)
     n_shards = math.ceil(n_images / shard_images)
-    every = max(1, math.ceil(n_images / attribution_images)) \
-        if attribution_images > 0 and any(attr_map.values()) else 0
+    n_attributed = sum(len(u) for u in attr_map.values())
+    every = max(1, math.ceil(n_images / attribution_images),
+                math.ceil(n_images * n_attributed / max(attribution_budget, 1))) \
+        if attribution_images > 0 and n_attributed else 0
     out_dir = Path(out_dir)
     kind = "folder" if isinstance(imageset, ImageFolder) else "dataset" if isinstance(imageset, DatasetImages) \
         else "list"
@@ -479,25 +486,6 @@ def peaks(act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if act.ndim != 4:
         raise ValueError(f"activations of shape {tuple(act.shape)}: the Microscope needs [N, C, H, W] or [N, C]")
     return act.flatten(2).max(2)
-
-
-def unit_attribution(model: Model, images: torch.Tensor, layer: str, units: Sequence[int]) -> torch.Tensor:
-    """Each unit's attribution to every logit for each image, ``[N, U, n_classes]`` (CPU float32):
-    ``Σ_{y,x} ∂logit_k/∂a[u,y,x] · a[u,y,x]``, by one forward-mode pass per unit."""
-    module = model.layer(layer)
-    out = []
-    for unit in units:
-        def mask(act: torch.Tensor, unit: int = unit) -> torch.Tensor:
-            tangent = torch.zeros_like(act)
-            tangent[:, unit] = act[:, unit]
-            return tangent
-
-        with model.frozen():   # eval mode (BatchNorm statistics, dropout) whatever the caller's mode
-            _, _, tangent = dual_forward(model, images, module, mask=mask)
-        out.append(tangent.float().cpu())
-    if not out:
-        return torch.zeros(images.shape[0], 0, 0)
-    return torch.stack(out, 1)
 
 
 # ----- merging ---------------------------------------------------------------------------------------------------

@@ -384,11 +384,13 @@ def write_site(site, progress: bool = True):
             x, y = (slots[unit] % cols) * SPRITE_TILE, (slots[unit] // cols) * SPRITE_TILE
             return (f"background-image:url(../{layer_dir(keys[layer])}/sprite.png);"
                     f"background-position:-{x}px -{y}px;background-size:auto")
-        top = site.examples_of(layer, unit, "top")[:1]
-        if top:
-            thumbs.add(top[0]["index"])
-            return f"background-image:url(../{thumb_file(top[0]['index'])})"
-        return None
+        if (layer, unit) not in best:
+            top = site.examples_of(layer, unit, "top")[:1]
+            best[layer, unit] = top[0]["index"] if top else None
+        if best[layer, unit] is None:
+            return None
+        thumbs.add(best[layer, unit])
+        return f"background-image:url(../{thumb_file(best[layer, unit])})"
 
     def named(items: list[dict]) -> list[dict]:
         for e in items:
@@ -396,6 +398,7 @@ def write_site(site, progress: bool = True):
         return [dict(e, name=site.examples.image_name(e["index"])) for e in items]
 
     thumbs: set[int] = set()
+    best: dict[tuple[str, int], int | None] = {}
     bar = tqdm(total=total, desc="pages", unit="unit", disable=not progress or not total)
     try:
         for info in site.layers:
