@@ -347,8 +347,9 @@ class StoreWriter:
                 try:
                     old = read_manifest(self.path)
                 except StoreDamagedError as exc:
-                    logger.warning("%s; starting the store again (its shards cannot be trusted without it): "
-                                   "recomputing", exc)
+                    logger.warning("damaged store manifest %s (%s): starting the store again, recomputing its shards "
+                                   "(they cannot be trusted without their checksums)", self.path / MANIFEST,
+                                   getattr(exc, "reason", exc))
                     self._remove_store()
                     self._create(header, image_names)
             if old is not None:
@@ -505,8 +506,10 @@ def read_manifest(path: str | os.PathLike) -> dict:
         if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
             raise ValueError("it is not a JSON object with a list of shards")
     except (ValueError, UnicodeDecodeError) as exc:   # JSONDecodeError is a ValueError
-        raise StoreDamagedError(f"the store manifest {path / MANIFEST} is damaged ({exc}); rerun the command that "
-                                "made the store (same arguments) to rebuild it, or delete the folder") from None
+        damaged = StoreDamagedError(f"the store manifest {path / MANIFEST} is damaged ({exc}); rerun the command "
+                                    "that made the store (same arguments) to rebuild it, or delete the folder")
+        damaged.reason = str(exc)
+        raise damaged from None
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path / MANIFEST} is not a luminate activation store manifest")
     if manifest.get("version", 0) > VERSION:
