@@ -69,7 +69,8 @@ def main() -> None:
     folder = demo_images(work / "photos", args.images, skimage=True)
     runs = [("topk", 16)] if args.quick else [("topk", 16), ("topk", 8), ("batchtopk", 16), ("nmf", 0)]
     dictionaries = {}
-    print("| method | k | held-out R² | L0 | dead | stability | seconds |\n| --- | --- | --- | --- | --- | --- | --- |")
+    print("| method | k | held-out R² | L0 | dead | stability | seconds |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     store = None
     for method, k in runs:
         start = time.perf_counter()

@@ -218,18 +218,20 @@ def test_feature_site_in_chromium(site, page):
     root = site.path
     page.goto((root / "index.html").as_uri())
     assert page.locator("table.features tbody tr").count() == 12
+    def column():
+        return [float(v) for v in page.eval_on_selector_all("table.features tbody tr",
+                                                             "rows => rows.map(r => r.dataset.firing)")]
     page.click('button[data-sort="firing"]')
-    firing = [float(v) for v in page.eval_on_selector_all("table.features tbody tr", "rs => rs.map(r => r.dataset.firing)")]
-    assert firing == sorted(firing, reverse=True)
+    assert column() == sorted(column(), reverse=True)
     page.click('button[data-sort="firing"]')
-    firing = [float(v) for v in page.eval_on_selector_all("table.features tbody tr", "rs => rs.map(r => r.dataset.firing)")]
-    assert firing == sorted(firing)
+    assert column() == sorted(column())
     live = [f for f in range(4) if features.top_examples(root, LAYER, f)]
     f = live[0]
     page.click(f'tbody a[href="2/feature-{f:05d}.html"]')
     assert page.url.endswith(f"/2/feature-{f:05d}.html")
     data = json.loads(page.locator("#feature-data").text_content())
-    assert [e["image"] for e in data["examples"]] == [Path(t["image"]).name for t in features.top_examples(root, LAYER, f)]
+    top = features.top_examples(root, LAYER, f)
+    assert [e["image"] for e in data["examples"]] == [Path(t["image"]).name for t in top]
     assert page.locator(".vis img").count() == 5
     assert page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
     assert page.remote_requests == []

@@ -87,9 +87,9 @@ class Dictionary:
         ``k`` non-zero per position (TopK)."""
         x, shape = self._rows(acts)
         if x.shape[1] != self.channels:
-            raise ValueError(f"activations have {x.shape[1]} channels, but this dictionary was learned on "
-                             f"layer {self.layer} of {self.model_name}, which has {self.channels} channels: encode that layer's "
-                             "activations")
+            raise ValueError(f"activations have {x.shape[1]} channels, but this dictionary was learned on layer "
+                             f"{self.layer} of {self.model_name}, which has {self.channels} channels: encode that "
+                             "layer's activations")
         device, dtype = x.device, x.dtype
         x = x.detach().float().cpu()
         if self.method == "nmf":

@@ -214,11 +214,12 @@ def learn(model, images_or_store, layer: str, n_features: int = 256, k: int = 16
         if len(train_rows) < need:
             per_image = store.settings["positions_per_image"]
             images = len(np.unique(store.read("image")))
+            wanted = math.ceil(need / per_image * holdout_every / max(holdout_every - 1, 1))
             raise ValueError(
                 f"{layer} gives {len(train_rows)} training positions ({images} images x {per_image} positions, every "
                 f"{holdout_every}th image held out), but {n_features} features need at least {need} "
-                f"({ROWS_PER_FEATURE} per feature): use more images (about {math.ceil(need / per_image * holdout_every / (holdout_every - 1 or 1))}), "
-                f"or fewer features (at most {len(train_rows) // ROWS_PER_FEATURE})")
+                f"({ROWS_PER_FEATURE} per feature): use more images (about {wanted}), or fewer features (at most "
+                f"{len(train_rows) // ROWS_PER_FEATURE})")
         if method != "nmf" and k > n_features:
             raise ValueError(f"k = {k} active codes exceeds the {n_features} features: give k <= n_features")
         read = row_reader(store, layer, train_rows, memory_rows)

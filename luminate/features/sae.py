@@ -128,9 +128,9 @@ class Trainer:
         self.step = int(state["step"])
 
 
-def train_step(trainer: Trainer, x: Tensor, scale: float, lr: float, steps: int, aux_weight: float, k_aux: int,
+def train_step(trainer: Trainer, x: Tensor, lr: float, steps: int, aux_weight: float, k_aux: int,
                dead_steps: int) -> dict[str, float]:
-    """One Adam step on the batch ``x`` ``[B, C]`` (already divided by ``scale``). Returns the step's losses."""
+    """One Adam step on the batch ``x`` ``[B, C]`` (inputs already scaled). Returns the step's losses."""
     sae = trainer.sae
     # linear decay of the learning rate over the last fifth of the run
     tail = max(1, steps // 5)
@@ -166,7 +166,8 @@ def train_step(trainer: Trainer, x: Tensor, scale: float, lr: float, steps: int,
                 smallest = kept.min()
                 sae.theta.copy_(smallest if trainer.step == 0 else 0.99 * sae.theta + 0.01 * smallest)
     trainer.step += 1
-    return {"loss": float(loss.detach()), "fvu": float((mse / variance).detach()), "aux": float(aux.detach()), "dead": float(dead.float().mean())}
+    return {"loss": float(loss.detach()), "fvu": float((mse / variance).detach()), "aux": float(aux.detach()),
+            "dead": float(dead.float().mean())}
 
 
 def batch_rows(seed: int, step: int, n_rows: int, batch_size: int) -> np.ndarray:
@@ -200,10 +201,10 @@ def load_checkpoint(path: Path, trainer: Trainer, key: str) -> bool:
 
 
 def train_sae(rows: Callable[[np.ndarray], Tensor], n_rows: int, channels: int, n_features: int, k: int, *,
-              method: str = "topk", steps: int = 3000, batch_size: int = 4096, lr: float = 4e-3, seed: int = 0,
+              method: str = "topk", steps: int = 3000, batch_size: int = 512, lr: float = 8e-3, seed: int = 0,
               mean: Tensor | None = None, scale: float = 1.0, aux_weight: float = 1 / 32, k_aux: int | None = None,
-              dead_steps: int = 100, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 200, key: str = "",
-              progress: bool = True, desc: str = "train") -> SparseAutoencoder:
+              dead_steps: int = 100, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 200,
+              key: str = "", progress: bool = True, desc: str = "train") -> SparseAutoencoder:
     """Train a :class:`SparseAutoencoder` on ``n_rows`` vectors read by ``rows(indices) -> [R, C]``.
 
     Inputs are divided by ``scale`` inside (the returned model works on raw activations: its weights are scaled
@@ -221,7 +222,7 @@ def train_sae(rows: Callable[[np.ndarray], Tensor], n_rows: int, channels: int, 
     try:
         while trainer.step < steps:
             x = rows(batch_rows(seed, trainer.step, n_rows, batch_size)) / scale
-            stats = train_step(trainer, x, scale, lr, steps, aux_weight, k_aux, dead_steps)
+            stats = train_step(trainer, x, lr, steps, aux_weight, k_aux, dead_steps)
             if bar is not None:
                 bar.update(1)
                 if trainer.step % 25 == 0:

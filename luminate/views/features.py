@@ -251,8 +251,8 @@ def write_site(site, progress: bool = True) -> Path:
     index = {"model": site.model.name, "layer": site.layer, "method": d.method, "n_features": d.n_features,
              "k": d.k, "channels": d.channels,
              "metrics": {name: d.metrics.get(name) for name in ("r2", "l0", "dead", "stability")},
-             "settings": site.settings, "images": {"count": len(site.imageset), "read": int(len(site.examples["image"])),
-                                                   "skipped": site.skipped}}
+             "settings": site.settings,
+             "images": {"count": len(site.imageset), "read": int(len(site.examples["image"])), "skipped": site.skipped}}
     put("index.html", index_page(index, features, key).encode())
     write_if_changed(record_path, json.dumps({"stamp": stamp, "files": sorted(files)}, indent=1).encode())
     return root / "index.html"
