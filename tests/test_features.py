@@ -235,3 +235,30 @@ def test_feature_site_in_chromium(site, page):
     assert page.locator(".vis img").count() == 5
     assert page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
     assert page.remote_requests == []
+
+
+MODEL_FILE = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_features import tiny_model
+
+
+def make():
+    return tiny_model()
+"""
+
+
+def test_command_line_with_a_model_file(photos, tmp_path, capsys):
+    from luminate.cli import main
+
+    path = tmp_path / "tiny_model.py"
+    path.write_text(MODEL_FILE.format(tests=str(Path(__file__).parent)))
+    common = [f"{path}:make", str(photos), "--layer", LAYER, "--k", "2", "--top", "2", "--steps", "2", "--size", "32",
+              "--train-steps", "40", "--no-stability", "--quiet", "--cache", str(tmp_path / "cache")]
+    assert main(["features", *common, "--features", "8", "--pages", "0:2", "-o", str(tmp_path / "site")]) == 0
+    out = capsys.readouterr().out
+    assert "8 features of 2 (topk, k = 2): held-out R²" in out and "2 pages" in out
+    assert (tmp_path / "site" / "2" / "feature-00001.html").is_file()
+    assert features.load(tmp_path / "site", LAYER).metrics.get("stability") is None
+    assert main(["features", *common, "--features", "100000", "-o", str(tmp_path / "big")]) != 0
+    assert "100000 features need at least 400000" in capsys.readouterr().err
