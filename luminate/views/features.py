@@ -203,6 +203,30 @@ def _microscope_link(site, key: str) -> str | None:
     return os.path.relpath(target, site.path / key).replace(os.sep, "/") + "/"
 
 
+class PageRecord:
+    """The files a site's pages were written as, under a stamp of their inputs (``record``, a JSON file): when the
+    stamp and files are current nothing needs writing; :meth:`put` writes a file only when its bytes change."""
+
+    def __init__(self, root: Path, record: Path, inputs: str):
+        self.root, self.record = Path(root), Path(record)
+        self.stamp = hashlib.sha256(inputs.encode()).hexdigest()[:20]
+        self.files: list[str] = []
+
+    def current(self) -> bool:
+        try:
+            saved = json.loads(self.record.read_text())
+            return saved.get("stamp") == self.stamp and all((self.root / f).is_file() for f in saved["files"])
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def put(self, relative: str, data: bytes) -> None:
+        write_if_changed(self.root / relative, data)
+        self.files.append(relative)
+
+    def finish(self) -> None:
+        write_if_changed(self.record, json.dumps({"stamp": self.stamp, "files": sorted(self.files)}, indent=1).encode())
+
+
 def write_site(site, progress: bool = True) -> Path:
     """Write the pages of a :class:`luminate.features.FeatureSite` into ``site.path``; returns ``index.html``'s
     path. Pages already written for the same inputs are left alone (a rerun of a finished site writes nothing)."""
@@ -211,20 +235,10 @@ def write_site(site, progress: bool = True) -> Path:
 
     root = site.path
     key = layer_key(site.layer)
-    record_path = root / "data" / key / "pages.json"
-    stamp = hashlib.sha256(f"{site.stamp}:{PAGES_VERSION}".encode()).hexdigest()[:20]
-    try:
-        record = json.loads(record_path.read_text())
-        if record.get("stamp") == stamp and all((root / f).is_file() for f in record["files"]):
-            return root / "index.html"
-    except (OSError, ValueError, KeyError):
-        pass
-    files: list[str] = []
-
-    def put(relative: str, data: bytes) -> None:
-        write_if_changed(root / relative, data)
-        files.append(relative)
-
+    pages_written = PageRecord(root, root / "data" / key / "pages.json", f"{site.stamp}:{PAGES_VERSION}")
+    if pages_written.current():
+        return root / "index.html"
+    put = pages_written.put
     d = site.dictionary
     pages = list(site.pages)
     info = {"model": site.model.name, "layer": site.layer, "microscope": _microscope_link(site, key)}
@@ -254,8 +268,8 @@ def write_site(site, progress: bool = True) -> Path:
              "settings": site.settings,
              "images": {"count": len(site.imageset), "read": int(len(site.examples["image"])), "skipped": site.skipped}}
     put("index.html", index_page(index, features, key).encode())
-    write_if_changed(record_path, json.dumps({"stamp": stamp, "files": sorted(files)}, indent=1).encode())
+    pages_written.finish()
     return root / "index.html"
 
 
-__all__: Sequence[str] = ["feature_file", "feature_page", "index_page", "write_site"]
+__all__: Sequence[str] = ["PageRecord", "feature_file", "feature_page", "index_page", "write_site"]
