@@ -263,7 +263,7 @@ def collect_examples(model, images, layers: str | Sequence[str], out_dir: str | 
         model: a :class:`~luminate.models.Model`, zoo name or module; images get its evaluation preprocessing.
         images: a folder, a list of paths, a torch ``Dataset`` or an image batch (the atlas's image sets:
             unreadable files are skipped and named).
-        layers: layer name(s) with ``[C, H, W]`` (or ``[C]``) outputs.
+        layers: layer name(s) with ``[C, H, W]`` (or ``[C]``) outputs; ``"all"``: :func:`resolve_layers`.
         out_dir: the data folder (created or resumed).
         units: the units to show (given pages): ``"0:64"``, a list, ``{layer: units}``; ``None``: all. Peaks are
             recorded for every unit of the layer regardless.
@@ -284,9 +284,9 @@ def collect_examples(model, images, layers: str | Sequence[str], out_dir: str | 
         :class:`Examples` (complete unless ``shards`` left some out).
     """
     model = as_model(model)
-    names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
-    if not names:
+    if not layers:
         raise ValueError("give at least one layer, e.g. layers='blocks.10' (list them with `luminate layers MODEL`)")
+    names = resolve_layers(model, layers)   # "all" expanded; unknown names reported before any work
     if batch_size < 1 or shard_images < 1 or top_k < 1:
         raise ValueError("batch_size, shard_images and top_k must be at least 1")
     specs = [_LayerSpec(model, name) for name in names]
