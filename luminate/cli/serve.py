@@ -15,11 +15,11 @@ from luminate.cli.common import add_model_args, load_model
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve", help="the live toolbox: a local web app over a model (photo or camera in, units live)",
-        description="Serve a local web page over MODEL (loaded once): choose a photo or start the camera, pick a "
-                    "layer, and its units appear as a grid of live activation maps beside the top classes; click a "
-                    "unit for its feature visualization (rendered in the background, kept in the render cache), "
-                    "where it fires in the photo and, with --site, the Microscope's top dataset examples; an "
-                    "attribution map for a chosen class. The API behind the page (/api/...) works without it. "
+        description="Serve a local web page over MODEL (loaded once): choose a photo or start the camera, pick a\n"
+                    "layer, and its units appear as a grid of live activation maps beside the top classes. Click a\n"
+                    "unit for its feature visualization (rendered in the background, kept in the render cache),\n"
+                    "where it fires in the photo and, with --site, the Microscope's top dataset examples; choose a\n"
+                    "class for its attribution map. The API behind the page (/api/...) works without it.\n"
                     "Listens on 127.0.0.1 only unless --host says otherwise. Ctrl-C stops it.",
         epilog="examples: luminate serve efficientnet_lite0\n"
                "          luminate serve efficientnet_lite0 --site microscope --port 8800\n"
