@@ -262,3 +262,27 @@ def test_command_line_with_a_model_file(photos, tmp_path, capsys):
     assert features.load(tmp_path / "site", LAYER).metrics.get("stability") is None
     assert main(["features", *common, "--features", "100000", "-o", str(tmp_path / "big")]) != 0
     assert "100000 features need at least 400000" in capsys.readouterr().err
+
+
+def test_streamed_rows_give_the_same_dictionary(site, tiny, tmp_path):
+    store = site.path / "data" / LAYER / "store"
+    options = dict(steps=30, seed=4, holdout_every=5, progress=False)
+    in_memory = features.learn(tiny, store, LAYER, 6, 2, out=tmp_path / "a", **options)
+    streamed = features.learn(tiny, store, LAYER, 6, 2, out=tmp_path / "b", memory_rows=10, **options)
+    assert torch.allclose(in_memory.directions, streamed.directions, atol=1e-6)
+    assert in_memory.metrics["r2"] == pytest.approx(streamed.metrics["r2"], abs=1e-6)
+
+
+def test_neurons_link_to_a_microscope_site(site, tmp_path):
+    import copy
+
+    from luminate.views.features import write_site
+
+    (tmp_path / "microscope" / LAYER).mkdir(parents=True)
+    linked = copy.copy(site)
+    linked.path, linked.microscope = tmp_path / "site", tmp_path / "microscope"
+    write_site(linked, progress=False)
+    text = (tmp_path / "site" / LAYER / "feature-00000.html").read_text()
+    channel = site.neurons(0)[0][0]
+    assert f'href="../../microscope/{LAYER}/unit-{channel:05d}.html"' in text
+    assert "/unit-0" not in (site.path / LAYER / "feature-00000.html").read_text()
