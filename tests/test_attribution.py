@@ -11,6 +11,7 @@ from torch import nn
 
 from luminate.activations import LayerTap, activations
 from luminate.analysis import attribution as A
+from luminate.analysis import lucid_attribution as L
 from luminate.images import resize
 from luminate.models import wrap
 
@@ -52,7 +53,7 @@ def direct_layer_grad(model, x, layer, cls):
 # ------------------------------------------------------------------------------------------ integration
 @pytest.mark.parametrize("method", A.METHODS)
 def test_quadrature_rules_integrate_to_one(method):
-    alphas, weights = A._quadrature(method, 8)
+    alphas, weights = L._quadrature(method, 8)
     assert alphas.shape == weights.shape == (8,)
     assert 0 <= alphas.min() and alphas.max() <= 1
     assert weights.sum().item() == pytest.approx(1.0, abs=1e-12)   # Captum's trapezoid sums to 7/8 here
@@ -60,9 +61,9 @@ def test_quadrature_rules_integrate_to_one(method):
 
 def test_unknown_method_and_too_few_steps():
     with pytest.raises(ValueError, match="gausslegendre"):
-        A._quadrature("simpson", 8)
+        L._quadrature("simpson", 8)
     with pytest.raises(ValueError, match="at least 2"):
-        A._quadrature("riemann_trapezoid", 1)
+        L._quadrature("riemann_trapezoid", 1)
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +204,7 @@ def test_layer_integrated_gradients_completeness(lite0, flower128):
                                                method="riemann_trapezoid", internal_batch_size=32,
                                                return_convergence_delta=True)
     assert attr.shape == (1, 1152, 4, 4)
-    with torch.no_grad(), A._replace_output(lite0, "blocks.12.depthwise", torch.zeros_like):
+    with torch.no_grad(), L._replace_output(lite0, "blocks.12.depthwise", torch.zeros_like):
         at_zero = lite0(flower128)[0, lite0.class_index("daisy")]
     expected = logit(lite0, flower128, "daisy")[0] - at_zero
     assert delta.item() == pytest.approx(attr.sum().item() - expected.item(), abs=1e-3)
@@ -287,24 +288,37 @@ PIXEL_PARITY = {
     "integrated_gradients_trapezoid": (
         lambda m, x, t: A.integrated_gradients(m, x, t, n_steps=8, method="riemann_trapezoid"),
         lambda ca, f, x, t: ca.IntegratedGradients(f).attribute(x, target=t, n_steps=8, method="riemann_trapezoid")),
-    "smoothgrad": (lambda m, x, t: A.smoothgrad(m, x, t, n_samples=4, stdev=0.1, seed=3),
-                   lambda ca, f, x, t: _seeded(3, lambda: ca.NoiseTunnel(ca.Saliency(f)).attribute(
-                       x, nt_type="smoothgrad", nt_samples=4, stdevs=0.1, target=t))),
-    "gradient_shap": (lambda m, x, t: A.gradient_shap(m, x, t, n_samples=4, seed=5),
-                      lambda ca, f, x, t: _seeded(5, lambda: ca.GradientShap(f).attribute(
-                          x, baselines=torch.stack([torch.zeros_like(x[0]), torch.ones_like(x[0])]), n_samples=4,
-                          target=t))),
-    "occlusion": (lambda m, x, t: A.occlusion(m, x, t, window=32, stride=16),
+    # the noise is Luminate's own generator's: Captum's NoiseTunnel given the same noisy copies
+    "smoothgrad": (lambda m, x, t: A.smoothgrad(m, x, t, nt_samples=4, stdevs=0.1, seed=3),
+                   lambda ca, f, x, t: _noisy_saliency(ca, f, x, t, seed=3, k=4, stdevs=0.1)),
+    "occlusion": (lambda m, x, t: A.occlusion(m, x, t, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16)),
                   lambda ca, f, x, t: ca.Occlusion(f).attribute(x, sliding_window_shapes=(3, 32, 32),
                                                                 strides=(3, 16, 16), baselines=0.5, target=t)),
 }
 
 
-def _seeded(seed, fn):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        np.random.seed(seed)          # Captum's GradientShap draws its path points from NumPy
-        return fn()
+def _noisy_saliency(ca, f, x, t, seed, k, stdevs):
+    """SmoothGrad by its definition with Captum's Saliency: |gradient| averaged over the k noisy copies that a
+    generator seeded by ``seed`` draws (sample-major noise of shape [k, N, C, H, W])."""
+    noise = torch.randn((k, *x.shape), generator=torch.Generator().manual_seed(seed)) * stdevs
+    grads = [ca.Saliency(f).attribute((x + n).requires_grad_(True), target=t) for n in noise]
+    return torch.stack(grads).mean(0)
+
+
+def test_gradient_shap_is_captums_algorithm_on_its_own_generator(smooth_model):
+    """GradientSHAP with one reference and no noise is the expectation of (x - ref) * grad over the path: with many
+    samples it approaches integrated gradients from that reference (on a smooth network); equal seeds give equal
+    results, and the global RNGs are neither read nor changed."""
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    black = torch.zeros_like(x[:1])
+    state = torch.get_rng_state()
+    a = A.gradient_shap(smooth_model, x, 2, baselines=black, n_samples=1024, seed=5)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.testing.assert_close(a, A.gradient_shap(smooth_model, x, 2, baselines=black, n_samples=1024, seed=5))
+    assert not torch.equal(a, A.gradient_shap(smooth_model, x, 2, baselines=black, n_samples=1024, seed=6))
+    ig = A.integrated_gradients(smooth_model, x, 2, baselines=black, n_steps=32)
+    assert float(torch.nn.functional.cosine_similarity(a.flatten(), ig.flatten(), dim=0)) > 0.95
+    torch.testing.assert_close(a.flatten(1).sum(1), ig.flatten(1).sum(1), rtol=0.05, atol=0.15)
 
 
 @pytest.mark.filterwarnings("ignore:Input Tensor")
@@ -370,12 +384,47 @@ def test_layer_methods_match_captum(lite0, flower64):
 
 def test_method_names(lite0, flower64):
     with pytest.raises(ValueError, match="valid methods: saliency, input_x_gradient, integrated_gradients"):
-        A.attribute(lite0, flower64, "lime", "daisy")
+        A.attribute(lite0, flower64, "lime", target="daisy")
     assert A.check_method("Grad-CAM") == "gradcam" and A.check_method("integrated-gradients") == "integrated_gradients"
     with pytest.raises(ValueError, match="layer="):
-        A.attribute(lite0, flower64, "gradcam", "daisy")
+        A.attribute(lite0, flower64, "gradcam", target="daisy")
     spatial, channel = A.class_maps(lite0, flower64, [lite0.class_index("daisy")], "saliency")
     assert spatial.shape == (1, 8, 8) and channel is None
     torch.testing.assert_close(spatial.sum(), A.saliency(lite0, flower64, "daisy").sum(), rtol=1e-4, atol=1e-4)
     spatial, channel = A.class_maps(lite0, flower64, [lite0.class_index("daisy")], "gradcam", LAYER)
     assert spatial.shape == (1, 4, 4) and channel.shape == (1, 672)
+
+
+def test_attribute_speaks_captums_argument_names(lite0, flower64, smooth_model):
+    """One entry point: Captum's keyword names pass through, unknown ones are refused by name, results on the CPU."""
+    t = lite0.class_index("daisy")
+    black = torch.zeros_like(flower64)
+    ig = A.attribute(lite0, flower64, "IntegratedGradients", target=t, baselines=black, n_steps=8,
+                     internal_batch_size=4)
+    torch.testing.assert_close(ig, A.integrated_gradients(lite0, flower64, t, baselines=black, n_steps=8))
+    assert ig.device.type == "cpu"
+    sg = A.attribute(lite0, flower64, "smoothgrad", target=t, nt_samples=2, stdevs=0.05, abs=False)
+    torch.testing.assert_close(sg, A.smoothgrad(lite0, flower64, t, nt_samples=2, stdevs=0.05, abs=False))
+    occ = A.attribute(lite0, flower64, "occlusion", target=t, sliding_window_shapes=(3, 16, 16), strides=8)
+    assert occ.shape == flower64.shape
+    cam = A.attribute(lite0, flower64, "gradcam", target=t, layer=LAYER, relu_attributions=False)
+    assert cam.shape[1] == 1 and float(cam.min()) < 0              # without Grad-CAM's ReLU: signed values
+    for wrong in ({"n_stpes": 4}, {"stdev": 0.1}, {"absolute": True}, {"integrated": True}):
+        with pytest.raises(TypeError, match=f"{next(iter(wrong))}.*n_steps|{next(iter(wrong))}.*takes"):
+            A.attribute(lite0, flower64, "integrated_gradients", target=t, **wrong)
+    with pytest.raises(TypeError, match="takes no layer"):
+        A.attribute(lite0, flower64, "saliency", target=t, layer=LAYER)
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    total = A.attribute(smooth_model, x, "integrated_gradients", target=1, n_steps=16).sum()
+    with torch.no_grad():
+        change = smooth_model(x)[0, 1] - smooth_model(torch.zeros_like(x))[0, 1]
+    assert abs(float(total - change)) < 1e-3 * max(1.0, abs(float(change)))
+    assert {A.CAPTUM_METHODS[m][2].get("n_steps") for m in A.CAPTUM_METHODS} - {None} == {A.N_STEPS}
+
+
+def test_smoothgrad_touches_no_global_rng(lite0, flower64):
+    state = torch.get_rng_state()
+    a = A.smoothgrad(lite0, flower64, "daisy", nt_samples=2, seed=1)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.testing.assert_close(a, A.smoothgrad(lite0, flower64, "daisy", nt_samples=2, seed=1))
+    assert not torch.equal(a, A.smoothgrad(lite0, flower64, "daisy", nt_samples=2, seed=2))

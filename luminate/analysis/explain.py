@@ -95,7 +95,7 @@ class AttributionMaps:
 
 def attribution_maps(model: Model | str, image: ImageLike, layer: str,
                      classes: Sequence[ClassLike] | ClassLike | None = None, *, top: int = 3,
-                     integrated: bool = True, n_steps: int = 32, method: str | None = None) -> AttributionMaps:
+                     integrated: bool = True, n_steps: int = A.N_STEPS, method: str | None = None) -> AttributionMaps:
     """Spatial ``[K, h, w]`` and channel ``[K, C]`` attribution of ``classes`` at ``layer`` for one image.
 
     ``method`` (any of :data:`luminate.analysis.attribution.ATTRIBUTION_METHODS`) replaces ``integrated``: pixel
@@ -174,7 +174,7 @@ def explain(model: Model | str, image: ImageLike, layer: str | None = None,
             classes: Sequence[ClassLike] | ClassLike | None = None, n_groups: int = 6, *,
             groups_layer: str | None = None, dictionary_layer: str | None = None, top: int = 5, n_classes: int = 3,
             k: int = 4, icon_size: int = 64, icon_steps: int = 128, group_steps: int | None = None,
-            attribution_steps: int = 32, integrated: bool = True, n_channels: int = 3, method: str | None = None,
+            attribution_steps: int = A.N_STEPS, integrated: bool = True, n_channels: int = 3, method: str | None = None,
             cache_dir: str | os.PathLike | None = None, seed: int = 0, progress: bool = True,
             log: Callable[[str], None] | None = None) -> Explanation:
     """Explain one photo: everything the Building Blocks show, computed for one page

@@ -35,9 +35,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.autograd.forward_ad as fwAD
 from torch import nn
 
+from luminate.analysis.lucid_attribution import dual_forward, position_mask  # noqa: F401 (shared, re-exported)
 from luminate.atlas.imageset import DatasetImages, ImageFolder, ImageSet, image_loader, image_set, shard_batches
 from luminate.atlas.store import ActivationStore, StoreWriter, layer_key
 from luminate.models.base import Model, as_model
@@ -313,73 +313,6 @@ def _at(act: torch.Tensor, yx: torch.Tensor) -> torch.Tensor:
     if act.ndim == 2:
         return act
     return act[torch.arange(act.shape[0], device=act.device), :, yx[:, 0], yx[:, 1]]
-
-
-def position_mask(act: torch.Tensor, yx: torch.Tensor) -> torch.Tensor:
-    """``act`` with everything but one position per item (``yx`` ``[N, 2]``) set to zero (same shape)."""
-    if act.ndim == 2:
-        return act.clone()
-    masked = torch.zeros_like(act)
-    n = torch.arange(act.shape[0], device=act.device)
-    masked[n, :, yx[:, 0], yx[:, 1]] = act[n, :, yx[:, 0], yx[:, 1]]
-    return masked
-
-
-def dual_forward(model: Model, images: torch.Tensor, module: nn.Module | str, yx: torch.Tensor | None = None, *,
-                 mask=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One forward-mode AD pass: ``(activation of module, logits [N, K], attribution [N, K])``.
-
-    The tangent at ``module``'s output is its activation masked to position ``yx[n]`` of each item, so
-    the logits' tangent is ``J_logits · masked activation``: each position's attribution to every class.
-    ``mask`` (a function ``activation -> tangent``, same shape) replaces the position mask, e.g. one
-    channel's map for a unit's attribution (the Microscope).
-
-    ``module`` may be a layer name: then ``"name#k"`` picks call ``k`` of a reused module, and a token layer
-    ``[N, T, C]`` is seen (activation and mask) as its ``[N, C, h, w]`` grid. A module keeps its first call.
-    """
-    from luminate.activations import grid_to_tokens, tokens_to_grid
-
-    state: dict[str, torch.Tensor] = {}
-    layer, call, calls = None, 0, [0]
-    if isinstance(module, str):
-        layer = module
-        module_name, call = model.resolve(layer)
-        call = call or 0
-        module = model.network.get_submodule(module_name)
-    tokens = layer is not None and model.layer_layout(layer) == "tokens"
-
-    def hook(mod, inputs, output):
-        k, calls[0] = calls[0], calls[0] + 1
-        if "act" in state or k != call:  # a module called twice keeps its first call (or the one addressed)
-            return None
-        if not isinstance(output, torch.Tensor):
-            raise TypeError(f"the layer returns {type(output).__name__}, not a tensor; choose one of its submodules")
-        primal = output.detach()
-        if tokens and primal.ndim == 3:
-            hw = tuple(images.shape[-2:])
-            grid = tokens_to_grid(model, layer, primal, hw)
-            state["act"] = grid
-            prefix = model.token_grid(layer, primal.shape[1], hw)[0]
-            tangent = grid_to_tokens(position_mask(grid, yx) if mask is None else mask(grid),
-                                     torch.zeros_like(primal[:, :prefix]))
-            return fwAD.make_dual(primal, tangent)
-        state["act"] = primal
-        return fwAD.make_dual(primal, position_mask(primal, yx) if mask is None else mask(primal))
-
-    from luminate.overrides import without_fused_paths
-
-    with torch.no_grad(), fwAD.dual_level(), without_fused_paths(model.network):
-        handle = module.register_forward_hook(hook)
-        try:
-            out = model(images)
-        finally:
-            handle.remove()
-        logits, tangent = fwAD.unpack_dual(out)
-    if "act" not in state:
-        raise RuntimeError("the layer did not run in the forward pass")
-    if tangent is None:  # the output does not depend on the layer at all
-        tangent = torch.zeros_like(logits)
-    return state["act"], logits.detach(), tangent.detach()
 
 
 def _plain_forward(model: Model, images: torch.Tensor, modules: dict[str, nn.Module]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from luminate.analysis.lucid_attribution import N_STEPS  # the one step default of every integrated method
 from luminate.cli.common import add_model_args, load_model
 
 LAYER_HELP = ("layer name, e.g. blocks.9 or blocks.12 (list them with `luminate layers MODEL`); default: the "
@@ -86,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", default=None, help=LAYER_HELP)
     p.add_argument("--classes", nargs="+", default=None, help=CLASSES_HELP)
     p.add_argument("--top", type=int, default=3, help="without --classes: how many top classes (default 3)")
-    p.add_argument("--steps", type=int, default=32, help="integrated-gradients steps (default 32)")
+    p.add_argument("--steps", type=int, default=N_STEPS, help="integrated-gradients steps")
     p.add_argument("--linear", action="store_true", help="activation x gradient instead of integrated gradients")
     p.add_argument("--method", default=None, type=_method, metavar="METHOD",
                    help="attribution method (Captum's): " + METHODS_HELP)
@@ -140,7 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", type=int, default=4, help="dictionary channels per position (default 4)")
     _icons(p, 64, 128)
     p.add_argument("--group-steps", type=int, default=None, help="steps for the group icons (default: --icon-steps)")
-    p.add_argument("--attribution-steps", type=int, default=32, help="integrated-gradients steps (default 32)")
+    p.add_argument("--attribution-steps", type=int, default=N_STEPS, help="integrated-gradients steps")
     p.add_argument("--linear", action="store_true", help="activation x gradient instead of integrated gradients")
     p.add_argument("--method", default=None, type=_method, metavar="METHOD",
                    help="attribution method for the attribution section: " + METHODS_HELP)
