@@ -124,6 +124,8 @@ def test_wrong_kind_of_input_for_the_model(tmp_path, corpus, flower_path, capsys
     assert code == 2 and "text model" in capsys.readouterr().err
     code = main(["dictionary", "char_rnn", flower_path, "-o", str(tmp_path / "d.html"), "--quiet"])
     assert code == 2 and "text model" in capsys.readouterr().err
+    code = main(["render", "char_rnn", "rnn_1:3", "--steps", "1", "-o", str(tmp_path / "r.png")])
+    assert code == 2 and "text model" in capsys.readouterr().err
 
 
 @pytest.mark.browser

@@ -92,6 +92,14 @@ class TextContract:
                              f"{int(ids.min())}..{int(ids.max())}")
 
     # ----- the image parts of a contract, refused clearly -----
+    IMAGE_FIELDS = ("fixed_size", "channel_order", "value_range", "mean", "std", "crop_fraction", "interpolation",
+                    "network_range")
+
+    def __getattr__(self, name: str):
+        if name in TextContract.IMAGE_FIELDS:
+            raise _image_only(self.__dict__.get("name", "this model"), f"use an image setting ({name})")
+        raise AttributeError(name)
+
     @property
     def size(self):
         raise _image_only(self.name, "take images of a size")
