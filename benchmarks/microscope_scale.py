@@ -153,9 +153,10 @@ def main() -> None:
                   f"(2 threads) {rate(here):.1f} img/s, peak {here['peak_mib']:.0f} MiB; Ray Data (2 actors x 1 "
                   f"thread) {rate(there):.1f} img/s once started ({there['startup']:.1f}s start-up), driver peak "
                   f"{there['peak_mib']:.0f} MiB: {rate(there) / rate(here):.2f}x in-process (target >= 0.8x)")
-            step = run_child("render", "8", "8", device, "steady", threads=2)["seconds_per_step"]
-            print(f"render on {device}: 8 units per batch {step:.3f} s/step: {3600 * 8 / (256 * step):.0f} units/hour "
-                  f"at 256 steps")
+            # a Microscope chunk of 8 units is one batch of 48 images (positive, negative, 4 diverse per unit)
+            step = run_child("render", "48", "8", device, "steady", threads=2)["seconds_per_step"]
+            print(f"render on {device}: a chunk of 8 units (48 images, 128 px) {step:.3f} s/step: "
+                  f"{3600 * 8 / (256 * step):.0f} units/hour at 256 steps")
         return
     n = 24 if args.quick else 100
     steps = 8 if args.quick else 16
