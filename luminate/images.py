@@ -11,6 +11,7 @@ import base64
 import io
 import math
 import os
+import struct
 import warnings
 from pathlib import Path
 from typing import Iterable, Sequence, Union
@@ -94,13 +95,22 @@ def open_image(path: str | os.PathLike, *, min_side: int | None = None, max_pixe
                     factor = min(im.size) // min_side
                     if factor >= 2:
                         im = im.reduce(factor)
-                return _to_rgb(ImageOps.exif_transpose(im))
+                return _to_rgb(_upright(im))
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"{path} is too large to decode ({exc}); shrink it first") from None
     except UnreadableImageError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UnreadableImageError(f"cannot decode image {path}: {exc}") from exc
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """``im`` turned as its EXIF orientation says; as it is when the EXIF block is unreadable (the pixels are
+    fine, only the camera's note is broken, so the image is still read)."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except (ValueError, TypeError, KeyError, SyntaxError, struct.error, OSError):
+        return im
 
 
 #: Pillow modes holding more than 8 bits per pixel, all single-channel
