@@ -10,8 +10,8 @@ Deliberate differences, each a fix of a known quirk:
 * ``steps=512`` means 512 optimizer updates, and a threshold ``t`` records the image after ``t``
   updates (Lucid ran ``max(thresholds) + 1`` updates and recorded after ``t + 1``).
 * ``seed`` really makes a run repeatable on the CPU: every random draw (initial image, transforms)
-  comes from one ``torch.Generator``; no global RNG state is read or changed. ``seed=None`` draws a
-  seed and records it in ``result.settings``.
+  comes from one ``torch.Generator``; no global RNG state is read or changed. The default is ``seed=0``
+  (as for every entry point); ``seed=None`` draws a seed and records it in ``result.settings``.
 * One set of defaults for every entry point (Lucid's ``make_vis_T`` did not redirect ReLUs). The redirect
   reaches every ReLU-like call (modules, functional and in-place forms, ReLU6 / hardtanh(0, 6)); a network
   without one says so in ``result.settings["redirect_relu"]``.
@@ -97,7 +97,7 @@ class RenderResult:
                 f"{len(self.history)} steps in {self.seconds:.1f}s{state})")
 
 
-def render(model: Model | torch.nn.Module | str,
+def render(model: Model | str,
            objective: Objective | str,
            param: Parameterization | None = None,
            transforms: Sequence[Transform] | Transform | None = None,
@@ -105,7 +105,7 @@ def render(model: Model | torch.nn.Module | str,
            thresholds: Sequence[int] | None = None,
            optimizer: OptimizerFactory | None = None,
            lr: float = 0.05,
-           seed: int | None = None,
+           seed: int | None = 0,
            progress: bool = True,
            callback: Callable[[int, torch.Tensor, torch.Tensor], bool | None] | None = None,
            redirect_relu_steps: int = 16,
@@ -125,12 +125,17 @@ def render(model: Model | torch.nn.Module | str,
             (a random 50-100% box resized back, and a mirror; Lucid's set is ``standard_transforms()``), ``[]``
             none. For a model with a fixed input size (``contract.fixed_size``) ``fit_to(size)`` (crop or resize)
             is appended.
-        steps: optimizer updates; default ``max(thresholds)``, or 512 without thresholds.
+        steps: optimizer updates; default ``max(thresholds)``, or at most 512 without thresholds: a render of
+            the default length stops once the objective has plateaued (checked every 64 steps from step 192: it
+            rose by less than 10% over the last 64; ``result.settings["stopped_early"]`` says when). Class images
+            of lite0 stop at 256 steps and keep every one of 64 random crops in Lite2's top 5, as at 512
+            (``docs/quality.md``). Pass ``steps=512`` for exactly 512.
         thresholds: steps after which to record the images; default ``(steps,)``. ``result.image`` is the
             final state in any case.
         optimizer: a factory ``params -> torch.optim.Optimizer``; default Adam(lr).
         lr: learning rate of the default optimizer (Lucid: 0.05).
-        seed: seeds the initial image and every transform; ``None`` picks one (kept in settings).
+        seed: seeds the initial image and every transform (default 0, as every entry point); ``None`` picks one
+            (kept in settings).
         progress: show a tqdm progress bar with the objective.
         callback: ``callback(step, images [B,C,H,W], scores [B])`` after each update; return True to stop.
         redirect_relu_steps: steps during which ReLU-like gradients are redirected (0 disables).
@@ -144,6 +149,7 @@ def render(model: Model | torch.nn.Module | str,
     model = as_model(model)
     device = model.device
     objective = as_objective(objective).bind(model)
+    plateau = steps is None and not thresholds and not tiny()   # the default length may stop on a plateau
     if steps is None:
         steps = max(thresholds) if thresholds else 512
     if runtime.interrupted():  # Ctrl-C in the command line stopped an earlier render: stop the whole job
@@ -226,6 +232,10 @@ def render(model: Model | torch.nn.Module | str,
                 if callback is not None and callback(done, images.detach(), scores.detach()):
                     interrupted = True
                     break
+                if plateau and _plateaued(history, done):
+                    settings["stopped_early"] = (f"after {done} of {steps} steps: the objective rose by less than "
+                                                 f"{PLATEAU_GAIN:.0%} over the last {PLATEAU_WINDOW} steps")
+                    break
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -245,6 +255,21 @@ def render(model: Model | torch.nn.Module | str,
     return RenderResult(images=snapshots, thresholds=recorded, history=history[:done].cpu(),
                         settings=settings, frames=frames, interrupted=interrupted,
                         seconds=time.perf_counter() - start)
+
+
+#: Early stopping of default-length renders: every ``PLATEAU_WINDOW`` steps from ``PLATEAU_MIN`` on, stop when the
+#: mean objective of the last window rose by less than ``PLATEAU_GAIN`` of the window before's.
+PLATEAU_WINDOW, PLATEAU_MIN, PLATEAU_GAIN = 64, 192, 0.1
+
+
+def _plateaued(history: torch.Tensor, done: int) -> bool:
+    """Whether the objective (``history`` ``[steps, B]``, summed over items) has plateaued after ``done`` steps; reads
+    the device once per window."""
+    if done < PLATEAU_MIN or done % PLATEAU_WINDOW:
+        return False
+    w = PLATEAU_WINDOW
+    now, before = history[done - w:done].sum(1).mean(), history[done - 2 * w:done - w].sum(1).mean()
+    return bool(now - before < PLATEAU_GAIN * before.abs())
 
 
 def _folded(model: Model, layers: Sequence[str]):
