@@ -28,9 +28,12 @@ def run_text_microscope(args: argparse.Namespace, model, start: float) -> int:
 
     _check_pair(model, args.images, "microscope")
     units = None if args.units.strip().lower() == "all" else args.units
-    site = build(model, args.images, args.output, layers=args.layers, units=units, top_k=args.top,
-                 shard_texts=args.shard_size, progress=not args.quiet)
-    index = write_site(site)
+    from luminate.microscope.site import site_lock
+
+    with site_lock(args.output):  # one run per site folder, as for image sites
+        site = build(model, args.images, args.output, layers=args.layers, units=units, top_k=args.top,
+                     shard_texts=args.shard_size, progress=not args.quiet)
+        index = write_site(site)
     n_units = sum(len(layer["units"]) for layer in site.layers)
     print(f"{index}: {n_units} units of {', '.join(l['name'] for l in site.layers)} over {len(site.texts)} texts "
           f"({time.perf_counter() - start:.1f}s)")
