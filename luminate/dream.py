@@ -14,7 +14,7 @@ This is the classic algorithm of Mordvintsev's DeepDream notebook, for photos of
   larger than any practical overlap, and there the difference shows only near tile borders.
 * **Random shifts.** Before every step the image is rolled by a random offset (up to half a tile) and rolled
   back afterwards, so the tile borders fall somewhere new each time and leave no seams.
-* **Normalized steps.** Each step adds ``step_size * g / mean|g|``: the same visible change per step whatever
+* **Normalized steps.** Each step adds ``lr * g / mean|g|``: the same visible change per step whatever
   the layer's scale. Pixels stay in [0, 1].
 
 The objective is the sum of squared activations of a layer (Lucid's ``deepdream`` objective up to a constant
@@ -28,6 +28,7 @@ factor, which the gradient normalization removes) or of several layers.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Sequence
 
 import torch
@@ -119,20 +120,21 @@ def _layer_list(layer: str | Sequence[str]) -> list[str]:
     return layers
 
 
-def dream(model: Model | torch.nn.Module | str, photo, layer: str | Sequence[str], octaves: int = 3,
-          octave_scale: float = 1.4, steps: int = 10, step_size: float = DEFAULT_STEP_SIZE, tile: int = 512,
+def dream(model: Model | str, photo, layer: str | Sequence[str], octaves: int = 3,
+          octave_scale: float = 1.4, steps: int = 10, lr: float = DEFAULT_STEP_SIZE, tile: int = 512,
           overlap: int = 32, shift: bool = True, max_shift: int | None = None, seed: int | None = 0,
-          size: int | None = None, progress: bool = True) -> RenderResult:
+          size: int | None = None, progress: bool = True, *, step_size: float | None = None) -> RenderResult:
     """DeepDream ``photo`` at ``layer`` (module docstring): octaves, tiled gradients, random shifts.
 
     Args:
-        model: a :class:`~luminate.models.Model`, a zoo name or a module taking [0, 1] images.
+        model: a :class:`~luminate.models.Model` or a zoo name.
         photo: a path, PIL image, array or tensor (``[1, 3, H, W]`` in [0, 1]); any size.
         layer: the layer whose squared activations grow (``"blocks.9"``), or several layers (their sum).
         octaves: number of scales (1: dream at the photo's size only).
         octave_scale: size ratio between neighbouring octaves (classic: 1.4).
         steps: gradient steps per octave.
-        step_size: mean absolute pixel change of each step (pixels in [0, 1]).
+        lr: the step size: mean absolute pixel change of each step (pixels in [0, 1]). ``step_size`` is its
+            deprecated old name (a DeprecationWarning).
         tile: tile side in pixels (memory grows with its square, not with the photo's size).
         overlap: context pixels read around each tile (module docstring).
         shift: roll the image by a random offset before each step (hides tile borders).
@@ -152,8 +154,13 @@ def dream(model: Model | torch.nn.Module | str, photo, layer: str | Sequence[str
         model.layer(name)  # unknown layers raise with close names
     if steps < 0:
         raise ValueError(f"steps must be at least 0, got {steps}")
+    if step_size is not None:
+        warnings.warn("dream(step_size=) is now lr= (the same keyword as every other entry point)",
+                      DeprecationWarning, stacklevel=2)
+        lr = step_size
+    step_size = lr
     if step_size <= 0:
-        raise ValueError(f"step_size must be positive, got {step_size}")
+        raise ValueError(f"lr (the step size) must be positive, got {step_size}")
     steps = budget_steps(steps)
     original = imageio.load_image(photo)
     if size is not None:
@@ -199,7 +206,7 @@ def dream(model: Model | torch.nn.Module | str, photo, layer: str | Sequence[str
         img = imageio.resize(img, tuple(original.shape[-2:]), mode="bilinear")
     settings = {"model": model.name, "objective": f"deepdream({', '.join(layers)})", "layers": layers,
                 "octaves": octaves, "octave_scale": octave_scale, "octave_sizes": sizes, "steps": steps,
-                "step_size": step_size, "tile": tile, "overlap": overlap, "shift": shift, "max_shift": max_shift,
+                "lr": step_size, "tile": tile, "overlap": overlap, "shift": shift, "max_shift": max_shift,
                 "seed": seed, "device": str(device)}
     done = len(history)
     return RenderResult(images=[original.cpu(), img.detach().cpu()], thresholds=[0, done],
@@ -256,7 +263,7 @@ class DreamSheet:
         return f"DreamSheet({', '.join(self.layers)})"
 
 
-def dream_layers(model: Model | torch.nn.Module | str, photo, layers: Sequence[str], **kwargs) -> DreamSheet:
+def dream_layers(model: Model | str, photo, layers: Sequence[str], **kwargs) -> DreamSheet:
     """Dream ``photo`` at each of ``layers`` (early to late: textures, then parts, then objects) with the same
     settings (``kwargs`` of :func:`dream`); returns a :class:`DreamSheet` to view or save side by side."""
     layers = _layer_list(layers)

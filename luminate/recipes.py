@@ -117,8 +117,8 @@ def class_visualization(model: Model, label: str | int, size: int | None = None,
     return render(model, obj.class_logit(label), P.image(*_wh(size)), steps=steps, seed=seed, progress=progress)
 
 
-def deepdream(model: Model, photo: torch.Tensor, layer: str, steps: int = 16, size: int | None = None,
-              step_size: float = 0.01, octaves: int = 2, octave_scale: float = 1.4, seed: int | None = 0,
+def deepdream(model: Model | str, photo: torch.Tensor, layer: str, steps: int = 16, size: int | None = None,
+              lr: float = 0.01, octaves: int = 2, octave_scale: float = 1.4, seed: int | None = 0,
               progress: bool = True) -> RenderResult:
     """Amplify what ``layer`` sees in ``photo`` ``[1, 3, H, W]`` in [0, 1] (DeepDream).
 
@@ -129,7 +129,7 @@ def deepdream(model: Model, photo: torch.Tensor, layer: str, steps: int = 16, si
     model = as_model(model)
     if size is None:
         photo = model.contract.preprocess(load_image(photo))
-    return dream(model, photo, layer, octaves=octaves, octave_scale=octave_scale, steps=steps, step_size=step_size,
+    return dream(model, photo, layer, octaves=octaves, octave_scale=octave_scale, steps=steps, lr=lr,
                  size=size, seed=seed, progress=progress)
 
 

@@ -59,3 +59,28 @@ def test_gallery_opens_in_a_browser_with_every_caption(lite0, tmp_path, page):
     page.screenshot(path=str(shot), full_page=True)
     assert np.asarray(Image.open(shot).convert("RGB"), dtype=np.float32).std() > 10
     assert page.remote_requests == []
+
+
+def test_entry_points_share_one_vocabulary():
+    """render, dream, accentuate, caricature and style transfer take seed (default 0), steps, lr, size, progress."""
+    import inspect
+    import warnings
+
+    from luminate import dream
+    from luminate.analysis import inversion
+    from luminate.models import wrap
+    from luminate.render import render
+
+    entry = [render, dream.dream, recipes.accentuate, inversion.caricature, inversion.style_transfer]
+    for fn in entry:
+        params = inspect.signature(fn).parameters
+        assert {"seed", "steps", "lr", "size", "progress"} <= set(params), fn.__name__
+        assert params["seed"].default == 0, fn.__name__
+    net = wrap(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU()), 16, value_range=(0, 1))
+    photo = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    new = dream.dream(net, photo, "1", octaves=1, steps=2, lr=0.02, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = dream.dream(net, photo, "1", octaves=1, steps=2, step_size=0.02, progress=False)
+    assert any(issubclass(w.category, DeprecationWarning) and "lr" in str(w.message) for w in caught)
+    assert torch.equal(new.image, old.image) and new.settings["lr"] == 0.02

@@ -131,14 +131,15 @@ class Caricature:
         return f"Caricature(match {pairs})"
 
 
-def caricature(model: Model | torch.nn.Module | str, photo, layers: str | Sequence[str], steps: int = 512,
+def caricature(model: Model | str, photo, layers: str | Sequence[str], steps: int = 512,
                cossim_pow: float = 0.0, blur_weight: float = 1.0, size: int | None = None, seed: int | None = 0,
-               progress: bool = True) -> Caricature:
+               progress: bool = True, lr: float = 0.05) -> Caricature:
     """What ``layers`` keep of ``photo``: one image per layer, optimized from noise to maximize
     :func:`dot_compare` with the photo at that layer, minus ``blur_weight`` times
     :func:`~luminate.objectives.blur_input_each_step` (Lucid: 512 steps, ``cossim_pow`` 0, weight 1).
 
     The photo is taken at the model's input size (its evaluation crop), or resized so its longer side is ``size``.
+    ``steps``, ``lr``, ``seed``, ``progress``: as in :func:`~luminate.render.render`.
     """
     model = as_model(model)
     layers = [layers] if isinstance(layers, str) else list(layers)
@@ -152,7 +153,7 @@ def caricature(model: Model | torch.nn.Module | str, photo, layers: str | Sequen
     if blur_weight:
         objective = objective - blur_weight * obj.blur_input_each_step()
     result = render(model, objective, param, transforms=caricature_transforms(), steps=steps, thresholds=(0, steps),
-                    seed=seed, progress=progress)
+                    lr=lr, seed=seed, progress=progress)
     start, final = result.images[0][1:], result.image[1:]
     match = torch.stack([activation_match(model, final[k:k + 1], target, layer)[0] for k, layer in enumerate(layers)])
     start_match = torch.stack([activation_match(model, start[k:k + 1], target, layer)[0]
@@ -214,9 +215,10 @@ def _cover(image: Tensor, hw: tuple[int, int]) -> Tensor:
     return scaled[..., top:top + hw[0], left:left + hw[1]]
 
 
-def style_transfer(model: Model | torch.nn.Module | str, content, style, style_layers: Sequence[str] | None = None,
+def style_transfer(model: Model | str, content, style, style_layers: Sequence[str] | None = None,
                    content_layer: str | None = None, content_weight: float = 10.0, steps: int = 512,
-                   size: int | None = None, seed: int | None = 0, progress: bool = True) -> StyleTransfer:
+                   size: int | None = None, seed: int | None = 0, progress: bool = True,
+                   lr: float = 0.05) -> StyleTransfer:
     """Paint ``content`` in the style of ``style`` (module docstring).
 
     Args:
@@ -226,7 +228,7 @@ def style_transfer(model: Model | torch.nn.Module | str, content, style, style_l
         style_layers, content_layer: default :func:`default_style_layers`.
         content_weight: weight of the content term. Lucid used 100 on InceptionV1; on EfficientNet-Lite0 that
             keeps little style (china.jpg in flower.jpg's style, 96 steps), 1 little content, 10 balances both.
-        steps, seed, progress: as in :func:`~luminate.render.render` (Lucid: 512 steps).
+        steps, lr, seed, progress: as in :func:`~luminate.render.render` (Lucid: 512 steps).
     """
     model = as_model(model)
     if style_layers is None or content_layer is None:
@@ -253,5 +255,5 @@ def style_transfer(model: Model | torch.nn.Module | str, content, style, style_l
 
     objective = (-content_weight * obj.Objective(content_term, [content_layer], f"content({content_layer})")
                  - obj.Objective(style_term, style_layers, f"style({', '.join(style_layers)})"))
-    result = render(model, objective, param, steps=steps, seed=seed, progress=progress)
+    result = render(model, objective, param, steps=steps, lr=lr, seed=seed, progress=progress)
     return StyleTransfer(result.image[2:], content_image, style_image, style_layers, content_layer, result)

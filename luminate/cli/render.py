@@ -59,8 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--octave-scale", type=float, default=1.4,
                    help="size ratio between neighbouring octaves (default 1.4)")
     p.add_argument("--steps", type=int, default=10, help="gradient steps per octave (default 10)")
-    p.add_argument("--step-size", type=float, default=0.01,
-                   help="mean absolute pixel change per step, pixels in [0, 1] (default 0.01)")
+    p.add_argument("--lr", "--step-size", dest="lr", type=float, default=0.01,
+                   help="step size: mean absolute pixel change per step, pixels in [0, 1] (default 0.01; "
+                        "--step-size is its old name)")
     p.add_argument("--tile", type=int, default=512,
                    help="tile side in pixels for the gradient: memory grows with its square (default 512)")
     p.add_argument("--size", type=int, default=None,
@@ -121,7 +122,7 @@ def run_dream(args: argparse.Namespace) -> int:
 
     model = load_model(args)
     photo = load_image(args.image)
-    kwargs = dict(octaves=args.octaves, octave_scale=args.octave_scale, steps=args.steps, step_size=args.step_size,
+    kwargs = dict(octaves=args.octaves, octave_scale=args.octave_scale, steps=args.steps, lr=args.lr,
                   tile=args.tile, size=args.size, seed=args.seed, progress=not args.quiet)
     if args.layers:
         if args.layer:
