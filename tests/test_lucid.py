@@ -24,8 +24,7 @@ def test_the_beginners_guide_runs_with_changed_imports(model, capsys):
     assert capsys.readouterr().out.startswith("2 ")  # Lucid printed the objective at each threshold
     # objectives and their sums
     channel = lambda n: objectives.channel("mixed4a_pre_relu", n)
-    render.render_vis(model, channel(476) + channel(465), thresholds=T, verbose=False)
-    assert render.render_vis.last_result.settings["objective"].count("mixed4a_pre_relu") == 2
+    assert len(render.render_vis(model, channel(476) + channel(465), thresholds=T, verbose=False)) == 1
     # transforms: none, and Lucid's standard list (a list, extended the Lucid way)
     assert isinstance(transform.standard_transforms, list)
     render.render_vis(model, "mixed4a_pre_relu:476", transforms=[], thresholds=T, verbose=False)
@@ -36,7 +35,6 @@ def test_the_beginners_guide_runs_with_changed_imports(model, capsys):
     out = render.render_vis(model, "mixed4a_pre_relu:2", param_f, thresholds=(1, 3), verbose=False)
     assert [a.shape for a in out] == [(1, 64, 64, 3)] * 2
     assert 0 <= out[-1].min() and out[-1].max() <= 1 and not np.array_equal(out[0], out[1])
-    assert len(render.render_vis.last_result.history) == 3  # max(thresholds) steps
 
 
 def test_lucid_layer_names_are_inception_layers(model):
@@ -56,4 +54,37 @@ def test_render_vis_is_luminate_render(model):
     direct = luminate.render(model, "mixed3a:5", param=param.image(32), steps=2,
                              transforms=transform.standard_transforms, seed=0, progress=False)
     assert np.array_equal(out[0], direct.image.permute(0, 2, 3, 1).numpy())
-    assert torch.equal(render.render_vis.last_result.image, direct.image)
+    assert not hasattr(render.render_vis, "last_result")      # no state kept between calls
+
+
+def test_lucid_meanings(model):
+    """neuron's x is the row, class_logit takes (layer, label), one-argument transforms work, the low-level
+    parameterizations take Lucid's NHWC shapes; features Lucid has and Luminate lacks fail clearly."""
+    from luminate.objectives import as_objective
+
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    acts = luminate.activations(model, x, "mixed3a")
+    feed = {"mixed3a": acts, "input": x, "step": torch.zeros((), dtype=torch.long)}
+    c = int((acts[0, :, 1, 3] - acts[0, :, 3, 1]).abs().argmax())      # a channel where row/column order shows
+    value = float(as_objective(objectives.neuron("mixed3a", c, x=1, y=3)).bind(model)(feed).sum())
+    assert abs(value - float(acts[0, c, 1, 3])) < 1e-5 and abs(value - float(acts[0, c, 3, 1])) > 1e-6
+    logit = as_objective(objectives.class_logit("output", 7)).bind(model)
+    with torch.no_grad():
+        assert abs(float(logit({"output": model(x), "input": x, "step": feed["step"]}).sum())
+                   - float(model(x)[0, 7])) < 1e-4
+    seen = []
+    out = render.render_vis(model, objectives.channel("mixed3a", 1), lambda: param.fft_image((1, 32, 32, 3)),
+                            transforms=[lambda t: seen.append(t.shape) or t[..., 1:-1, 1:-1], transform.jitter(2)],
+                            thresholds=(2,), verbose=False)
+    assert out[0].shape == (1, 32, 32, 3) and seen == [(1, 3, 32, 32)] * 2
+    p = param.to_valid_rgb(param.lowres_tensor((2, 32, 32, 3), (1, 8, 8, 3)), decorrelate=True)
+    images = p()
+    assert images.shape == (2, 3, 32, 32) and torch.equal(images[0], images[1])   # one shared low-res variable
+    nhwc = param.to_valid_rgb(torch.zeros(1, 8, 8, 3))
+    assert nhwc.shape == (1, 8, 8, 3) and torch.allclose(nhwc, torch.full_like(nhwc, 0.5), atol=0.1)
+    with pytest.raises(AttributeError, match="no Luminate equivalent"):
+        objectives.neuron_weight
+    with pytest.raises(NotImplementedError, match="offset"):
+        param.lowres_tensor((1, 8, 8, 3), (1, 2, 2, 3), offset=True)
+    with pytest.raises(ValueError, match="NHWC"):
+        param.fft_image((32, 32, 3))

@@ -1,9 +1,83 @@
-"""Lucid's ``lucid.optvis.param``: Luminate's parameterizations under Lucid's module name.
+"""Lucid's ``lucid.optvis.param``: Luminate's parameterizations under Lucid's module name, plus Lucid's low-level
+pieces with Lucid's NHWC shapes.
 
-``param.image(128, fft=False, decorrelate=False)`` is the same call as in Lucid; where Lucid's ``param_f`` returned
-a TF tensor, here it returns a :class:`~luminate.param.Parameterization` module."""
+``param.image(128, fft=False, decorrelate=False)`` is the same call as in Lucid (``image(w, h)``: Lucid's order,
+kept here only); where Lucid's ``param_f`` returned a TF tensor, it returns a
+:class:`~luminate.param.Parameterization` module. The low-level pieces:
 
+* ``fft_image((b, h, w, ch), sd=None, decay_power=1)`` and ``lowres_tensor((b, h, w, ch), (b0, h0, w0, ch))`` return
+  raw, unbounded images (``[B, C, H, W]`` modules);
+* ``to_valid_rgb(raw, decorrelate=False, sigmoid=True)`` squashes one into a valid image, as in Lucid
+  (``lambda: param.to_valid_rgb(param.fft_image((1, 64, 64, 3)), decorrelate=True)``); given an NHWC tensor it
+  returns an NHWC tensor.
+
+Used directly as ``param_f`` (Lucid fed the raw values to the network), a raw image is clipped to [0, 1] with a
+projected gradient (Lucid's ``to_valid_rgb(sigmoid=False)``), because Luminate's models check the [0, 1] contract.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from luminate import param as _native
 from luminate.param import *  # noqa: F401,F403
 from luminate.param import __all__ as _param_all
+from luminate.param import ImageParam, LowResTensor, RawImage
+from luminate.param.spatial import FourierImage
 
-__all__ = list(_param_all)
+
+class RawParam(ImageParam):
+    """A raw Lucid image used as an image: clipped to [0, 1] (projected gradient); ``.raw`` is the raw module."""
+
+    def __init__(self, raw: RawImage) -> None:
+        super().__init__(raw, decorrelate=False, sigmoid=False)
+
+
+def _nhwc(shape: Sequence[int], what: str) -> tuple[int, int, int, int]:
+    if len(shape) != 4:
+        raise ValueError(f"{what} takes Lucid's NHWC shape (batch, height, width, channels), got {tuple(shape)}")
+    return tuple(int(s) for s in shape)
+
+
+def fft_image(shape: Sequence[int], sd: float | None = None, decay_power: float = 1.0) -> RawParam:
+    """Lucid's ``fft_image``: a raw image of NHWC ``shape`` parameterized by its scaled spectrum."""
+    b, h, w, ch = _nhwc(shape, "fft_image")
+    return RawParam(FourierImage((h, w), batch=b, channels=ch, sd=0.01 if sd is None else sd,
+                                 decay_power=decay_power))
+
+
+def lowres_tensor(shape: Sequence[int], underlying_shape: Sequence[int], offset=None,
+                  sd: float | None = None) -> RawParam:
+    """Lucid's ``lowres_tensor``: a small NHWC variable ``underlying_shape`` upsampled bilinearly to ``shape``."""
+    b, h, w, ch = _nhwc(shape, "lowres_tensor")
+    b0, h0, w0, ch0 = _nhwc(underlying_shape, "lowres_tensor's underlying_shape")
+    if ch0 != ch:
+        raise ValueError(f"lowres_tensor: the underlying shape has {ch0} channels, the output {ch}; Luminate "
+                         "interpolates batch and space only, so they must match")
+    if offset is not None:
+        raise NotImplementedError("lowres_tensor(offset=...) has no Luminate equivalent (Lucid's pixel offsets of "
+                                  "the upsampling); leave it out")
+    return RawParam(LowResTensor((h, w), (b0, h0, w0), batch=b, channels=ch, sd=0.01 if sd is None else sd))
+
+
+def to_valid_rgb(t, decorrelate: bool = False, sigmoid: bool = True):
+    """Lucid's ``to_valid_rgb``: a raw image (``fft_image`` / ``lowres_tensor``, or a sum of raw images) becomes a
+    valid image parameterization; an NHWC tensor becomes an NHWC tensor in [0, 1]."""
+    if isinstance(t, ImageParam):
+        t = t.raw
+    if isinstance(t, RawImage):
+        return ImageParam(t, decorrelate=decorrelate, sigmoid=sigmoid)
+    if isinstance(t, torch.Tensor) and t.ndim == 4:
+        return _native.to_valid_rgb(t.permute(0, 3, 1, 2), decorrelate, sigmoid).permute(0, 2, 3, 1)
+    raise TypeError(f"to_valid_rgb takes a raw image (fft_image, lowres_tensor) or an NHWC tensor, got "
+                    f"{type(t).__name__}")
+
+
+def __getattr__(name: str):
+    raise AttributeError(f"Lucid's param.{name} has no Luminate equivalent in luminate.lucid.param; available: "
+                         f"{', '.join(sorted(__all__))} (docs/lucid.md)")
+
+
+__all__ = [n for n in _param_all if n != "to_valid_rgb"] + ["fft_image", "lowres_tensor", "to_valid_rgb"]

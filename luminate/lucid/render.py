@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Sequence
 
 import numpy as np
@@ -30,15 +31,21 @@ def render_vis(model, objective_f, param_f: Callable | None = None, optimizer=No
         relu_gradient_override: redirect ReLU gradients for the first 16 steps (Lucid's default).
         use_fixed_seed: seed 0 (repeatable); otherwise a fresh seed each call.
 
-    The :class:`~luminate.render.RenderResult` of the last call is kept as ``render_vis.last_result``.
+    Transforms may be Lucid's one-argument functions (``lambda t: t``) or Luminate's ``(images, generator)``
+    ones. For the full :class:`~luminate.render.RenderResult` (history, settings, GIF), call
+    :func:`luminate.render` itself.
     """
+    if optimizer is not None and not callable(optimizer):
+        raise TypeError(f"optimizer must be a factory params -> torch.optim.Optimizer (e.g. lambda p: "
+                        f"torch.optim.Adam(p, lr=0.05)); a TensorFlow optimizer ({type(optimizer).__name__}) has no "
+                        "Luminate equivalent")
     thresholds = tuple(int(t) for t in thresholds)
+    transforms = standard_transforms() if transforms is None else [lucid_transform(t) for t in transforms]
     result: RenderResult = _render(model, objective_f, param=param_f() if param_f is not None else None,
-                                   transforms=standard_transforms() if transforms is None else transforms,
+                                   transforms=transforms,
                                    thresholds=thresholds, optimizer=optimizer,
                                    seed=0 if use_fixed_seed else None, progress=False,
                                    redirect_relu_steps=16 if relu_gradient_override else 0)
-    render_vis.last_result = result
     wanted = set(thresholds)
     out = []
     for t, images in zip(result.thresholds, result.images):
@@ -69,6 +76,21 @@ def _extra_values(model, objectives, images) -> str:
         return " ".join(f"{float(o(acts).sum()):.4g}" for o in objs)
 
 
-render_vis.last_result = None
+def lucid_transform(t: Callable) -> Callable:
+    """A transform Luminate's render can call, ``(images, generator) -> images``: Lucid's one-argument functions
+    (``lambda t: t[..., 2:-2, 2:-2]``) are called with the images only (they draw no seeded randomness)."""
+    try:
+        params = [p for p in inspect.signature(t).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        variadic = any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(t).parameters.values())
+    except (TypeError, ValueError):   # builtins without a signature: Luminate's convention
+        return t
+    if len(params) == 1 and not variadic:
+        def one_argument(images, generator=None, _t=t):
+            return _t(images)
+        one_argument.__name__ = getattr(t, "__name__", "lucid_transform")
+        return one_argument
+    return t
 
-__all__ = ["render_vis"]
+
+__all__ = ["lucid_transform", "render_vis"]
