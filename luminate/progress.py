@@ -13,16 +13,18 @@ Library code reports units with :func:`units` (a no-op outside a job), so it nee
 
 from __future__ import annotations
 
+import contextvars
 import sys
 import time
 from typing import Sequence
 
-_current: "Job | None" = None
+#: The job of the running context (a context variable: threads and asyncio tasks each see their own).
+_CURRENT: contextvars.ContextVar["Job | None"] = contextvars.ContextVar("luminate_progress_job", default=None)
 
 
 def current() -> "Job | None":
-    """The job running in this process, or None."""
-    return _current
+    """The job running in this context (thread / task), or None."""
+    return _CURRENT.get()
 
 
 def bar(total: int, desc: str, unit: str = "it", initial: int = 0, enabled: bool = True):
@@ -32,7 +34,7 @@ def bar(total: int, desc: str, unit: str = "it", initial: int = 0, enabled: bool
         return None
     from tqdm.auto import tqdm
 
-    job = _current
+    job = _CURRENT.get()
     if job is not None and job.enabled and job.stage_name:
         desc = f"{job.stage_name}: {desc}"
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False,
@@ -41,8 +43,9 @@ def bar(total: int, desc: str, unit: str = "it", initial: int = 0, enabled: bool
 
 def units(rendered: int = 0, cached: int = 0, unit: str | None = None) -> None:
     """Count work done for the running job (e.g. icons rendered vs read from the cache); no-op outside a job."""
-    if _current is not None:
-        _current.count(rendered=rendered, cached=cached, unit=unit)
+    job = _CURRENT.get()
+    if job is not None:
+        job.count(rendered=rendered, cached=cached, unit=unit)
 
 
 class Job:
@@ -68,12 +71,11 @@ class Job:
         self.cached = 0
         self.start = time.perf_counter()
         self._bar = None
-        self._previous: Job | None = None
+        self._token: contextvars.Token | None = None
 
     # -- context --------------------------------------------------------------------------------------------
     def __enter__(self) -> "Job":
-        global _current
-        self._previous, _current = _current, self
+        self._token = _CURRENT.set(self)
         if self.enabled:
             from tqdm.auto import tqdm
 
@@ -83,8 +85,9 @@ class Job:
         return self
 
     def __exit__(self, kind, value, tb) -> None:
-        global _current
-        _current = self._previous
+        if self._token is not None:
+            _CURRENT.reset(self._token)
+            self._token = None
         if self._bar is not None:
             self._bar.close()
         if self.enabled:

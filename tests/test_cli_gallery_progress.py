@@ -75,3 +75,19 @@ def test_gallery_objectives_paste_into_render_and_sheets_fill(lite0, tmp_path, m
     diverse = next(e for e in experiments if e.key == "diverse")
     assert 0 < diverse.extra["weight"] < 1e2
     assert not torch.allclose(dream.images[0], dream.images[2], atol=0.02)  # the deep layer changed the photo
+
+
+def test_the_progress_job_is_a_context_variable():
+    """A job is seen in its own context only: another thread does not count into it."""
+    import threading
+
+    from luminate import progress
+
+    with progress.Job("outer", stages=1, enabled=False) as job:
+        assert progress.current() is job
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(progress.current()))
+        worker.start()
+        worker.join()
+        assert seen == [None]
+    assert progress.current() is None
