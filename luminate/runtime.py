@@ -18,8 +18,10 @@ This module imports nothing heavy (no torch at import time), so the policy can b
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sys
+import threading
 import warnings
 
 #: Steps every optimization is capped at when ``LUMINATE_TINY`` is set (README tests, smoke runs).
@@ -107,24 +109,37 @@ def configure_threads(threads: int | None = None) -> int:
     return threads
 
 
-_interrupted = False
+#: The interrupt event of the running context (the command line's Ctrl-C handler sets it). A context variable, not
+#: a process-wide flag: a thread or task started elsewhere has its own, and library calls outside a command never
+#: see one set by another.
+_INTERRUPT: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("luminate_interrupt",
+                                                                                    default=None)
+
+
+def interrupt_event() -> threading.Event:
+    """This context's interrupt event (created on first use): set it to stop the running render with its partial
+    result and make every later :func:`luminate.render` in the context raise KeyboardInterrupt."""
+    event = _INTERRUPT.get()
+    if event is None:
+        event = threading.Event()
+        _INTERRUPT.set(event)
+    return event
 
 
 def request_interrupt() -> None:
-    """Ask every later :func:`luminate.render` in this process to stop at once (the command line's Ctrl-C
-    handler calls it: the running render keeps its partial result, a multi-render job stops)."""
-    global _interrupted
-    _interrupted = True
+    """Set this context's interrupt event (the command line's Ctrl-C handler calls it)."""
+    interrupt_event().set()
 
 
 def clear_interrupt() -> None:
-    global _interrupted
-    _interrupted = False
+    """A fresh, unset interrupt event for this context (the command line calls it before each command)."""
+    _INTERRUPT.set(threading.Event())
 
 
 def interrupted() -> bool:
-    """Whether :func:`request_interrupt` was called (and not cleared)."""
-    return _interrupted
+    """Whether this context's interrupt event is set."""
+    event = _INTERRUPT.get()
+    return event is not None and event.is_set()
 
 
 def tiny() -> bool:

@@ -260,3 +260,21 @@ def test_tiny_mode_caps_every_steps_flag(monkeypatch, tmp_path):
     assert main(["attribute", "efficientnet_lite0", "flower.jpg", "--steps", "64", "--quiet",
                  "-o", str(tmp_path / "a.html")]) == 0
     assert seen == {"steps": runtime.TINY_STEPS, "icon_steps": runtime.TINY_STEPS}
+
+
+def test_the_interrupt_is_an_event_of_its_own_context():
+    """An interrupt requested in one thread's context does not stop renders in another (no process-wide flag)."""
+    import threading
+
+    runtime.clear_interrupt()
+    runtime.request_interrupt()
+    try:
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(runtime.interrupted()))
+        worker.start()
+        worker.join()
+        assert runtime.interrupted() and seen == [False]
+        assert runtime.interrupt_event().is_set()
+    finally:
+        runtime.clear_interrupt()
+    assert not runtime.interrupted()
