@@ -494,3 +494,14 @@ def test_objective_rises_when_optimized(lite0, kind):
     start, end = values[0], values[-1]
     assert np.isfinite(values).all()
     assert end > start + 0.25 * abs(start) + 1e-2, (kind, start, end)
+
+
+def test_schedules_take_the_step_as_a_tensor_without_a_host_sync():
+    from luminate.objectives import decay, only_after, schedule
+
+    seen = []
+    acts = {"step": torch.tensor(150), "x": torch.zeros(2, 3)}
+    value = schedule(lambda step: seen.append(type(step)) or 1 - step / 300)(acts)
+    assert seen == [torch.Tensor] and torch.allclose(value, torch.tensor([0.25, 0.25]))
+    assert torch.allclose(decay(300)(acts), value)
+    assert only_after(100)(acts).tolist() == [0.5, 0.5] and only_after(200)(acts).tolist() == [0.0, 0.0]

@@ -646,7 +646,9 @@ def schedule(fn: Callable[[int], float], name: str | None = None) -> Objective:
     """An objective whose value is ``fn(step)`` (``step`` from ``acts["step"]``), spread evenly over the batch.
 
     Multiply to weight another objective over time (Lucid's schedule pattern): ``decay(300) * blur`` gives item
-    ``i`` the value ``blur_i * (1 - step / 300)``.
+    ``i`` the value ``blur_i * (1 - step / 300)``. ``fn`` receives the step as a 0-d tensor on the model's device
+    (tensor arithmetic such as ``1 - step / n`` or ``(step >= n).float()`` stays there: no host sync per step); a
+    plain number it returns works too.
     """
     label = name or f"schedule({getattr(fn, '__name__', 'fn')})"
 
@@ -656,8 +658,9 @@ def schedule(fn: Callable[[int], float], name: str | None = None) -> Objective:
         step = acts["step"]
         device = next((v.device for k, v in acts.items() if isinstance(v, Tensor) and k != "step"), None)
         n = _batch_size(acts)
-        v = float(fn(int(step)))
-        return torch.full((n,), v / n, device=device)
+        v = fn(step)
+        v = v.to(device=device, dtype=torch.float32) if isinstance(v, Tensor) else torch.tensor(float(v), device=device)
+        return (v / n).expand(n).clone()
 
     return Objective(value, [], label)
 
@@ -669,4 +672,5 @@ def decay(n: float) -> Objective:
 
 def only_after(n: int) -> Objective:
     """0 before step ``n``, 1 from step ``n`` on."""
-    return schedule(lambda step: 0.0 if step < n else 1.0, f"only_after({n})")
+    return schedule(lambda step: (step >= n).float() if isinstance(step, Tensor) else float(step >= n),
+                    f"only_after({n})")
