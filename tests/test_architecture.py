@@ -59,14 +59,14 @@ def _type_checking_nodes(tree: ast.Module) -> set[int]:
     return inside
 
 
-def imported_modules(path: Path, runtime_only: bool = False) -> set[str]:
+def imported_modules(path: Path, runtime_only: bool = False, module_level: bool = False) -> set[str]:
     """Every ``luminate`` (and ``torch.autograd``) module a file imports, relative imports resolved; names imported
     from a module count as ``module.name`` too (they may be submodules)."""
     tree = ast.parse(path.read_text())
     module = module_name(path)
     skip = _type_checking_nodes(tree) if runtime_only else set()
     names = set()
-    for node in ast.walk(tree):
+    for node in (tree.body if module_level else ast.walk(tree)):
         if id(node) in skip:
             continue
         if isinstance(node, ast.Import):
@@ -159,16 +159,7 @@ def floor_rank(module: str) -> int | None:
 
 def module_level_imports(path: Path) -> set[str]:
     """The ``luminate`` modules a file imports at module level (not inside functions or classes)."""
-    module = module_name(path)
-    names = set()
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            source = _absolute(node, module, path.name == "__init__.py")
-            names.add(source)
-            names.update(f"{source}.{a.name}" for a in node.names)
-    return {n for n in names if n.startswith("luminate")}
+    return imported_modules(path, module_level=True)
 
 
 def test_the_analysis_floor_is_ordered_too():
