@@ -55,7 +55,7 @@ def _layer_gradient(model: Model, images: torch.Tensor, layer: str, target: torc
         held["acts"] = (output if replace is None else replace).detach().requires_grad_(True)
         return held["acts"]
 
-    with torch.enable_grad(), _replace_output(model, layer, make_leaf):
+    with torch.enable_grad(), model.frozen(), _replace_output(model, layer, make_leaf):   # eval mode, as always
         score = _score(model(images), target, baseline)
         return held["acts"].detach(), _grad(score, held["acts"]), score.detach()
 

@@ -52,7 +52,7 @@ def resolve_classes(model: Model, classes: Sequence[ClassLike] | ClassLike | Non
     if classes is None:
         if image is None:
             raise ValueError("classes=None means the image's top classes, which needs the image")
-        with torch.no_grad():
+        with torch.no_grad(), model.frozen():   # eval mode: a training network keeps its statistics
             logits = _logits(model(image.to(model.device)))
         return logits[0].topk(min(top, logits.shape[1])).indices.tolist()
     items = [classes] if isinstance(classes, (int, str, np.integer)) else list(classes)
@@ -66,7 +66,7 @@ def _indices(model: Model, target, n: int, images: torch.Tensor | None) -> torch
     if target is None:
         if images is None:
             raise ValueError("target=None means each image's top class, which needs the images")
-        with torch.no_grad():
+        with torch.no_grad(), model.frozen():   # eval mode: a training network keeps its statistics
             return _logits(model(images)).argmax(1).to(device)
     if isinstance(target, torch.Tensor):
         target = target.tolist() if target.ndim else int(target)
