@@ -17,11 +17,22 @@ import torch
 from torch import nn
 
 from luminate import microscope, models
+from luminate.atlas import demo_images
 from luminate.atlas.store import ActivationStore
 from luminate.microscope.circuits import connection_matrix, linear_weight
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_microscope import LAYER, brute_force, photos, tiny  # noqa: E402,F401 (fixtures shared with it)
+from test_microscope import LAYER, brute_force, tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):   # the same set as test_microscope's
+    return demo_images(tmp_path_factory.mktemp("photos"), 22, size=(36, 56), bad_files=True)
 
 
 def test_bottom_and_quantile_examples(tiny, photos, tmp_path):
@@ -232,8 +243,8 @@ def test_ray_data_survives_a_killed_actor(photos, tmp_path):
     net = nn.Sequential(nn.Conv2d(3, 48, 5, padding=2), nn.ReLU(), nn.Conv2d(48, 48, 5, padding=2), nn.ReLU(),
                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(48, 3))
     model = models.wrap(net, 160, value_range=(0, 1), name="slow")   # ~0.2 s per image: time to kill an actor
-    one = microscope.collect_examples(model, photos, "3", tmp_path / "one", units="0:2", top_k=3, batch_size=1,
-                                      shard_images=4, attribution_images=0, progress=False, num_workers=0)
+    microscope.collect_examples(model, photos, "3", tmp_path / "one", units="0:2", top_k=3, batch_size=1,
+                                shard_images=4, attribution_images=0, progress=False, num_workers=0)
     killed = []
 
     def kill_one_actor():

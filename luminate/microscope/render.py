@@ -16,7 +16,6 @@ chunk, :mod:`luminate.parallel`) render the same batches and write the same cach
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import torch
