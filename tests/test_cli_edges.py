@@ -103,7 +103,7 @@ def test_every_flag_has_help_and_shows_its_default():
             flag = action.option_strings[-1]
             if not action.help:
                 missing.append(f"{name} {flag}")
-            elif action.default not in (None, False) and "default" not in text.split(flag, 1)[-1][:2000]:
+            elif action.default not in (None, False) and "default" not in text.split("\noptions:", 1)[-1].split(flag, 1)[-1][:2000]:
                 no_default.append(f"{name} {flag}")
     assert not missing, f"flags without help: {missing}"
     assert not no_default, f"flags whose help does not show the default: {no_default}"
