@@ -148,6 +148,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.dtype.kind == "f":
+        return a.shape == b.shape and np.allclose(a, b, rtol=1e-5, atol=1e-6)
+    return np.array_equal(a, b)
+
+
 @pytest.mark.slow
 def test_ray_data_on_a_two_node_local_cluster(tiny, photos, tmp_path):
     pytest.importorskip("ray.data")
@@ -173,7 +179,8 @@ def test_ray_data_on_a_two_node_local_cluster(tiny, photos, tmp_path):
         for name in ("examples", "attribution"):
             for (ka, a), (kb, b) in zip(ActivationStore(tmp_path / "one" / name).iter_shards(),
                                         ActivationStore(tmp_path / "two" / name).iter_shards()):
-                assert ka == kb and all(np.array_equal(np.asarray(a[f]), np.asarray(b[f])) for f in a)
+                # actors run 1 torch thread, the driver may run more: float sums agree to rounding, the rest exactly
+                assert ka == kb and all(_same(np.asarray(a[f]), np.asarray(b[f])) for f in a), name
         assert two.skipped == one.skipped
         # resumable: drop a shard from the manifest, rerun on the cluster, get it back identical
         before = (tmp_path / "two" / "examples" / "manifest.json").read_text()
