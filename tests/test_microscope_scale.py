@@ -156,7 +156,18 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 
 @pytest.mark.slow
 def test_ray_data_on_a_two_node_local_cluster(tiny, photos, tmp_path):
+    if not os.environ.get("LUMINATE_RAY_FRESH_PROCESS"):
+        # Ray Data keeps per-process state across ray.shutdown(): after an earlier test's local instance its actor
+        # pool is cancelled before it starts. The cluster run gets a fresh interpreter of its own.
+        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                              f"{__file__}::test_ray_data_on_a_two_node_local_cluster"],
+                             env={**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "LUMINATE_RAY_FRESH_PROCESS": "1"}, capture_output=True, text=True,
+                             timeout=600)
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+        return
+    ray = pytest.importorskip("ray")
     pytest.importorskip("ray.data")
+    ray.shutdown()   # an earlier test's local Ray instance must not take the place of the cluster
     ray_bin = Path(sys.executable).with_name("ray")
     if not ray_bin.exists():
         pytest.skip("the ray command is not installed next to this Python")
