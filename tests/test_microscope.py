@@ -300,7 +300,7 @@ def test_site_in_chromium(site, page):
     assert page.locator(".examples figure").count() == 3
     data = json.loads(page.locator("#unit-data").text_content())
     assert [e["image"] for e in data["examples"]] == [Path(t["image"]).name for t in top_examples(root, LAYER, 1)]
-    assert page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=10000)
     page.click("text=unit 2 →")
     assert page.url.endswith("/4/unit-00002.html")
     assert page.remote_requests == []

@@ -354,23 +354,21 @@ def test_lite0_activation_request_is_fast(lite0, flower_path):
 
 
 @pytest.fixture(scope="module")
-def camera_browser():
-    """Headless Chromium with Chromium's fake camera (the conftest ``browser`` fixture's flags and skips)."""
+def camera_browser(browser):
+    """A second Chromium with the fake camera, launched from the session's Playwright (one sync Playwright per
+    process: a second one fails inside the first one's event loop)."""
     import shutil
 
     from conftest import CHROMIUM_FLAGS
 
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        pytest.skip("Chromium is not installed (apt-get install chromium; scripts/test.sh does it as root)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS + [
-            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
-        try:
-            yield browser
-        finally:
-            browser.close()
+    camera = browser.browser_type.launch(executable_path=executable, headless=True,
+                                         args=CHROMIUM_FLAGS + ["--use-fake-device-for-media-stream",
+                                                                "--use-fake-ui-for-media-stream"])
+    try:
+        yield camera
+    finally:
+        camera.close()
 
 
 @pytest.mark.browser
