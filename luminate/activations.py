@@ -97,6 +97,21 @@ def replace_output(model, layer: str, fn: Callable[[torch.Tensor], torch.Tensor]
             handle.remove()
 
 
+@contextlib.contextmanager
+def output_as_leaf(model, layer: str, value: torch.Tensor | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """While active, ``layer``'s output (or ``value``, same shape) enters the rest of the network as a detached
+    leaf that requires grad, so ``torch.autograd.grad(score, held["leaf"])`` is the gradient with respect to the
+    layer. Yields ``held``; ``"leaf"`` appears once a forward pass has reached the layer."""
+    held: dict[str, torch.Tensor] = {}
+
+    def make_leaf(output: torch.Tensor) -> torch.Tensor:
+        held["leaf"] = (output if value is None else value).detach().requires_grad_(True)
+        return held["leaf"]
+
+    with replace_output(model, layer, make_leaf):
+        yield held
+
+
 class LayerTap:
     """Forward hooks on a set of layers, reusable for many forward passes.
 

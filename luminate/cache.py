@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import logging
 import math
@@ -364,5 +365,24 @@ class RenderCache:
             tiles[slot] = torch.from_numpy(tile.copy()).permute(2, 0, 1)
         return index, tiles
 
+def save_keyed_npz(path: str | os.PathLike, arrays: dict, *, durable: bool = False) -> None:
+    """Write ``arrays`` (one of them ``"key"``: the settings they were computed under) as one ``.npz``, atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write(path, buffer.getvalue(), durable=durable)
+
+
+def load_keyed_npz(path: str | os.PathLike, key: str) -> dict | None:
+    """The arrays of ``path`` when its ``"key"`` equals ``key``; ``None`` when missing, unreadable or made under
+    other settings (the caller recomputes)."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            if str(saved["key"]) == key:
+                return {name: saved[name] for name in saved.files}
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
 __all__ = ["ENV_VAR", "CachedImages", "RenderCache", "StorageError", "atomic_write", "cache_dir", "dequantize",
-           "fsync_dir", "quantize", "storage_error"]
+           "fsync_dir", "load_keyed_npz", "quantize", "save_keyed_npz", "storage_error"]

@@ -140,8 +140,6 @@ FLOOR_RANKS = [
 PRIVATE_IMPORTS_ALLOWED = {
     # the atlas store's internals shared with the Microscope and the process runner until the store becomes its
     # own leaf package (issue 16, step 2: not done yet)
-    "luminate.microscope.circuits imports luminate.atlas.store._atomic_write",
-    "luminate.microscope.collect imports luminate.atlas.store._atomic_write",
     "luminate.microscope.collect imports luminate.atlas.collect._LayerSpec",
     "luminate.microscope.collect imports luminate.atlas.collect._output_width",
     "luminate.parallel imports luminate.atlas.collect._LayerSpec",

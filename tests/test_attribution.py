@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from luminate.activations import LayerTap, activations
+from luminate.activations import LayerTap, activations, replace_output
 from luminate.analysis import attribution as A
 from luminate.analysis import lucid_attribution as L
 from luminate.images import resize
@@ -204,7 +204,7 @@ def test_layer_integrated_gradients_completeness(lite0, flower128):
                                                method="riemann_trapezoid", internal_batch_size=32,
                                                return_convergence_delta=True)
     assert attr.shape == (1, 1152, 4, 4)
-    with torch.no_grad(), L._replace_output(lite0, "blocks.12.depthwise", torch.zeros_like):
+    with torch.no_grad(), replace_output(lite0, "blocks.12.depthwise", torch.zeros_like):
         at_zero = lite0(flower128)[0, lite0.class_index("daisy")]
     expected = logit(lite0, flower128, "daisy")[0] - at_zero
     assert delta.item() == pytest.approx(attr.sum().item() - expected.item(), abs=1e-3)

@@ -15,16 +15,15 @@ Integration rules are Captum's names (:data:`METHODS`); the step default is :dat
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 
-from luminate.activations import LayerTap, activations
-from luminate.analysis.targets import (ClassLike, Target, _grad, _indices, _score, _sum_but_batch, as_batch,
+from luminate.activations import LayerTap, activations, output_as_leaf, replace_output
+from luminate.analysis.targets import (ClassLike, Target, _grad, _score, _sum_but_batch, as_batch,
                                        resolve_classes, resolve_targets)
 from luminate.models.base import Model, as_model
 
@@ -35,29 +34,13 @@ N_STEPS = 50
 _DEFAULT_CHUNK = 16
 
 
-@contextmanager
-def _replace_output(model: Model, layer: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
-    """While active, ``layer``'s output ``a`` is replaced by ``fn(a)`` (same shape) in every forward pass: only the
-    addressed call of a reused module (``"name#k"``; a plain name: its first), token layers as ``[N, C, h, w]``."""
-    from luminate.activations import replace_output
-
-    with replace_output(model, layer, fn):
-        yield
-
-
 def _layer_gradient(model: Model, images: torch.Tensor, layer: str, target: torch.Tensor,
                     baseline: torch.Tensor | None, replace: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(acts, ``d score / d acts``, score) for ``layer``; ``replace`` substitutes the layer's activations."""
-    held: dict[str, torch.Tensor] = {}
-
-    def make_leaf(output: torch.Tensor) -> torch.Tensor:
-        held["acts"] = (output if replace is None else replace).detach().requires_grad_(True)
-        return held["acts"]
-
-    with torch.enable_grad(), model.frozen(), _replace_output(model, layer, make_leaf):   # eval mode, as always
+    with torch.enable_grad(), model.frozen(), output_as_leaf(model, layer, replace) as held:   # eval mode, as always
         score = _score(model(images), target, baseline)
-        return held["acts"].detach(), _grad(score, held["acts"]), score.detach()
+        return held["leaf"].detach(), _grad(score, held["leaf"]), score.detach()
 
 
 def _quadrature(method: str, n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,7 +108,7 @@ def layer_ig_from_zero(model, inputs, layer: str, target: Target = None, baselin
         return attr.cpu()
     with torch.no_grad():
         end_score = _score(model(x), t, b)
-        with _replace_output(model, layer, lambda out: start):
+        with replace_output(model, layer, lambda out: start):
             start_score = _score(model(x), t, b)
     return attr.cpu(), (_sum_but_batch(attr) - (end_score - start_score)).cpu()
 
@@ -184,17 +167,11 @@ def spatial_spatial_attribution(model, image, layer1: str, layer2: str, normaliz
     x = as_batch(model, image)
     if x.shape[0] != 1:
         raise ValueError(f"spatial_spatial_attribution takes one image, got a batch of {x.shape[0]}")
-    held: dict[str, torch.Tensor] = {}
-
-    def make_leaf(output: torch.Tensor) -> torch.Tensor:
-        held["acts1"] = output.detach().requires_grad_(True)
-        return held["acts1"]
-
-    with torch.enable_grad(), _replace_output(model, layer1, make_leaf), LayerTap(model, [layer2]) as tap:
+    with torch.enable_grad(), output_as_leaf(model, layer1) as held, LayerTap(model, [layer2]) as tap:
         acts2 = tap(x)[layer2]
-        if "acts1" not in held or acts2.grad_fn is None:
+        if "leaf" not in held or acts2.grad_fn is None:
             raise ValueError(f"layer {layer2!r} does not depend on layer {layer1!r}: layer2 must come after layer1")
-        acts1 = held["acts1"]
+        acts1 = held["leaf"]
         if acts1.ndim != 4 or acts2.ndim != 4:
             raise ValueError("spatial_spatial_attribution needs two convolutional layers ([N, C, H, W] outputs)")
         h2, w2 = acts2.shape[2:]

@@ -19,7 +19,6 @@ Each stage's result is keyed by its inputs, so a rerun of a finished site comput
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 
 from luminate.activations import LayerTap
 from luminate.atlas.imageset import ImageList, ImageSet, image_loader, image_set
-from luminate.cache import RenderCache, atomic_write
+from luminate.cache import RenderCache, atomic_write, load_keyed_npz, save_keyed_npz
 from luminate.features.dictionary import Dictionary, dictionary_dir, load_dictionary
 from luminate.features.learn import NonFiniteActivationsError, learn
 from luminate.images import UnreadableImageError
@@ -44,22 +43,6 @@ VERSION = 1
 
 def _digest(payload) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def _save_npz(path: Path, arrays: dict) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_write(path, buffer.getvalue())
-
-
-def _load_npz(path: Path, key: str) -> dict | None:
-    try:
-        with np.load(path, allow_pickle=False) as saved:
-            if str(saved["key"]) == key:
-                return {name: saved[name] for name in saved.files}
-    except (OSError, ValueError, KeyError):
-        pass
-    return None
 
 
 def _imageset_of(images, store) -> ImageSet:
@@ -81,7 +64,7 @@ def examples_pass(model: Model, dictionary: Dictionary, imageset: ImageSet, path
     from luminate import progress as progress_module
 
     key = _digest([VERSION, dictionary.info.get("key"), imageset.fingerprint(), model.weights_fingerprint()])
-    found = _load_npz(path, key)
+    found = load_keyed_npz(path, key)
     if found is not None:
         return found
     layer = dictionary.layer
@@ -126,7 +109,7 @@ def examples_pass(model: Model, dictionary: Dictionary, imageset: ImageSet, path
               "image": np.concatenate(index_parts), "fires": fires.numpy(), "positions": np.array(positions),
               "grid": np.array(grid, dtype=np.int64), "names": np.array(imageset.names()), "paths": np.array(paths),
               "skipped": np.array([f"{a}\t{b}" for a, b in skipped] or [""])}
-    _save_npz(path, result)
+    save_keyed_npz(path, result)
     return result
 
 
@@ -378,7 +361,7 @@ def _effects(model: Model, dictionary: Dictionary, imageset: ImageSet, examples:
              top_k: int, path: Path) -> dict[int, np.ndarray]:
     """``{feature: mean attribution to every class over its top images}`` (saved, keyed by its inputs)."""
     key = _digest([VERSION, str(examples["key"]), features, top_k])
-    found = _load_npz(path, key)
+    found = load_keyed_npz(path, key)
     if found is not None:
         return {int(f): row for f, row in zip(found["features"], found["effects"])}
     pairs = [(f, e["index"]) for f in features for e in ranked(examples, f, top_k)]
@@ -393,7 +376,7 @@ def _effects(model: Model, dictionary: Dictionary, imageset: ImageSet, examples:
             if rows:
                 result[f] = effect[rows].mean(0)
     width = next((len(v) for v in result.values()), 0)
-    _save_npz(path, {"key": np.array(key), "features": np.array(sorted(result), dtype=np.int64),
+    save_keyed_npz(path, {"key": np.array(key), "features": np.array(sorted(result), dtype=np.int64),
                      "effects": np.stack([result[f] for f in sorted(result)]) if result
                      else np.zeros((0, width), np.float32)})
     return result

@@ -33,8 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from luminate.activations import LayerTap, replace_output
-from luminate.atlas.store import _atomic_write, layer_key
+from luminate.activations import LayerTap, output_as_leaf
+from luminate.atlas.store import layer_key
+from luminate.cache import atomic_write
 from luminate.models.base import Model, as_model
 
 #: parameter-free modules that may follow the linear map of a "by weight" connection
@@ -103,17 +104,11 @@ def connection_matrix(model, lower: str, upper: str, images: torch.Tensor) -> tu
     weight = linear_weight(model.layer(upper))
     if weight is not None and _feeds_directly(model, lower, upper, images[:1]):
         return weight.numpy().astype(np.float32), "weight"
-    leaf: dict[str, torch.Tensor] = {}
-
-    def make_leaf(a: torch.Tensor) -> torch.Tensor:
-        leaf["a"] = a.detach().requires_grad_(True)
-        return leaf["a"]
-
-    with torch.enable_grad(), replace_output(model, lower, make_leaf), LayerTap(model, [upper]) as tap:
+    with torch.enable_grad(), output_as_leaf(model, lower) as held, LayerTap(model, [upper]) as tap:
         act = tap(images)[upper]
-    if "a" not in leaf or not act.requires_grad:
+    if "leaf" not in held or not act.requires_grad:
         raise ValueError(f"layer {upper!r} does not depend on {lower!r} in {model.name}: no connection to measure")
-    a = leaf["a"]
+    a = held["leaf"]
     objective = act.flatten(2).mean(2) if act.ndim > 2 else act                          # [N, C]
     objective = objective.mean(0)                                                         # [C]
     channels = objective.shape[0]
@@ -153,7 +148,7 @@ def compute_circuits(model, data_dir: str | os.PathLike, layers: Sequence[str], 
         buffer = io.BytesIO()
         np.savez(buffer, matrix=matrix, lower=np.array(lower), upper=np.array(upper), method=np.array(method),
                  key=np.array(key), n_images=np.array(len(images)))
-        _atomic_write(path, buffer.getvalue())
+        atomic_write(path, buffer.getvalue(), durable=True)
         out[upper] = {"lower": lower, "matrix": matrix, "method": method, "key": key}
     return out
 

@@ -54,7 +54,8 @@ from luminate.activations import LayerTap
 from luminate.analysis.lucid_attribution import unit_attribution  # noqa: F401 (shared with the atlas)
 from luminate.atlas.collect import _LayerSpec, _output_width
 from luminate.atlas.imageset import DatasetImages, ImageFolder, ImageSet, image_loader, image_set, shard_batches
-from luminate.atlas.store import ActivationStore, StoreWriter, _atomic_write
+from luminate.atlas.store import ActivationStore, StoreWriter
+from luminate.cache import atomic_write, load_keyed_npz, save_keyed_npz
 from luminate.models.base import Model, as_model
 
 logger = logging.getLogger("luminate.microscope")
@@ -376,7 +377,7 @@ def _set_microscope_header(path: Path, info: dict) -> None:
         try:
             manifest = read_manifest(path)
             manifest["microscope"] = info
-            _atomic_write(path / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"))
+            atomic_write(path / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"), durable=True)
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
@@ -533,13 +534,9 @@ def summarize(data_dir: str | os.PathLike, layer: str, bins: int = 32, similar: 
     info = store.layer_info(layer)
     key = _summary_key(store, attribution, layer, bins, similar) + f"-{strata}x{samples}"
     path = summary_path(data_dir, layer)
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as saved:
-                if str(saved["key"]) == key:
-                    return {name: saved[name] for name in saved.files}
-        except (OSError, ValueError, KeyError):
-            pass
+    found = load_keyed_npz(path, key)
+    if found is not None:
+        return found
     top_k = int(store.manifest["microscope"]["top_k"])
     result = merge_shards(store, info["key"], top_k, bins, similar, strata, samples)
     result["grid"] = np.array(info["grid"], dtype=np.int64)
@@ -551,11 +548,7 @@ def summarize(data_dir: str | os.PathLike, layer: str, bins: int = 32, similar: 
     result["key"] = np.array(key)
     complete = store.complete and (attribution is None or attribution.complete)
     if write and complete:
-        import io
-
-        buffer = io.BytesIO()
-        np.savez(buffer, **result)
-        _atomic_write(path, buffer.getvalue())
+        save_keyed_npz(path, result, durable=True)
     return result
 
 
