@@ -181,7 +181,7 @@ def test_dataset_source_several_layers_without_attribution(lite0, tmp_path, flow
     assert store.image_path(0) is None
 
 
-def test_other_settings_are_refused_then_overwritten(lite0, tmp_path, image_dir, store):
+def test_other_settings_are_refused_then_overwritten(lite0, tmp_path, image_dir, store, caplog):
     with pytest.raises(atlas.StoreSettingsError, match="seed"):
         atlas.collect(lite0, image_dir, LAYER, store.path, seed=1, progress=False, **SETTINGS)
     assert atlas.ActivationStore.open(store.path).settings["seed"] == 0
@@ -189,9 +189,11 @@ def test_other_settings_are_refused_then_overwritten(lite0, tmp_path, image_dir,
     small = tmp_path / "small"
     first = atlas.collect(lite0, paths, LAYER, small, attribution=False, progress=False, num_workers=0)
     assert len(first) == 2 and first.settings["seed"] == 0
-    second = atlas.collect(lite0, paths, LAYER, small, seed=5, attribution=False, progress=False, num_workers=0,
-                           overwrite=True)
+    with caplog.at_level(logging.WARNING, logger="luminate.atlas"):
+        second = atlas.collect(lite0, paths, LAYER, small, seed=5, attribution=False, progress=False,
+                               num_workers=0, overwrite=True)
     assert second.settings["seed"] == 5 and len(second) == 2
+    assert "replacing the store" in caplog.text and "seed" in caplog.text   # replaced out loud, not silently
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not an activation store"):

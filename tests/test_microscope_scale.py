@@ -1,6 +1,7 @@
 """The whole model under the Microscope: --layers all, bottom / quantile examples, inputs (circuits), Ray Data."""
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -69,6 +70,18 @@ def test_layers_all_and_typos_stop_before_work(tiny, photos, tmp_path):
         microscope.build(tiny, photos, tmp_path / "site", layers=["4", "blokcs.3", "9x"], progress=False)
     assert "'blokcs.3'" in str(info.value) and "'9x'" in str(info.value) and "luminate layers" in str(info.value)
     assert not (tmp_path / "site").exists()
+
+
+def test_a_site_with_other_settings_is_replaced_out_loud(tiny, photos, tmp_path, caplog):
+    site = tmp_path / "site"
+    microscope.collect_examples(tiny, photos, "1", site, units="0:2", progress=False, num_workers=0)
+    assert microscope.layers(site) == [("1", 8)]
+    with caplog.at_level(logging.WARNING, logger="luminate.atlas"):
+        microscope.collect_examples(tiny, photos, LAYER, site, units="0:2", progress=False, num_workers=0)
+    assert "replacing the store" in caplog.text and "layers" in caplog.text
+    assert microscope.layers(site) == [(LAYER, 6)]           # the new run only, nothing of the old one mixed in
+    with pytest.raises(Exception, match="'1'"):
+        microscope.top_examples(site, "1", 0)
 
 
 def test_inputs_by_weight_and_by_gradient():

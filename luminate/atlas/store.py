@@ -359,6 +359,8 @@ class StoreWriter:
                             f"{self.path} already holds activations collected with other settings "
                             f"({_differences(old['settings'], header['settings'])}). Collect into another "
                             "folder, or pass overwrite=True (--overwrite) to replace that store.")
+                    logger.warning("replacing the store at %s: it was collected with other settings (%s)", self.path,
+                                   _differences(old["settings"], header["settings"]))
                     self._remove_store()
                     self._create(header, image_names)
                 else:
