@@ -121,6 +121,7 @@ def test_whole_model_site_has_a_page_per_unit(tiny, photos, tmp_path):
     html_text = (root / upper / "unit-00002.html").read_text()
     for section in ("Bottom examples", "Across the range", "Inputs", "Top examples"):
         assert section in html_text
+    assert "Not visualized in this run" in html_text or "Not rendered:" in html_text
     data = json.loads(html_text.split('id="unit-data">')[1].split("</script>")[0])
     assert data["inputs"] == [{k: e[k] for k in ("layer", "unit", "weight")}
                               for e in microscope.inputs(root, upper, 2)]

@@ -208,6 +208,10 @@ def unit_page(model_name: str, layer: dict, unit: dict, prev_unit: int | None, n
         parts.append(f'<div class="card"><span class="badge dead">{esc(status)} unit</span> Not rendered: {why}.'
                      f'</div>')
     images = unit.get("images")
+    if images is None and status == "ok":
+        parts.append(f'<div class="card vis"><h2>Feature visualizations</h2><p class="muted">Not visualized in this '
+                     f'run: rerun with <code>--render-units</code> naming unit {u} to add them (the collected '
+                     f'examples are reused).</p></div>')
     if images is not None:
         diversity = "".join(f'<figure class="div">{img_tag(im, alt=f"diverse {i + 1}")}</figure>'
                             for i, im in enumerate(images["diversity"]))
