@@ -354,13 +354,13 @@ class StoreWriter:
                     self._create(header, image_names)
             if old is not None:
                 if old["settings_hash"] != header["settings_hash"]:
+                    changed = _differences(old["settings"], header["settings"])
                     if not overwrite:
                         raise StoreSettingsError(
-                            f"{self.path} already holds activations collected with other settings "
-                            f"({_differences(old['settings'], header['settings'])}). Collect into another "
-                            "folder, or pass overwrite=True (--overwrite) to replace that store.")
+                            f"{self.path} already holds activations collected with other settings ({changed}). "
+                            "Collect into another folder, or pass overwrite=True (--overwrite) to replace that store.")
                     logger.warning("replacing the store at %s: it was collected with other settings (%s)", self.path,
-                                   _differences(old["settings"], header["settings"]))
+                                   changed)
                     self._remove_store()
                     self._create(header, image_names)
                 else:
