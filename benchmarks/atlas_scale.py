@@ -63,7 +63,7 @@ def child_infer(images: str, batch_size: int, workers: int) -> dict:
     import torch
 
     from luminate import models
-    from luminate.atlas.imageset import image_loader, image_set
+    from luminate.data.inputs import image_loader, image_set
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     model = models.load(MODEL)

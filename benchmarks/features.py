@@ -29,9 +29,9 @@ import torch
 
 from luminate import features, models
 from luminate.atlas import demo_images
-from luminate.atlas.store import ActivationStore
+from luminate.data.store import ActivationStore
 from luminate.features.learn import row_reader, split_rows
-from luminate.microscope.collect import peaks
+from luminate.units.examples import peaks
 
 LAYER = "blocks.10"
 SOURCES = 11

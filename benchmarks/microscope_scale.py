@@ -99,7 +99,7 @@ def child_inference(images: str) -> dict:
     import torch
 
     from luminate import models
-    from luminate.atlas.imageset import image_loader, image_set
+    from luminate.data.inputs import image_loader, image_set
 
     model = models.load(MODEL)
     imageset = image_set(images)

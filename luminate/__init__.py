@@ -7,8 +7,11 @@
 
 Subpackages: :mod:`luminate.models` (zoo, input contract, layers), :mod:`luminate.objectives`,
 :mod:`luminate.param`, :mod:`luminate.transforms`, :func:`luminate.render`, :mod:`luminate.recipes`,
-:mod:`luminate.analysis` (attribution, factorization, building blocks), :mod:`luminate.atlas`,
-:mod:`luminate.views` (HTML and notebook display).
+:mod:`luminate.analysis` (attribution, factorization, building blocks), :mod:`luminate.views` (HTML and notebook
+display). The pipelines load on first use, under the same names: :mod:`luminate.data` (image and text sets, the
+activation store, the streaming pass), :mod:`luminate.units` (directions rendered one way, examples),
+:mod:`luminate.atlas`, :mod:`luminate.microscope`, :mod:`luminate.features`, :mod:`luminate.text`,
+:mod:`luminate.circuits` and :mod:`luminate.serve` (``import luminate; luminate.features.learn(...)`` works).
 """
 
 __version__ = "0.1.0"
@@ -25,14 +28,21 @@ __all__ = ["LayerTap", "RenderResult", "activations", "load_image", "models", "o
 
 # Heavier subpackages load on first use: `import luminate; luminate.atlas.collect(...)` works without importing
 # them up front.
-_LAZY = ("analysis", "atlas", "recipes", "views", "lucid")
+_LAZY = ("analysis", "atlas", "circuits", "data", "dream", "features", "lucid", "lucent", "microscope", "recipes",
+         "serve", "text", "units", "views")
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        module = importlib.import_module(f"luminate.{name}")
+        try:
+            module = importlib.import_module(f"luminate.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"luminate.{name}":
+                raise                                   # a dependency of an existing subpackage is missing: say so
+            raise AttributeError(f"module 'luminate' has no attribute {name!r} (luminate.{name} is not installed "
+                                 "in this copy of Luminate)") from None
         globals()[name] = module
         return module
     raise AttributeError(f"module 'luminate' has no attribute {name!r}")

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from luminate.models.base import Model, as_model
+from luminate.models.contract import network_output
 
 
 class _StopForward(Exception):
@@ -235,19 +236,24 @@ class LayerTap:
         if "input" in self.layers:
             out["input"] = images
         if self.wants_output:
+            output = network_output(output, self.model.output_key)
             out["output"] = output.detach() if self.detach else output
         return out
 
 
 def activations(model, images: torch.Tensor, layers: str | Iterable[str], batch_size: int = 32,
                 stop_early: bool = True, grid: bool = False) -> dict[str, torch.Tensor] | torch.Tensor:
-    """Activations of ``layers`` for ``images`` ``[N, C, H, W]`` in [0, 1], without gradients.
+    """Activations of ``layers`` for ``images`` ``[N, C, H, W]`` in [0, 1], without gradients (other forms, as
+    :meth:`Model.as_batch` takes them: paths, PIL images, arrays, or a list of any of these, of any sizes).
 
     Processes ``batch_size`` images at a time on the model's device and returns CPU tensors:
     a dict for a list of layers, a tensor for a single layer name. Layers come as the network computed them
     (a token layer: ``[N, T, C]``); ``grid=True`` gives token layers as ``[N, C, h, w]``, as objectives see them.
     """
     model = as_model(model)
+    if not isinstance(images, torch.Tensor) or (images.ndim == 3 and not getattr(model, "is_text", False)):
+        # paths, PIL images, arrays, lists of any sizes, one CHW image
+        images = model.as_batch(images)
     single = isinstance(layers, str)
     names = [layers] if single else list(layers)
     chunks: dict[str, list[torch.Tensor]] = {n: [] for n in names}
@@ -266,5 +272,6 @@ def all_activations(model, image: torch.Tensor, depth: int | None = 1) -> Mappin
     from luminate.models.base import top_level_layers
 
     model = as_model(model)
+    image = image if isinstance(image, torch.Tensor) and image.ndim != 3 else model.as_batch(image)
     infos = top_level_layers(model, tuple(image.shape[-2:])) if depth == 1 else model.layers(tuple(image.shape[-2:]))
     return activations(model, image, [info.name for info in infos], stop_early=False, grid=True)

@@ -40,7 +40,6 @@ from luminate.activations import LayerTap
 from luminate.models.base import Model, as_model
 from luminate.render import RenderResult
 from luminate.progress import bar as progress_bar
-from luminate.runtime import budget_steps
 
 __all__ = ["dream", "dream_layers", "tiled_gradient", "octave_sizes", "DreamSheet"]
 
@@ -161,7 +160,6 @@ def dream(model: Model | str, photo, layer: str | Sequence[str], octaves: int = 
     step_size = lr
     if step_size <= 0:
         raise ValueError(f"lr (the step size) must be positive, got {step_size}")
-    steps = budget_steps(steps)
     original = imageio.load_image(photo)
     if size is not None:
         h, w = original.shape[-2:]

@@ -14,7 +14,7 @@ import os
 import struct
 import warnings
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import IO, Iterable, Sequence, Union
 
 import numpy as np
 import torch
@@ -52,9 +52,10 @@ def needed_side(size: int | Sequence[int], crop_fraction: float = 1.0) -> int:
 REDUCE_ABOVE = 4096 * 4096
 
 
-def open_image(path: str | os.PathLike, *, min_side: int | None = None, max_pixels: int | None = None
-               ) -> Image.Image:
-    """Open an image file as an upright RGB PIL image: the one reader behind every path Luminate takes.
+def open_image(path: str | os.PathLike | bytes | IO[bytes], *, min_side: int | None = None,
+               max_pixels: int | None = None, formats: Sequence[str] | None = None) -> Image.Image:
+    """Open an image file as an upright RGB PIL image: the one reader behind every path Luminate takes, and behind
+    uploads (``bytes`` or a binary file object; ``formats`` limits the decoders Pillow may try).
 
     * EXIF orientation is applied (a phone photo stored on its side comes back upright);
     * 16-bit and 32-bit grey (``I;16``, ``I``) and float (``F``) images are scaled to 8 bits, not clipped
@@ -70,16 +71,20 @@ def open_image(path: str | os.PathLike, *, min_side: int | None = None, max_pixe
 
     Raises :class:`UnreadableImageError` naming the file when it is missing, empty, corrupt or too large.
     """
-    path = Path(path)
-    if not path.exists():
-        raise UnreadableImageError(f"image file not found: {path}")
-    if path.stat().st_size == 0:
-        raise UnreadableImageError(f"image file is empty (0 bytes): {path}")
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        path = io.BytesIO(path)
+    if isinstance(path, (str, os.PathLike)):
+        path = Path(path)
+        if not path.exists():
+            raise UnreadableImageError(f"image file not found: {path}")
+        if path.stat().st_size == 0:
+            raise UnreadableImageError(f"image file is empty (0 bytes): {path}")
+    source, path = path, (path if isinstance(path, Path) else "the uploaded image")
     budget = default_max_pixels() if max_pixels is None else int(max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source, formats=list(formats) if formats else None) as im:
                 full = im.size
                 large = min_side and im.size[0] * im.size[1] > REDUCE_ABOVE
                 if large and im.format == "JPEG" and min(im.size) > 2 * min_side:
@@ -191,15 +196,30 @@ def to_tensor(image: ImageLike, channels: int | None = 3, *, min_side: int | Non
         elif tensor.ndim != 4:
             raise ValueError(f"expected an HW, CHW or NCHW tensor, got shape {tuple(tensor.shape)}")
     else:
-        raise TypeError(f"cannot read an image from {type(image).__name__}: give a path, PIL image, array or tensor")
+        raise TypeError(f"cannot read an image from {type(image).__name__}: Luminate accepts a path, a PIL image, a "
+                        "numpy array (HW, HWC or NHWC; uint8 or float in [0, 1]) or a tensor (CHW or NCHW), or a list "
+                        "of them")
+    return _with_channels(tensor, channels).contiguous()
+
+
+def _with_channels(tensor: torch.Tensor, channels: int | None) -> torch.Tensor:
+    """``[N, c, H, W]`` with ``channels`` channels: grey repeated to RGB, alpha dropped, RGB to grey (ITU-R 601
+    luma, as Pillow's ``L``) for a one-channel model; other counts must match."""
+    have = tensor.shape[1]
+    if channels is None or have == channels:
+        return tensor
+    if channels == 3 and have == 1:
+        return tensor.expand(-1, 3, -1, -1)
+    if channels == 3 and have == 4:
+        return tensor[:, :3]
+    if channels == 1 and have in (3, 4):
+        weights = torch.tensor([0.299, 0.587, 0.114], dtype=tensor.dtype).view(1, 3, 1, 1)
+        return (tensor[:, :3] * weights).sum(1, keepdim=True)
     if channels == 3:
-        if tensor.shape[1] == 1:
-            tensor = tensor.expand(-1, 3, -1, -1)
-        elif tensor.shape[1] == 4:
-            tensor = tensor[:, :3]
-        elif tensor.shape[1] != 3:
-            raise ValueError(f"expected 1, 3 or 4 channels, got {tensor.shape[1]} (shape {tuple(tensor.shape)})")
-    return tensor.contiguous()
+        raise ValueError(f"expected 1, 3 or 4 channels, got {have} (shape {tuple(tensor.shape)})")
+    raise ValueError(f"the model takes {channels}-channel images, and this one has {have} channel(s) (shape "
+                     f"{tuple(tensor.shape)}): give a [N, {channels}, H, W] tensor or an array with {channels} "
+                     "channels (photos are RGB)")
 
 
 def load_image(source: ImageLike, size: int | tuple[int, int] | None = None) -> torch.Tensor:

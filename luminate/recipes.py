@@ -217,33 +217,44 @@ def gallery(model: Model, steps: int = 256, size: int = 128, seed: int = 0, prog
                                   r.image, [f"{layer}:{a} #{i + 1}" for i in range(r.image.shape[0])], r,
                                   {"weight": weight}, [cli_objective(layer, a)] * r.image.shape[0]))
     say(f"class: {label}")
+    experiments.append(_class_experiment(model, label, steps, seed, progress))
+    if photos:
+        experiments.append(_deepdream_experiment(model, layer, photos[-1], steps, seed, progress, say))
+    return experiments
+
+
+def _class_experiment(model: Model, label, steps: int, seed: int, progress: bool) -> Experiment:
+    """The class logit maximized at the model's input size, with what the model itself calls the result."""
     r = class_visualization(model, label, steps=steps, seed=seed, progress=progress)
     with torch.no_grad():
         top = model(r.image.to(model.device)).softmax(-1)[0].topk(3)
     names = [model.labels[i] if model.labels is not None else str(i) for i in top.indices.tolist()]
-    experiments.append(Experiment("class", f"What the model thinks a {label} looks like",
-                                  f"The logit of class {label!r} maximized at the model's input size. The model "
-                                  f"itself classifies the result as: "
-                                  + ", ".join(f"{n} ({p:.2f})" for n, p in zip(names, top.values.tolist())) + ".",
-                                  r.image, [f"class {label}"], r, {"top": list(zip(names, top.values.tolist()))},
-                                  [cli_class(label)]))
-    if photos:
-        photo = load_image(photos[-1])
-        shallow, deep = _dream_layers(model, layer)
-        say(f"DeepDream: {shallow}, {deep}")
-        # three octaves of 16 steps (at 256 steps): enough for the deep layer to paint object parts over the photo
-        dreams = [deepdream(model, photo, lay, steps=max(1, steps // 16), octaves=3, seed=seed, progress=progress)
-                  for lay in (shallow, deep)]
-        original = model.contract.preprocess(photo)
-        experiments.append(Experiment("deepdream", "DeepDream",
-                                      f"{photos[-1].name} (left) amplified toward what a shallow layer ({shallow}: "
-                                      f"textures, edges) and a deep layer ({deep}: parts, objects) see.",
-                                      torch.cat([original.cpu()] + [d.image for d in dreams]),
-                                      ["photo", f"DeepDream {shallow}", f"DeepDream {deep}"], dreams[-1],
-                                      objectives=[None, None, None],
-                                      extra={"commands": [f"luminate dream {model.name} {photos[-1].name} --layer {lay}"
-                                                          for lay in (shallow, deep)]}))
-    return experiments
+    return Experiment("class", f"What the model thinks a {label} looks like",
+                      f"The logit of class {label!r} maximized at the model's input size. The model "
+                      f"itself classifies the result as: "
+                      + ", ".join(f"{n} ({p:.2f})" for n, p in zip(names, top.values.tolist())) + ".",
+                      r.image, [f"class {label}"], r, {"top": list(zip(names, top.values.tolist()))},
+                      [cli_class(label)])
+
+
+def _deepdream_experiment(model: Model, layer: str, path, steps: int, seed: int, progress: bool,
+                          say: Callable[[str], None]) -> Experiment:
+    """The photo at ``path`` amplified toward a shallow and a deep layer around ``layer``."""
+    photo = load_image(path)
+    shallow, deep = _dream_layers(model, layer)
+    say(f"DeepDream: {shallow}, {deep}")
+    # three octaves of 16 steps (at 256 steps): enough for the deep layer to paint object parts over the photo
+    dreams = [deepdream(model, photo, lay, steps=max(1, steps // 16), octaves=3, seed=seed, progress=progress)
+              for lay in (shallow, deep)]
+    original = model.contract.preprocess(photo)
+    return Experiment("deepdream", "DeepDream",
+                      f"{path.name} (left) amplified toward what a shallow layer ({shallow}: "
+                      f"textures, edges) and a deep layer ({deep}: parts, objects) see.",
+                      torch.cat([original.cpu()] + [d.image for d in dreams]),
+                      ["photo", f"DeepDream {shallow}", f"DeepDream {deep}"], dreams[-1],
+                      objectives=[None, None, None],
+                      extra={"commands": [f"luminate dream {model.name} {path.name} --layer {lay}"
+                                          for lay in (shallow, deep)]})
 
 
 def _dream_layers(model: Model, middle: str) -> tuple[str, str]:

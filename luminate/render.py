@@ -40,9 +40,8 @@ from luminate.fold import folded_batchnorm
 from luminate.models.base import Model, as_model
 from luminate.objectives import Objective, as_objective
 from luminate.overrides import RedirectedReLU
-from luminate.param import Parameterization, as_size, image
-from luminate.runtime import TINY_STEPS, budget_steps, tiny
-from luminate.transforms import Transform, compose, default_transforms, end_at_size
+from luminate.param import MACO_LR, Parameterization, as_size, image, maco
+from luminate.transforms import Transform, compose, default_transforms, end_at_size, maco_transforms
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
@@ -116,7 +115,7 @@ def render(model: Model | str,
     """Optimize an image to maximize ``objective`` on ``model``.
 
     Args:
-        model: a :class:`~luminate.models.Model`, a zoo name, or a module taking [0, 1] images.
+        model: a :class:`~luminate.models.Model` or a zoo name (a bare module is refused: wrap it once).
         objective: an :class:`~luminate.objectives.Objective`, or a shorthand/expression string
             (``"blocks.9:7"``, ``"class:daisy"``, ``"-blocks.10:7 + 0.5*blocks.10:11"``).
         param: the image parameterization; default ``param.image(size, batch=batch)``
@@ -149,35 +148,16 @@ def render(model: Model | str,
     model = as_model(model)
     device = model.device
     objective = as_objective(objective).bind(model)
-    plateau = steps is None and not thresholds and not tiny()   # the default length may stop on a plateau
-    if steps is None:
-        steps = max(thresholds) if thresholds else 512
+    plateau = steps is None and not thresholds   # the default length may stop on a plateau
+    steps, thresholds = _schedule(steps, thresholds)
     if runtime.interrupted():  # Ctrl-C in the command line stopped an earlier render: stop the whole job
         raise KeyboardInterrupt
-    if tiny():  # smoke runs and README tests (LUMINATE_TINY): a few steps, thresholds kept in range
-        steps, thresholds = budget_steps(steps), thresholds and [min(t, TINY_STEPS) for t in thresholds]
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
-    thresholds = sorted(set(thresholds or (steps,)))
-    if thresholds[-1] > steps or thresholds[0] < 0:
-        raise ValueError(f"thresholds must lie in 0..steps ({steps}), got {thresholds}")
     seed = secrets.randbits(31) if seed is None else int(seed)
     generator = torch.Generator().manual_seed(seed)
-
-    if param is None:
-        if size is None:
-            size = model.size if model.contract.fixed_size else 128
-        channels = model.contract.channels
-        h, w = as_size(size)
-        param = image(w, h, batch=batch, channels=None if channels == 3 else channels)
-    param = param.to(device)
+    param = _parameterization(model, param, size, batch).to(device)
     if reset:
         param.reset_parameters(generator)
-    if transforms is None:
-        transforms = default_transforms()
-    transform = compose(transforms) if isinstance(transforms, (list, tuple)) else transforms
-    if model.contract.fixed_size:
-        transform = end_at_size(transform, model.size)
+    transform = _transform(model, transforms)
     params = [p for p in param.parameters() if p.requires_grad]
     opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, lr=lr)
 
@@ -185,25 +165,21 @@ def render(model: Model | str,
                 "steps": steps, "lr": lr if optimizer is None else None, "optimizer": type(opt).__name__,
                 "seed": seed, "redirect_relu_steps": redirect_relu_steps, "device": str(device)}
     layers = sorted(objective.layers - {"input", "step"})
-    history = torch.zeros(steps, param.batch, device=device)
-    snapshots: list[torch.Tensor] = []
-    frames: list[torch.Tensor] = []
-    if 0 in thresholds:
-        with torch.no_grad():
-            snapshots.append(param().detach().cpu())
+    record = _Record(param, thresholds, frames_every, torch.zeros(steps, param.batch, device=device))
     redirect = RedirectedReLU() if redirect_relu_steps > 0 else None
     bar = _progress(steps, progress)
-    done = 0
     interrupted = False
     start = time.perf_counter()
     step_tensor = torch.zeros((), dtype=torch.long, device=device)
     try:
-        with model.frozen(), _folded(model, layers) as fold_info, LayerTap(model, layers, check_inputs=False) as tap:
+        with torch.enable_grad(), model.frozen(), _folded(model, layers) as fold_info, \
+                LayerTap(model, layers, check_inputs=False) as tap:  # works under a caller's torch.no_grad() too
             settings["batchnorm"] = fold_info.summary()
+            channels_last = bool(fold_info.pairs) and device.type == "cpu"
             for step in range(steps):
                 images = param()
                 transformed = transform(images, generator)
-                if fold_info.pairs and device.type == "cpu":
+                if channels_last:
                     transformed = transformed.contiguous(memory_format=torch.channels_last)
                 if redirect is not None and step < redirect_relu_steps:
                     with redirect:  # scoped to the network's forward pass; the graph keeps the redirect
@@ -216,45 +192,113 @@ def render(model: Model | str,
                 opt.zero_grad(set_to_none=True)
                 (-scores.sum()).backward()
                 opt.step()
-                history[step] = scores.detach()
-                done = step + 1
-                if done in thresholds or (frames_every and done % frames_every == 0):
-                    with torch.no_grad():
-                        current = param().detach().cpu()
-                    if done in thresholds:
-                        snapshots.append(current)
-                    if frames_every and done % frames_every == 0:
-                        frames.append(current)
-                if bar is not None:
-                    bar.update(1)
-                    if done % 16 == 0 or done == steps:
-                        bar.set_postfix(objective=f"{scores.detach().sum().item():.4g}")
-                if callback is not None and callback(done, images.detach(), scores.detach()):
+                record.step(step, scores.detach())
+                _show(bar, record.done, steps, scores)
+                if callback is not None and callback(record.done, images.detach(), scores.detach()):
                     interrupted = True
                     break
-                if plateau and _plateaued(history, done):
-                    settings["stopped_early"] = (f"after {done} of {steps} steps: the objective rose by less than "
-                                                 f"{PLATEAU_GAIN:.0%} over the last {PLATEAU_WINDOW} steps")
+                if plateau and _plateaued(record.history, record.done):
+                    settings["stopped_early"] = (f"after {record.done} of {steps} steps: the objective rose by less "
+                                                 f"than {PLATEAU_GAIN:.0%} over the last {PLATEAU_WINDOW} steps")
                     break
     except KeyboardInterrupt:
         interrupted = True
     finally:
         if bar is not None:
             bar.close()
-    if redirect is not None and done:
-        n = min(done, redirect_relu_steps)
-        settings["redirect_relu"] = (f"{redirect.count // n} ReLU-like calls per step redirected for {n} steps"
-                                     if redirect.count else
-                                     "nothing to redirect: the network has no ReLU-like unit (nn.ReLU, F.relu, "
-                                     "relu6, hardtanh(0, x)) on the objective's path")
-    recorded = [t for t in thresholds if t <= done]
-    if not recorded or recorded[-1] != done:  # result.image is always the final state
-        with torch.no_grad():
-            snapshots.append(param().detach().cpu())
-        recorded.append(done)
-    return RenderResult(images=snapshots, thresholds=recorded, history=history[:done].cpu(),
-                        settings=settings, frames=frames, interrupted=interrupted,
+    if redirect is not None and record.done:
+        settings["redirect_relu"] = _redirect_note(redirect, min(record.done, redirect_relu_steps))
+    snapshots, recorded = record.finish()
+    return RenderResult(images=snapshots, thresholds=recorded, history=record.history[:record.done].cpu(),
+                        settings=settings, frames=record.frames, interrupted=interrupted,
                         seconds=time.perf_counter() - start)
+
+
+def _schedule(steps: int | None, thresholds: Sequence[int] | None) -> tuple[int, list[int]]:
+    """``(steps, sorted thresholds)``: steps default to ``max(thresholds)``, else 512; checked."""
+    if steps is None:
+        steps = max(thresholds) if thresholds else 512
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    thresholds = sorted(set(thresholds or (steps,)))
+    if thresholds[-1] > steps or thresholds[0] < 0:
+        raise ValueError(f"thresholds must lie in 0..steps ({steps}), got {thresholds}")
+    return int(steps), thresholds
+
+
+def _parameterization(model: Model, param: Parameterization | None, size, batch: int) -> Parameterization:
+    """``param``, or the default image: ``size`` (128, or the model's fixed size) with the model's channels."""
+    if param is not None:
+        return param
+    if size is None:
+        size = model.size if model.contract.fixed_size else 128
+    channels = model.contract.channels
+    h, w = as_size(size)
+    return image(w, h, batch=batch, channels=None if channels == 3 else channels)
+
+
+def _transform(model: Model, transforms: Sequence[Transform] | Transform | None) -> Transform:
+    """One transform: the given ones composed (default: :func:`default_transforms`), ending at the model's size
+    when it is fixed."""
+    if transforms is None:
+        transforms = default_transforms()
+    transform = compose(transforms) if isinstance(transforms, (list, tuple)) else transforms
+    return end_at_size(transform, model.size) if model.contract.fixed_size else transform
+
+
+@dataclass
+class _Record:
+    """What a render keeps as it goes: per-step scores, the images at thresholds and every ``frames_every``."""
+
+    param: Parameterization
+    thresholds: list[int]
+    frames_every: int | None
+    history: torch.Tensor
+    snapshots: list[torch.Tensor] = field(default_factory=list)
+    frames: list[torch.Tensor] = field(default_factory=list)
+    done: int = 0
+
+    def __post_init__(self) -> None:
+        if 0 in self.thresholds:
+            self.snapshots.append(self._current())
+
+    def _current(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.param().detach().cpu()
+
+    def step(self, step: int, scores: torch.Tensor) -> None:
+        self.history[step] = scores
+        self.done = done = step + 1
+        framed = bool(self.frames_every) and done % self.frames_every == 0
+        if done in self.thresholds or framed:
+            current = self._current()
+            if done in self.thresholds:
+                self.snapshots.append(current)
+            if framed:
+                self.frames.append(current)
+
+    def finish(self) -> tuple[list[torch.Tensor], list[int]]:
+        """The snapshots and their step counts; the final state is always the last (``result.image``)."""
+        recorded = [t for t in self.thresholds if t <= self.done]
+        if not recorded or recorded[-1] != self.done:
+            self.snapshots.append(self._current())
+            recorded.append(self.done)
+        return self.snapshots, recorded
+
+
+def _show(bar, done: int, steps: int, scores: torch.Tensor) -> None:
+    """Advance the progress bar; the objective is read from the device every 16 steps only."""
+    if bar is not None:
+        bar.update(1)
+        if done % 16 == 0 or done == steps:
+            bar.set_postfix(objective=f"{scores.detach().sum().item():.4g}")
+
+
+def _redirect_note(redirect: RedirectedReLU, steps: int) -> str:
+    if redirect.count:
+        return f"{redirect.count // steps} ReLU-like calls per step redirected for {steps} steps"
+    return ("nothing to redirect: the network has no ReLU-like unit (nn.ReLU, F.relu, relu6, hardtanh(0, x)) on the "
+            "objective's path")
 
 
 #: Early stopping of default-length renders: every ``PLATEAU_WINDOW`` steps from ``PLATEAU_MIN`` on, stop when the
@@ -285,3 +329,36 @@ def _progress(total: int, enabled: bool):
     from luminate.progress import bar
 
     return bar(total, "render", enabled=enabled)
+
+
+#: The parameterizations ``luminate render --param`` offers.
+PARAMETERIZATIONS = ("fourier", "maco", "pixel")
+
+
+def parameterization(name: str, size: int | tuple[int, int], batch: int = 1,
+                     channels: int = 3) -> tuple[Parameterization, list[Transform] | None, float]:
+    """``(param, transforms, lr)`` for a parameterization by name: ``"fourier"`` (Lucid's ``param.image``, render's
+    default transforms, Adam 0.05), ``"maco"`` (:func:`~luminate.param.maco`,
+    :func:`~luminate.transforms.maco_transforms`, :data:`~luminate.param.MACO_LR`) or ``"pixel"``
+    (``param.image(fft=False, decorrelate=True)``, render's default transforms, 0.05).
+
+    It lives here, above ``param`` and ``transforms``, because it pairs one of each. ``transforms`` is ``None`` where
+    ``render``'s default applies. ``channels``: the
+    model's input channels (``fourier`` and ``pixel`` make that many, each through a sigmoid; MACO is RGB only).
+    """
+    rgb = channels if channels and channels != 3 else None  # 0: a text model, refused by render itself
+    if name == "maco" and rgb is not None:
+        raise ValueError(f"--param maco makes RGB images, and this model takes {channels} channels: use --param "
+                         "fourier or pixel")
+    if name == "maco":
+        return maco(size, batch=batch), maco_transforms(), MACO_LR
+    if name == "fourier":
+        return image(*_width_height(size), batch=batch, channels=rgb), None, 0.05
+    if name == "pixel":
+        return image(*_width_height(size), batch=batch, fft=False, channels=rgb), None, 0.05
+    raise ValueError(f"unknown parameterization {name!r}; choose one of {', '.join(PARAMETERIZATIONS)}")
+
+
+def _width_height(size: int | tuple[int, int]) -> tuple[int, int]:
+    h, w = as_size(size)
+    return w, h

@@ -1,4 +1,4 @@
-"""How Luminate shares the CPU: OpenMP waiting, thread counts, busy-machine notices, tiny test runs.
+"""How Luminate shares the CPU: OpenMP waiting, thread counts, busy-machine notices, interrupts.
 
 PyTorch's CPU kernels run on OpenMP threads. By default a thread that runs out of work *spins* for a while
 before sleeping; when more threads want the CPU than there are cores (two renders at once, a render beside
@@ -23,9 +23,6 @@ import os
 import sys
 import threading
 import warnings
-
-#: Steps every optimization is capped at when ``LUMINATE_TINY`` is set (README tests, smoke runs).
-TINY_STEPS = 2
 
 _WAIT_POLICY = "OMP_WAIT_POLICY"
 
@@ -141,12 +138,3 @@ def interrupted() -> bool:
     event = _INTERRUPT.get()
     return event is not None and event.is_set()
 
-
-def tiny() -> bool:
-    """Whether ``LUMINATE_TINY`` asks for smoke-test sized runs (any value but empty or ``0``)."""
-    return os.environ.get("LUMINATE_TINY", "") not in ("", "0")
-
-
-def budget_steps(steps: int) -> int:
-    """``steps``, capped at :data:`TINY_STEPS` when :func:`tiny` (README tests run every example this way)."""
-    return min(int(steps), TINY_STEPS) if tiny() else int(steps)

@@ -23,6 +23,35 @@ def _luminate_cache(tmp_path_factory):
         yield
 
 
+#: Steps every optimization of a smoke test takes: README, notebook and command-line tests pass them explicitly
+#: (there is no test switch in the library; cache keys record the steps that ran).
+TINY_STEPS = 2
+
+
+def steps_flags(argv: list[str], steps: int = TINY_STEPS) -> list[str]:
+    """``argv`` of a ``luminate`` command with every step-count option its subcommand has (``--steps``,
+    ``--icon-steps``, ...; read from the argparse subparser) set to ``steps``, appended so that they win."""
+    from luminate.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    words = [w for w in argv if not w.startswith("-")]
+    sub = commands.get(words[0]) if words else None
+    if sub is None:
+        return list(argv)
+    extra = []
+    for action in sub._actions:
+        if action.dest.endswith("steps") and action.option_strings and action.type is int:
+            extra += [action.option_strings[-1], str(steps)]
+    return list(argv) + extra
+
+
+@pytest.fixture(scope="session")
+def tiny_steps():
+    """``tiny_steps(argv)``: the command's arguments with every step-count flag at :data:`TINY_STEPS`."""
+    return steps_flags
+
+
 def _sample(name: str) -> str:
     import sklearn.datasets
 

@@ -1,5 +1,6 @@
 """Imports point one way: images, cache, models -> activations -> objectives/param/transforms -> render ->
-analysis/atlas/recipes -> views -> cli. A module never imports from a layer above its own, and views only draw."""
+data -> units, analysis -> atlas/microscope/features/circuits/text -> views -> serve/cli. A module never imports from
+a layer above its own, views only draw, and no package imports another's private names."""
 
 import ast
 from pathlib import Path
@@ -12,9 +13,10 @@ RANKS = [
     ("luminate.activations", 2), ("luminate.overrides", 2), ("luminate.fold", 2),
     ("luminate.objectives", 3), ("luminate.param", 3), ("luminate.transforms", 3), ("luminate.priors", 3),
     ("luminate.render", 4), ("luminate.dream", 4),
-    ("luminate.recipes", 5), ("luminate.analysis", 5), ("luminate.atlas", 5), ("luminate.microscope", 5), ("luminate.text", 5),
-    ("luminate.features", 5),
-    ("luminate.parallel", 5), ("luminate.lucid", 5),
+    ("luminate.recipes", 5), ("luminate.analysis", 5), ("luminate.atlas", 5), ("luminate.microscope", 5),
+    ("luminate.text", 5), ("luminate.features", 5), ("luminate.circuits", 5),
+    ("luminate.parallel", 5), ("luminate.lucid", 5), ("luminate.lucent", 5), ("luminate.data", 5),
+    ("luminate.units", 5),
     ("luminate.views", 6),
     ("luminate.cli", 7), ("luminate.__main__", 7), ("luminate.serve", 7),
 ]
@@ -124,27 +126,23 @@ def test_views_only_draw():
     assert not violations, "\n".join(violations)
 
 
-#: Inside the analysis / atlas / microscope floor (layer 5) a finer order, lowest first: attribution targets and what
-#: Captum lacks, then the analyses, then the atlas and recipes, then the Microscope, features and the process runner,
-#: then the Lucid shim. Checked for module-level imports (an import inside a function is a deliberate late binding).
+#: Inside the pipeline floor (layer 5) a finer order, lowest first: the data package (inputs, store, passes),
+#: attribution targets and what Captum lacks; then units (directions rendered one way, examples) and the analyses;
+#: then the atlas and recipes; then the Microscope, features, circuits, the text Microscope and the process runner;
+#: then the Lucid and Lucent shims. Checked for module-level imports (an import inside a function is a deliberate
+#: late binding).
 FLOOR_RANKS = [
-    ("luminate.analysis.targets", 0), ("luminate.analysis.lucid_attribution", 0),
-    ("luminate.analysis", 1),
+    ("luminate.data", 0), ("luminate.analysis.targets", 0), ("luminate.analysis.lucid_attribution", 0),
+    ("luminate.units", 1), ("luminate.analysis", 1),
     ("luminate.atlas", 2), ("luminate.recipes", 2),
-    ("luminate.microscope", 3), ("luminate.features", 3), ("luminate.parallel", 3),
-    ("luminate.lucid", 4),
+    ("luminate.microscope", 3), ("luminate.features", 3), ("luminate.circuits", 3), ("luminate.text", 3),
+    ("luminate.parallel", 3),
+    ("luminate.lucid", 4), ("luminate.lucent", 4),
 ]
 
 #: Private names one package imports from another, each with its reason. Keep it small: give the name a public
 #: spelling instead of adding to it.
-PRIVATE_IMPORTS_ALLOWED = {
-    # the atlas store's internals shared with the Microscope and the process runner until the store becomes its
-    # own leaf package (issue 16, step 2: not done yet)
-    "luminate.microscope.collect imports luminate.atlas.collect._LayerSpec",
-    "luminate.microscope.collect imports luminate.atlas.collect._output_width",
-    "luminate.parallel imports luminate.atlas.collect._LayerSpec",
-    "luminate.parallel imports luminate.atlas.imageset._Prepared",
-}
+PRIVATE_IMPORTS_ALLOWED: set[str] = set()
 
 
 def floor_rank(module: str) -> int | None:
@@ -195,3 +193,31 @@ def test_no_private_names_across_packages():
     assert not found - PRIVATE_IMPORTS_ALLOWED, "\n".join(sorted(found - PRIVATE_IMPORTS_ALLOWED))
     stale = PRIVATE_IMPORTS_ALLOWED - found
     assert not stale, f"allowed but no longer imported (remove from the list): {sorted(stale)}"
+
+
+def test_the_new_floors_are_checked():
+    """Every subpackage (data, units, circuits, lucent as they come) has a layer and a place in the pipeline floor,
+    and the private-import allowlist stays empty."""
+    for package in ("luminate.data", "luminate.units", "luminate.circuits", "luminate.lucent", "luminate.text"):
+        assert rank(package) == 5 and floor_rank(package) is not None, package
+    assert floor_rank("luminate.data.store") < floor_rank("luminate.units.render") < floor_rank("luminate.atlas.icons")
+    assert floor_rank("luminate.units.examples") < floor_rank("luminate.microscope.site")
+    for path in ROOT.iterdir():
+        if path.is_dir() and (path / "__init__.py").is_file():
+            assert rank(f"luminate.{path.name}") is not None, f"luminate.{path.name} has no layer in RANKS"
+    assert not PRIVATE_IMPORTS_ALLOWED
+
+
+def test_pipelines_resolve_after_a_bare_import():
+    """``import luminate`` then ``luminate.features`` (and the other pipelines) resolve lazily; unknown names raise
+    AttributeError."""
+    import subprocess
+    import sys
+
+    code = ("import luminate, sys\n"
+            "for name in ('features', 'microscope', 'text', 'serve', 'data', 'units', 'atlas', 'analysis'):\n"
+            "    assert getattr(luminate, name).__name__ == 'luminate.' + name, name\n"
+            "assert callable(luminate.features.learn)\n"
+            "try:\n    luminate.no_such_pipeline\nexcept AttributeError:\n    pass\nelse:\n    sys.exit('no error')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr

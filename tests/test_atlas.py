@@ -89,13 +89,15 @@ def test_atlas_cli_writes_a_self_contained_page_and_png(store, tmp_path):
 
 def test_icon_cache_hit_renders_nothing(lite0, store, tmp_path, monkeypatch):
     calls = []
-    real = icons_module.render
+    from luminate.units import render as units_render
+
+    real = units_render.render
 
     def counting(model, objective, param=None, **kwargs):
         calls.append(param.batch)
         return real(model, objective, param=param, **kwargs)
 
-    monkeypatch.setattr(icons_module, "render", counting)
+    monkeypatch.setattr(units_render, "render", counting)
     dirs = torch.from_numpy(store.activations(LAYER)[:5].copy())
     cache = tmp_path / "cache"
     first = render_icons(lite0, LAYER, dirs, size=32, steps=2, batch_size=4, cache_dir=cache, progress=False)

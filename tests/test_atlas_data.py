@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from luminate import atlas
-from luminate.atlas.imageset import image_loader
-from luminate.atlas.store import StoreWriter, file_sha256
+from luminate.data.inputs import image_loader
+from luminate.data.store import StoreWriter, file_sha256
 from luminate.images import UnreadableImageError
 
 collect_module = sys.modules["luminate.atlas.collect"]
@@ -189,7 +189,7 @@ def test_other_settings_are_refused_then_overwritten(lite0, tmp_path, image_dir,
     small = tmp_path / "small"
     first = atlas.collect(lite0, paths, LAYER, small, attribution=False, progress=False, num_workers=0)
     assert len(first) == 2 and first.settings["seed"] == 0
-    with caplog.at_level(logging.WARNING, logger="luminate.atlas"):
+    with caplog.at_level(logging.WARNING, logger="luminate.data"):
         second = atlas.collect(lite0, paths, LAYER, small, seed=5, attribution=False, progress=False,
                                num_workers=0, overwrite=True)
     assert second.settings["seed"] == 5 and len(second) == 2
@@ -316,7 +316,7 @@ def test_store_detects_damage_and_cleans_uncommitted_work(tmp_path):
     # leftovers of a killed writer: an unlisted shard folder and a temporary folder of a dead process
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale_tmp = path / "shards" / f".tmp-00007-{sys.modules['luminate.atlas.store']._host()}-{dead.pid}"
+    stale_tmp = path / "shards" / f".tmp-00007-{sys.modules['luminate.data.store']._host()}-{dead.pid}"
     stale_tmp.mkdir()
     (path / "shards" / "00005").mkdir()
     StoreWriter(path, {**store.manifest, "shards": []}, store.image_names())

@@ -14,6 +14,7 @@ from luminate.analysis.grid import Minibatch, activation_grid, direction_scores
 from luminate.analysis.groups import explain_groups, group_icons
 from luminate.analysis.perception import default_layers, layer_by_layer
 from luminate.images import load_image
+from luminate.units import render as units_render
 
 
 class _Rendered:
@@ -27,13 +28,13 @@ class _Rendered:
 def render_calls(monkeypatch):
     """Count the renders the sprite cache makes (their batch sizes); the renders are real."""
     calls = []
-    real = sprites.render
+    real = units_render.render
 
     def counting(model, objective, param, **kw):
         calls.append(param.batch)
         return real(model, objective, param, **kw)
 
-    monkeypatch.setattr(sprites, "render", counting)
+    monkeypatch.setattr(units_render, "render", counting)
     return calls
 
 
@@ -46,7 +47,7 @@ def fake_render(monkeypatch):
         calls.append(param.batch)
         return _Rendered(torch.rand(param.batch, 3, *param.size, generator=torch.Generator().manual_seed(len(calls))))
 
-    monkeypatch.setattr(sprites, "render", fake)
+    monkeypatch.setattr(units_render, "render", fake)
     return calls
 
 
@@ -70,9 +71,9 @@ def test_sprite_cache_renders_only_missing_channels(lite0, tmp_path, render_call
     assert render_calls == [3, 2], "only the two missing channels are rendered"
     assert torch.equal(more[3], first[3])
 
-    (png,) = tmp_path.rglob("*.png")
-    index = json.loads(png.with_suffix(".json").read_text())
-    assert index["present"] == [0, 3, 5, 7, 9] and index["settings"]["layer"] == "blocks.2"
+    indexes = [json.loads(png.with_suffix(".json").read_text()) for png in tmp_path.rglob("*.png")]
+    assert sorted(i["settings"]["name"] for i in indexes) == [f"unit {c}" for c in (0, 3, 5, 7, 9)]
+    assert all(i["present"] == [0] and i["settings"]["layer"] == "blocks.2" for i in indexes)
 
 
 def test_sprite_cache_misses_on_new_settings_or_weights(lite0, tmp_path, render_calls):

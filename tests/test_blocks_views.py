@@ -144,6 +144,25 @@ def test_cli_bad_class_name_exits_2(flower_path, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_one_way_to_choose_the_attribution_method(flower_path, tmp_path, capsys):
+    """``--method`` is the one flag (``--linear`` says what replaced it); ExplainSettings checks the name."""
+    from luminate.cli import main
+
+    out = tmp_path / "x.html"
+    for command in ("attribute", "explain"):
+        with pytest.raises(SystemExit) as exited:
+            main([command, "efficientnet_lite0", flower_path, "--linear", "-o", str(out), "--quiet"])
+        assert exited.value.code == 2
+        assert "--linear was removed: use --method layer_gradient_x_activation" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exited:
+            main([command, "efficientnet_lite0", flower_path, "--method", "ig", "-o", str(out), "--quiet"])
+        assert exited.value.code == 2 and "valid methods: saliency" in capsys.readouterr().err
+    assert not out.exists()
+    assert E.ExplainSettings(method="Layer-Gradient-X-Activation").method == "layer_gradient_x_activation"
+    with pytest.raises(ValueError, match="valid methods"):
+        E.ExplainSettings(method="linear")
+
+
 def test_cli_help_lists_the_commands(capsys):
     from luminate.cli import build_parser
 

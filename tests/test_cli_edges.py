@@ -212,10 +212,6 @@ def test_thread_policy_helpers(monkeypatch):
     assert runtime.busy_notice(cores=2, load=0.5) is None
     notice = runtime.busy_notice(cores=2, load=3.0)
     assert "busy" in notice and "load 3.0 on 2 cores" in notice
-    monkeypatch.setenv("LUMINATE_TINY", "1")
-    assert runtime.budget_steps(512) == runtime.TINY_STEPS
-    monkeypatch.setenv("LUMINATE_TINY", "0")
-    assert runtime.budget_steps(512) == 512
     before = torch.get_num_threads()
     try:
         assert runtime.share_cpu(threads=1) == 1 and torch.get_num_threads() == 1
@@ -238,17 +234,18 @@ def test_importing_luminate_writes_no_environment_but_the_command_line_waits_pas
     assert out.split()[-1] == "ACTIVE"
 
 
-def test_tiny_mode_caps_every_render(monkeypatch):
+def test_renders_take_the_steps_asked_for_whatever_the_environment(monkeypatch):
+    """No test switch in the library: the old LUMINATE_TINY variable changes nothing (tests pass steps)."""
     from luminate.models import wrap
     from luminate.render import render
 
     net = wrap(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), 16, value_range=(0, 1))
     monkeypatch.setenv("LUMINATE_TINY", "1")
-    result = render(net, "0:1", steps=50, thresholds=[10, 50], size=16, progress=False)
-    assert len(result.history) == runtime.TINY_STEPS and result.thresholds == [runtime.TINY_STEPS]
+    result = render(net, "0:1", steps=5, thresholds=[3, 5], size=16, progress=False)
+    assert len(result.history) == 5 and result.thresholds == [3, 5] and result.settings["steps"] == 5
 
 
-def test_tiny_mode_caps_every_steps_flag(monkeypatch, tmp_path):
+def test_the_tiny_steps_fixture_sets_every_steps_flag(monkeypatch, tmp_path, tiny_steps):
     seen = {}
 
     def fake_attribute(args):
@@ -256,10 +253,12 @@ def test_tiny_mode_caps_every_steps_flag(monkeypatch, tmp_path):
         return 0
 
     monkeypatch.setattr("luminate.cli.blocks.run_attribute", fake_attribute)
-    monkeypatch.setenv("LUMINATE_TINY", "1")
+    assert main(tiny_steps(["attribute", "efficientnet_lite0", "flower.jpg", "--steps", "64", "--quiet",
+                            "-o", str(tmp_path / "a.html")])) == 0
+    assert seen == {"steps": 2, "icon_steps": 2}
     assert main(["attribute", "efficientnet_lite0", "flower.jpg", "--steps", "64", "--quiet",
                  "-o", str(tmp_path / "a.html")]) == 0
-    assert seen == {"steps": runtime.TINY_STEPS, "icon_steps": runtime.TINY_STEPS}
+    assert seen["steps"] == 64, "without the fixture a command takes the steps it is given"
 
 
 def test_the_interrupt_is_an_event_of_its_own_context():

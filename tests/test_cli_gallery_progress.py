@@ -59,7 +59,6 @@ def test_gallery_objectives_paste_into_render_and_sheets_fill(lite0, tmp_path, m
     from luminate.recipes import gallery
     from luminate.views.gallery import write_gallery
 
-    monkeypatch.setenv("LUMINATE_TINY", "1")
     experiments = gallery(lite0, steps=2, size=32, progress=False)
     pasted = [o for e in experiments for o in e.objectives if o]
     assert len(pasted) >= 12

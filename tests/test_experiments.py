@@ -108,11 +108,11 @@ def test_atlas_patches_end_to_end_and_a_rerun_optimizes_nothing(tmp_path):
     assert gains == sorted(gains, reverse=True) and gains[0] == pytest.approx(float(np.nanmax(report.gains)))
     assert report.n_source == 10 and [r.size for r in report.by_size] == [0.25, 0.375]
     assert report.best.rate.trials == 10 * 9 and re.fullmatch(r"flip rate: patch \d+%, control \d+%", report.line())
-    cached = sorted(p.name for p in (tmp_path / "work" / "patches").iterdir())
-    assert len(cached) == 2  # the class visualization and the refined patch
+    cached = sorted(p.name for p in (tmp_path / "work" / "patches").rglob("*.png"))
+    assert len(cached) == 2  # the class visualization and the refined patch, in the render cache's format
     again = patches.atlas_patches(model, images, "plain", "target", **kwargs)
     assert torch.equal(again.best.patch, report.best.patch)
-    assert sorted(p.name for p in (tmp_path / "work" / "patches").iterdir()) == cached
+    assert sorted(p.name for p in (tmp_path / "work" / "patches").rglob("*.png")) == cached
 
     from luminate.views.patch import patch_html
 
@@ -246,19 +246,18 @@ def test_experiment_commands_document_every_flag():
                 assert action.help, f"luminate {name} {action.option_strings[0]} has no help"
 
 
-def test_dream_command_keeps_the_size_and_makes_a_sheet(tmp_path, china_path, monkeypatch):
+def test_dream_command_keeps_the_size_and_makes_a_sheet(tmp_path, china_path, tiny_steps):
     from PIL import Image
 
     from luminate.cli import main
 
-    monkeypatch.setenv("LUMINATE_TINY", "1")
     photo = tmp_path / "wide.jpg"
     Image.open(china_path).resize((150, 96)).save(photo)
-    assert main(["dream", "efficientnet_lite0", str(photo), "--layer", "blocks.4", "--octaves", "2", "--tile", "64",
-                 "-o", str(tmp_path / "d.png"), "--quiet"]) == 0
+    assert main(tiny_steps(["dream", "efficientnet_lite0", str(photo), "--layer", "blocks.4", "--octaves", "2",
+                            "--tile", "64", "-o", str(tmp_path / "d.png"), "--quiet"])) == 0
     assert Image.open(tmp_path / "d.png").size == (150, 96)
-    assert main(["dream", "efficientnet_lite0", str(photo), "--layers", "blocks.2", "blocks.4", "--octaves", "1",
-                 "-o", str(tmp_path / "sheet.png"), "--quiet"]) == 0
+    assert main(tiny_steps(["dream", "efficientnet_lite0", str(photo), "--layers", "blocks.2", "blocks.4",
+                            "--octaves", "1", "-o", str(tmp_path / "sheet.png"), "--quiet"])) == 0
     assert Image.open(tmp_path / "sheet.png").size[0] > 3 * 150 * 320 / 96 * 0.9  # photo + 2 dreams at 320 px high
 
 

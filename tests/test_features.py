@@ -38,8 +38,8 @@ def test_planted_sparse_dictionary_is_recovered():
     # 24 planted directions in 16 dimensions (overcomplete), 3 active per row; a dictionary twice as wide finds
     # every one of them (an exactly sized one can merge two planted directions into one code: a local minimum)
     x, truth = planted()
-    sae = train_sae(lambda r: x[torch.from_numpy(r)], len(x), 16, 48, 3, steps=1500, batch_size=256, lr=4e-3,
-                    seed=1, mean=x.mean(0), scale=1.0, progress=False)
+    sae = train_sae(lambda r: x[torch.from_numpy(r)], len(x), 16, n_features=48, k=3, steps=1500, batch_size=256,
+                    lr=4e-3, seed=1, mean=x.mean(0), scale=1.0, progress=False)
     _, _, cos = features.match_directions(truth, sae.W_dec.detach().t())
     assert cos.min() >= 0.95, np.sort(cos)[:5]
     with torch.no_grad():
@@ -59,8 +59,8 @@ x, _ = planted(4000)
 def rows(r):
     time.sleep(0.01)   # slow enough to be killed mid-run
     return x[torch.from_numpy(r)]
-train_sae(rows, len(x), 16, 24, 3, steps=300, batch_size=128, seed=3, mean=x.mean(0), checkpoint={path!r},
-          checkpoint_every=20, key="k", progress=False)
+train_sae(rows, len(x), 16, n_features=24, k=3, steps=300, batch_size=128, seed=3, mean=x.mean(0),
+          checkpoint={path!r}, checkpoint_every=20, key="k", progress=False)
 print("finished")
 """
 
@@ -83,11 +83,13 @@ def test_training_resumes_after_sigkill_to_the_same_dictionary(tmp_path):
     assert 0 < step < 300
     read = lambda r: x[torch.from_numpy(r)]  # noqa: E731
     options = dict(steps=300, batch_size=128, seed=3, mean=x.mean(0), progress=False)
-    resumed = train_sae(read, len(x), 16, 24, 3, checkpoint=checkpoint, checkpoint_every=20, key="k", **options)
-    straight = train_sae(read, len(x), 16, 24, 3, **options)
+    resumed = train_sae(read, len(x), 16, n_features=24, k=3, checkpoint=checkpoint, checkpoint_every=20, key="k",
+                        **options)
+    straight = train_sae(read, len(x), 16, n_features=24, k=3, **options)
     for name, value in straight.state_dict().items():
         assert torch.allclose(resumed.state_dict()[name], value, atol=1e-6, rtol=1e-5), name
-    again = train_sae(read, len(x), 16, 24, 3, checkpoint=checkpoint, checkpoint_every=20, key="other", **options)
+    again = train_sae(read, len(x), 16, n_features=24, k=3, checkpoint=checkpoint, checkpoint_every=20, key="other",
+                      **options)
     assert torch.allclose(again.W_dec, straight.W_dec, atol=1e-6)     # another key ignores the checkpoint
 
 
@@ -133,7 +135,7 @@ def site(tiny, photos, tmp_path_factory):
 
 
 def test_site_examples_agree_with_the_saved_dictionary(site, tiny, photos):
-    from luminate.atlas.imageset import image_set
+    from luminate.data.inputs import image_set
 
     d = features.load(site.path, LAYER, model=tiny)
     assert d.directions.shape == (12, 8) and torch.allclose(d.directions.norm(dim=1), torch.ones(12), atol=1e-5)

@@ -88,3 +88,30 @@ def test_lucid_meanings(model):
         param.lowres_tensor((1, 8, 8, 3), (1, 2, 2, 3), offset=True)
     with pytest.raises(ValueError, match="NHWC"):
         param.fft_image((32, 32, 3))
+
+
+def test_parameterization_expressions_of_lucid_notebooks(model):
+    """Sums, differences, products with numbers and Python's sum() (which starts from 0) of raw parameterizations,
+    squashed once by to_valid_rgb, as Lucid's aligned-interpolation and neuron-interaction notebooks write them."""
+    def interpolate_param_f():
+        unique = param.fft_image((2, 32, 32, 3))
+        shared = [param.lowres_tensor((2, 32, 32, 3), (1, 32 // 2, 32 // 2, 3)),
+                  param.lowres_tensor((2, 32, 32, 3), (2, 32 // 4, 32 // 4, 3))]
+        return param.to_valid_rgb(unique + sum(shared), decorrelate=True)
+
+    p = interpolate_param_f()
+    assert p().shape == (2, 3, 32, 32) and len(list(p.parameters())) == 3
+    a, b = param.fft_image((1, 16, 16, 3)), param.lowres_tensor((1, 16, 16, 3), (1, 4, 4, 3))
+    with torch.no_grad():
+        for part in (a.raw, b.raw):
+            for t in part.parameters():
+                t.normal_(0, 1)
+        ra, rb = a.raw(), b.raw()
+        for expression, want in ((a + b, ra + rb), (a - b, ra - rb), (-a, -ra), (0.7 * a + b * 0.5, 0.7 * ra + 0.5 * rb),
+                                 (a / 4, ra / 4), (sum([a, b]), ra + rb), (2 * a - 0.5 * sum([a, b]), 1.5 * ra - 0.5 * rb)):
+            assert isinstance(expression, param.RawParam)
+            assert torch.allclose(expression.raw(), want, atol=1e-6)
+    out = render.render_vis(model, "mixed3a:3", interpolate_param_f, thresholds=(1,), verbose=False)
+    assert out[0].shape == (2, 32, 32, 3)
+    with pytest.raises(TypeError):
+        a + "not an image"

@@ -6,7 +6,8 @@ import torch
 
 from luminate import param
 from luminate.param.color import decorrelate_color_inverse
-from luminate.param.maco import PRIOR_PATH, as_magnitude, natural_magnitude, parameterization
+from luminate.param.maco import PRIOR_PATH, as_magnitude, natural_magnitude
+from luminate.render import parameterization
 from luminate.render import render
 from luminate.transforms import compose, maco_transforms
 

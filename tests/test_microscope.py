@@ -49,7 +49,7 @@ def photos(tmp_path_factory):
 
 def brute_force(model, folder, layer):
     """Every readable image's maximum per unit and its position, computed directly: ([N, C], [N, C], names)."""
-    from luminate.atlas.imageset import image_set
+    from luminate.data.inputs import image_set
 
     images = image_set(folder)
     values, where, names = [], [], []
@@ -224,8 +224,12 @@ def test_ray_matches_in_process_and_survives_a_killed_worker(ray_local, tiny, ph
     # a worker that dies mid-task is replaced and the task retried; the driver then finds every shard done
     out = tmp_path / "flaky"
     collect_examples(tiny, photos, LAYER, out, shards=[], **common)   # creates the stores only
-    tasks = [(str(tmp_path / f"died-{k}"), tiny, str(photos), [LAYER], str(out), {LAYER: [1, 2]}, 4, 4, 13, 256, k)
-             for k in range(2)]
+    from luminate.data import PassSettings
+    from luminate.microscope import ExamplesSettings
+
+    task = (ExamplesSettings(top_k=4, shard_images=13), {LAYER: [1, 2]}, {LAYER: [1, 2]},
+            PassSettings(batch_size=4, num_workers=0, progress=False))
+    tasks = [(str(tmp_path / f"died-{k}"), tiny, str(photos), [LAYER], str(out), *task, k) for k in range(2)]
     assert run_tasks(flaky_collect, tasks, ray="local", max_retries=2, progress=False) == [0, 1]
     assert all((tmp_path / f"died-{k}").exists() for k in range(2))
     seen = []

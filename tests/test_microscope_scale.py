@@ -19,7 +19,7 @@ from torch import nn
 
 from luminate import microscope, models
 from luminate.atlas import demo_images
-from luminate.atlas.store import ActivationStore
+from luminate.data.store import ActivationStore
 from luminate.microscope.circuits import connection_matrix, linear_weight
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -76,7 +76,7 @@ def test_a_site_with_other_settings_is_replaced_out_loud(tiny, photos, tmp_path,
     site = tmp_path / "site"
     microscope.collect_examples(tiny, photos, "1", site, units="0:2", progress=False, num_workers=0)
     assert microscope.layers(site) == [("1", 8)]
-    with caplog.at_level(logging.WARNING, logger="luminate.atlas"):
+    with caplog.at_level(logging.WARNING, logger="luminate.data"):
         microscope.collect_examples(tiny, photos, LAYER, site, units="0:2", progress=False, num_workers=0)
     assert "replacing the store" in caplog.text and "layers" in caplog.text
     assert microscope.layers(site) == [(LAYER, 6)]           # the new run only, nothing of the old one mixed in
@@ -289,7 +289,7 @@ def test_ray_data_survives_a_killed_actor(photos, tmp_path):
                         title = (Path("/proc") / str(pid) / "cmdline").read_bytes()
                     except OSError:
                         continue
-                    if b"MapWorker" in title and b"PeakActor" in title:
+                    if b"MapWorker" in title and b"PassActor" in title:
                         os.kill(pid, signal.SIGKILL)
                         killed.append(pid)
                         return

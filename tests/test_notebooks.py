@@ -1,8 +1,8 @@
 """Every notebook in examples/ runs top to bottom, unedited, in a fresh kernel of this interpreter.
 
-The notebooks read ``LUMINATE_NOTEBOOK_STEPS`` in their parameter cell (here 2) and ``LUMINATE_TINY=1`` caps every
-optimization at 2 steps, so the whole set takes seconds of compute; most of the time is kernel start-up. The
-kernel is this very interpreter (a kernelspec written into a temporary ``JUPYTER_PATH``), so a fresh
+The notebooks read ``LUMINATE_NOTEBOOK_STEPS`` in their parameter cell (here 2) and pass it to every optimization
+(there is no test switch in the library), so the whole set takes seconds of compute; most of the time is kernel
+start-up. The kernel is this very interpreter (a kernelspec written into a temporary ``JUPYTER_PATH``), so a fresh
 ``bash scripts/test.sh`` venv needs no ``ipykernel install``.
 """
 
@@ -49,7 +49,6 @@ def test_notebook_runs(path, kernel_env, tmp_path, monkeypatch):
 
     monkeypatch.setenv("JUPYTER_PATH", str(kernel_env))
     monkeypatch.setenv("LUMINATE_NOTEBOOK_STEPS", "2")
-    monkeypatch.setenv("LUMINATE_TINY", "1")
     monkeypatch.setenv("LUMINATE_CACHE", str(tmp_path / "cache"))  # tiny renders never reach the user's cache
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")

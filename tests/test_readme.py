@@ -1,8 +1,15 @@
 """Every shell command and Python snippet of README.md, executed at tiny sizes (conventions:
-docs/dev/readme-tests.md). Section tests are slow; the fast tests check the README's shape."""
+docs/dev/readme-tests.md). Section tests are slow; the fast tests check the README's shape.
+
+Tiny sizes come from here, not from the library (which has no test switch): a ``luminate`` command gets every
+step-count flag its subcommand has set to 2 (``steps_flags`` in conftest.py), and every call of a Luminate function in
+a Python block gets its step-count arguments (:data:`STEP_ARGUMENTS`, default or given) capped at 2."""
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
 import os
 import re
 import shlex
@@ -12,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -97,6 +105,64 @@ def command_words(command: str) -> list[list[str]]:
     return out
 
 
+#: the step-count arguments of Luminate functions that a README Python block's calls get capped
+STEP_ARGUMENTS = {"steps", "icon_steps", "class_steps", "refine_steps", "train_steps", "group_steps"}
+
+
+def tiny_call(function, steps: int = 2):
+    """``function`` if it is not Luminate's or takes no step count, else a wrapper that calls it with every
+    argument of :data:`STEP_ARGUMENTS` (given or default) at most ``steps``, and ``thresholds`` kept within them."""
+    if not (getattr(function, "__module__", None) or "").startswith("luminate"):
+        return function
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return function
+    names = [name for name in signature.parameters if name in STEP_ARGUMENTS]
+    if not names:
+        return function
+
+    @functools.wraps(function)
+    def capped(*args, **kwargs):
+        bound = signature.bind_partial(*args, **kwargs)
+        for name in names:
+            value = bound.arguments.get(name, signature.parameters[name].default)
+            if value is None or (isinstance(value, int) and value > steps):
+                bound.arguments[name] = steps
+        if bound.arguments.get("thresholds"):
+            last = bound.arguments.get("steps") or steps
+            bound.arguments["thresholds"] = sorted({min(int(t), last) for t in bound.arguments["thresholds"]})
+        return function(*bound.args, **bound.kwargs)
+
+    return capped
+
+
+class _TinyCalls(ast.NodeTransformer):
+    """Every call ``f(...)`` becomes ``__tiny__(f)(...)``."""
+
+    def visit_Call(self, node: ast.Call) -> ast.Call:
+        self.generic_visit(node)
+        wrapped = ast.Call(func=ast.Name("__tiny__", ast.Load()), args=[node.func], keywords=[])
+        return ast.copy_location(ast.Call(func=wrapped, args=node.args, keywords=node.keywords), node)
+
+
+def tiny_code(code: str, filename: str):
+    """``code`` compiled with every call going through :func:`tiny_call`."""
+    tree = ast.fix_missing_locations(_TinyCalls().visit(ast.parse(code, filename)))
+    return compile(tree, filename, "exec")
+
+
+def tiny_command(command: str, steps_flags) -> str:
+    """A shell command with every plain ``luminate ...`` part of an ``&&`` chain given its subcommand's step flags."""
+    parts = []
+    for part in command.split("&&"):
+        words = shlex.split(part, comments=True) if not re.search(r"[|;<>$`]", part) else []
+        if words and Path(words[0]).name == "luminate":
+            part = f" {shlex.join(words[:1] + steps_flags(words[1:]))} "
+        parts.append(part)
+    return "&&".join(parts).strip()
+
+
 BLOCKS = parse_readme(README.read_text(encoding="utf-8"))
 SECTIONS = list(dict.fromkeys(b.section for b in BLOCKS if b.runnable))
 
@@ -119,6 +185,19 @@ def test_parser_reads_markers_chains_and_continuations():
     assert luminate_argv('.venv/bin/luminate render m "-blocks.9:7"  # x') == ["render", "m", "-blocks.9:7"]
     assert luminate_argv("luminate layers m | head") is None and luminate_argv("python -c 1") is None
     assert shell_commands(blocks[1].code) == [".venv/bin/luminate layers m  # tail", "luminate render m    blocks.9:7"]
+
+
+def test_tiny_sizes_come_from_the_harness(tiny_steps):
+    def optimize(x, steps=512, thresholds=None, icon_steps=None, n_steps=50):
+        return steps, thresholds, icon_steps, n_steps
+
+    optimize.__module__ = "luminate.example"
+    assert tiny_call(optimize)(1) == (2, None, 2, 50)
+    assert tiny_call(optimize)(1, steps=1, thresholds=[0, 100]) == (1, [0, 1], 2, 50)
+    assert tiny_call(print) is print and tiny_call(len) is len
+    command = tiny_command("mkdir -p m && luminate sanity efficientnet_lite0 m --units 0:4  # a note", tiny_steps)
+    assert command == "mkdir -p m && luminate sanity efficientnet_lite0 m --units 0:4 --steps 2"
+    assert tiny_command("luminate layers m | head", tiny_steps) == "luminate layers m | head"
 
 
 def test_readme_says_how_to_run_luminate_after_setup():
@@ -170,14 +249,14 @@ class Workspace:
 
     folder: Path
     env: dict
-    namespace: dict = field(default_factory=lambda: {"__name__": "__readme__"})
+    steps_flags: Callable[[list[str]], list[str]]
+    namespace: dict = field(default_factory=lambda: {"__name__": "__readme__", "__tiny__": tiny_call})
     done: set = field(default_factory=set)
     ran: set = field(default_factory=set)  # luminate commands already run (a repeat would redo the same work)
 
     def run_section(self, section: str, monkeypatch) -> None:
         monkeypatch.chdir(self.folder)
-        for key in ("LUMINATE_TINY", "LUMINATE_CACHE"):
-            monkeypatch.setenv(key, self.env[key])
+        monkeypatch.setenv("LUMINATE_CACHE", self.env["LUMINATE_CACHE"])
         for block in BLOCKS:
             if block.section != section or not block.runnable:
                 continue
@@ -190,7 +269,7 @@ class Workspace:
                     self._shell(block, command)
 
     def _python(self, block: Block) -> None:
-        code = compile(block.code, f"README.md:{block.line}", "exec")
+        code = tiny_code(block.code, f"README.md:{block.line}")
         start = time.perf_counter()
         try:
             exec(code, self.namespace)
@@ -210,13 +289,13 @@ class Workspace:
             from luminate.cli import main
 
             try:
-                code = main(argv)
+                code = main(self.steps_flags(argv))
             except SystemExit as exc:  # argparse errors
                 code = exc.code
             assert code == 0, f"README.md:{block.line} ({block.section}): `{command}` exited {code} (output above)"
         else:
-            proc = subprocess.run(["bash", "-c", command], cwd=self.folder, env=self.env, capture_output=True,
-                                  text=True, timeout=COMMAND_TIMEOUT)
+            proc = subprocess.run(["bash", "-c", tiny_command(command, self.steps_flags)], cwd=self.folder,
+                                  env=self.env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
             assert proc.returncode == 0, (f"README.md:{block.line} ({block.section}): `{command}` exited "
                                           f"{proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n"
                                           f"{proc.stderr[-3000:]}")
@@ -233,7 +312,7 @@ def luminate_argv(command: str) -> list[str] | None:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Workspace:
+def workspace(tmp_path_factory, tiny_steps) -> Workspace:
     from luminate.images import sample_image_paths
 
     folder = tmp_path_factory.mktemp("readme")
@@ -241,11 +320,11 @@ def workspace(tmp_path_factory) -> Workspace:
         shutil.copy(photo, folder / photo.name)
     (folder / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
     bin_dir = str(Path(sys.executable).parent)
-    env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""), LUMINATE_TINY="1",
+    env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""),
                LUMINATE_CACHE=str(folder / ".cache"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                OMP_WAIT_POLICY="PASSIVE", MPLBACKEND="Agg")
     env.pop("VIRTUAL_ENV", None)
-    return Workspace(folder, env)
+    return Workspace(folder, env, tiny_steps)
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
-from luminate.atlas.store import ActivationStore, StoreDamagedError, StoreWriter
+from luminate.data.store import ActivationStore, StoreDamagedError, StoreWriter
 from luminate.cache import RenderCache, StorageError, storage_error
 from luminate.cli import build_parser, main
 from luminate.cli.checks import UsageError, check_ray, check_units, dash_hint
@@ -202,7 +202,7 @@ def test_finished_store_and_site_on_a_read_only_mount_read_fine(tmp_path):
         subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], check=True)
         writer = StoreWriter(ro, header, [f"dataset[{i}]" for i in range(18)])   # no lock needed: nothing to write
         assert writer.done() == {0, 1, 2} and len(ActivationStore(ro)) == 18
-        from luminate.microscope.site import site_lock
+        from luminate.data.store import site_lock
 
         with site_lock(ro):
             pass
@@ -218,7 +218,7 @@ def test_finished_store_and_site_on_a_read_only_mount_read_fine(tmp_path):
 
 
 def test_a_second_run_into_a_busy_site_is_refused_naming_the_process(tmp_path):
-    from luminate.microscope.site import SiteInUseError, site_lock
+    from luminate.data.store import SiteInUseError, site_lock
 
     site = tmp_path / "site"
     site.mkdir()

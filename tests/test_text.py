@@ -1,8 +1,5 @@
 """Text models: weight conversion, faithful numerics, windowing, unit search, bad input (luminate.text)."""
 
-import math
-import warnings
-
 import numpy as np
 import pytest
 import torch
@@ -269,6 +266,13 @@ def test_image_and_text_models_refuse_each_other(char_model, lite0):
         char_model(torch.rand(1, 3, 224, 224))
     with pytest.raises(NotAnImageModel, match="text model"):
         char_model.as_batch(torch.rand(1, 3, 32, 32))
+    # one honoured base: a text model is a BaseModel, not an image Model, and has no image steps at all
+    assert isinstance(char_model, models.BaseModel) and not isinstance(char_model, models.Model)
+    assert isinstance(lite0, models.BaseModel) and not hasattr(char_model, "preprocess")
+    with char_model.frozen():
+        assert not char_model.network.training
+    assert char_model.layer_info(char_model.default_layer()).channels > 0
+    assert len(char_model.weights_fingerprint()) == 16
 
 
 def test_a_sentence_encoder_is_not_a_language_model(minilm):

@@ -87,6 +87,28 @@ def test_a_site_of_other_texts_is_refused(site, tmp_path):
     assert main(["microscope", "char_rnn", str(other), "--layers", "rnn_1", "-o", str(site), "--quiet"]) == 2
 
 
+def test_a_store_from_before_layer_keys_is_replaced_out_loud(site, corpus, tmp_path, caplog):
+    """A text store written before folders were named by ``layer_key`` (no ``version`` in its manifest) is never
+    half-read: it is replaced, with a warning naming the difference, and gives the same contexts."""
+    import logging
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(site, old)
+    manifest = old / "data" / "text" / "manifest.json"
+    info = json.loads(manifest.read_text())
+    info.pop("version")
+    manifest.write_text(json.dumps(info))
+    (old / "data" / "text" / "rnn_1").rename(old / "data" / "text" / "rnn@1")   # what another naming left
+    with caplog.at_level(logging.WARNING, logger="luminate.text"):
+        assert main(["microscope", "char_rnn", str(corpus), "--layers", "rnn_1", "--units", "0:3", "--top", "3",
+                     "--shard-size", "3", "-o", str(old), "--quiet"]) == 0
+    assert "replacing the text Microscope store" in caplog.text and "version" in caplog.text
+    assert not (old / "data" / "text" / "rnn@1").exists()
+    assert json.loads(manifest.read_text())["version"] == 2
+    assert microscope.top_examples(old, "rnn_1", 1) == microscope.top_examples(site, "rnn_1", 1)
+
+
 def test_colouring():
     assert shade(0.0, 1.0) == "rgba(255,140,0,0.000)"
     assert shade(2.0, 1.0) == "rgba(255,140,0,1.000)"     # clipped

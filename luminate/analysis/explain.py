@@ -52,7 +52,7 @@ class AttributionMaps:
         channel: ``[K, C]`` attribution per channel (summed over positions).
         probabilities: ``[K]`` the model's softmax probability of each class.
         icons: ``{channel: [3, s, s]}`` feature visualizations of the channels shown (may be empty).
-        method: ``"integrated"`` or ``"linear"``.
+        method: the attribution method (a name of :data:`luminate.analysis.attribution.ATTRIBUTION_METHODS`).
     """
 
     image: torch.Tensor
@@ -63,7 +63,7 @@ class AttributionMaps:
     channel: torch.Tensor | None
     probabilities: torch.Tensor
     model_name: str
-    method: str = "integrated"
+    method: str = "layer_integrated_gradients"
     icons: dict[int, torch.Tensor] = field(default_factory=dict)
 
     def shown_channels(self, n: int = 3) -> list[int]:
@@ -95,51 +95,42 @@ class AttributionMaps:
 
 def attribution_maps(model: Model | str, image: ImageLike, layer: str,
                      classes: Sequence[ClassLike] | ClassLike | None = None, *, top: int = 3,
-                     integrated: bool = True, n_steps: int = A.N_STEPS, method: str | None = None) -> AttributionMaps:
-    """Spatial ``[K, h, w]`` and channel ``[K, C]`` attribution of ``classes`` at ``layer`` for one image.
+                     n_steps: int = A.N_STEPS, method: str = "layer_integrated_gradients") -> AttributionMaps:
+    """Spatial ``[K, h, w]`` and channel ``[K, C]`` attribution of ``classes`` for one image, by ``method`` (a name of
+    :data:`luminate.analysis.attribution.ATTRIBUTION_METHODS`; :func:`luminate.analysis.attribution.class_maps`).
 
-    ``method`` (any of :data:`luminate.analysis.attribution.ATTRIBUTION_METHODS`) replaces ``integrated``: pixel
-    methods map the image (8 x 8-pixel cells, no channel attribution), layer methods map ``layer``
-    (:func:`luminate.analysis.attribution.class_maps`).
+    Layer methods map ``layer``; pixel methods map the image (8 x 8-pixel cells, no channel attribution).
+    ``n_steps`` is the path length (or sample count) of the methods that have one.
 
-    ``integrated=True`` (default) uses integrated gradients in the layer's activation space from zero activation
-    (:func:`luminate.analysis.attribution.layer_integrated_gradients`, ``n_steps`` left Riemann steps), so each
-    class's attributions sum to about ``logit(image) - logit(zero activation)``. **Differs from Lucid's
-    AttrSpatial**, which used the linear approximation ``acts * grad`` (``integrated=False``): at EfficientNet's
-    residual block outputs (signed activations) the linear sum over channels comes out *negative* on the object
-    (measured on flower.jpg, ``daisy``, ``blocks.10``: mean -0.025 on the flower vs +0.001 elsewhere; ``blocks.12``:
-    -0.05 vs -0.02), while the integrated map is positive and concentrated on it (``blocks.10``: 0.06 vs 0.019;
-    ``blocks.12``: 0.26 vs 0.08). For layers that feed the logits linearly
-    (``head`` of EfficientNet, after the last ReLU6) both methods agree.
+    The default, ``"layer_integrated_gradients"``, integrates gradients in the layer's activation space from zero
+    activation (``n_steps`` left Riemann steps), so each class's attributions sum to about ``logit(image) -
+    logit(zero activation)``. **Differs from Lucid's AttrSpatial**, which used the linear approximation ``acts *
+    grad`` (``"layer_gradient_x_activation"``): at EfficientNet's residual block outputs (signed activations) the
+    linear sum over channels comes out *negative* on the object (measured on flower.jpg, ``daisy``, ``blocks.10``:
+    mean -0.025 on the flower vs +0.001 elsewhere; ``blocks.12``: -0.05 vs -0.02), while the integrated map is
+    positive and concentrated on it (``blocks.10``: 0.06 vs 0.019; ``blocks.12``: 0.26 vs 0.08). For layers that
+    feed the logits linearly (``head`` of EfficientNet, after the last ReLU6) both methods agree.
 
     ``image``: a path / PIL image / array (through ``model.preprocess``) or a ``[1, 3, H, W]`` tensor (as is).
     ``classes``: names or indices; ``None``: the ``top`` predicted classes.
     """
     model = as_model(model)
+    method = A.check_method(method)
     x = model.as_batch(image, single=True)
     indices = A.resolve_classes(model, classes, x, top)
-    batch = x.expand(len(indices), -1, -1, -1)
-    if method is not None:
-        method = A.check_method(method)
-        spatial, channel = A.class_maps(model, x, indices, method, layer, n_steps=n_steps)
-        with torch.no_grad():
-            probs = model(x).softmax(-1)[0, indices].cpu()
-        return AttributionMaps(image=x.detach().cpu(), layer=layer if method in A.LAYER_METHODS else "input",
-                               classes=[model.class_name(i) for i in indices], class_indices=indices,
-                               spatial=spatial, channel=channel, probabilities=probs, model_name=model.name,
-                               method=method)
-    if integrated:
-        attr = A.layer_integrated_gradients(model, batch, layer, target=indices, n_steps=n_steps)
-    else:
-        attr = A.layer_gradient_x_activation(model, batch, layer, target=indices)
-    if attr.ndim != 4:
-        raise ValueError(f"layer {layer!r} gives activations of shape {tuple(attr.shape[1:])}, not [C, h, w]; "
-                         "choose a convolutional layer (see `luminate layers MODEL`)")
+    spatial, channel = A.class_maps(model, x, indices, method, layer, n_steps=n_steps)
     with torch.no_grad():
         probs = model(x).softmax(-1)[0, indices].cpu()
-    return AttributionMaps(image=x.detach().cpu(), layer=layer, classes=[model.class_name(i) for i in indices],
-                           class_indices=indices, spatial=attr.sum(1), channel=attr.sum((2, 3)), probabilities=probs,
-                           model_name=model.name, method="integrated" if integrated else "linear")
+    return AttributionMaps(image=x.detach().cpu(), layer=layer if method in A.LAYER_METHODS else "input",
+                           classes=[model.class_name(i) for i in indices], class_indices=indices,
+                           spatial=spatial, channel=channel, probabilities=probs, model_name=model.name,
+                           method=method)
+
+
+def method_label(method: str, n_steps: int) -> str:
+    """How a page names an attribution method (the two layer methods of Lucid's pages in words)."""
+    return {"layer_integrated_gradients": f"integrated gradients, {n_steps} steps",
+            "layer_gradient_x_activation": "activation x gradient"}.get(method, method)
 
 
 def add_channel_icons(model: Model, maps: AttributionMaps, n: int, size: int, steps: int,
@@ -170,21 +161,53 @@ class Explanation:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ExplainSettings:
+    """What an explain page depends on besides the model, the photo and the layers (one value, passed whole).
+
+    Attributes:
+        method: the attribution method of the attribution section (a name of
+            :data:`luminate.analysis.attribution.ATTRIBUTION_METHODS`; default: layer integrated gradients from zero
+            activation, see :func:`attribution_maps`).
+        attribution_steps: its path length or sample count.
+        n_classes: the classes explained when none are given (the top predictions).
+        top: the predicted classes listed.
+        n_channels: the top positive and negative channels shown with icons per class.
+        n_groups: neuron groups; k: semantic-dictionary channels per position.
+        icon_size, icon_steps: channel icons (pixels, optimization steps); group_steps: the group icons' steps
+            (``None``: ``icon_steps``).
+        seed: seeds the neuron groups' factorization and icons.
+    """
+
+    method: str = "layer_integrated_gradients"
+    attribution_steps: int = A.N_STEPS
+    n_classes: int = 3
+    top: int = 5
+    n_channels: int = 3
+    n_groups: int = 6
+    k: int = 4
+    icon_size: int = 64
+    icon_steps: int = 128
+    group_steps: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", A.check_method(self.method))
+
+
 def explain(model: Model | str, image: ImageLike, layer: str | None = None,
-            classes: Sequence[ClassLike] | ClassLike | None = None, n_groups: int = 6, *,
-            groups_layer: str | None = None, dictionary_layer: str | None = None, top: int = 5, n_classes: int = 3,
-            k: int = 4, icon_size: int = 64, icon_steps: int = 128, group_steps: int | None = None,
-            attribution_steps: int = A.N_STEPS, integrated: bool = True, n_channels: int = 3, method: str | None = None,
-            cache_dir: str | os.PathLike | None = None, seed: int = 0, progress: bool = True,
+            classes: Sequence[ClassLike] | ClassLike | None = None, settings: ExplainSettings | None = None, *,
+            groups_layer: str | None = None, dictionary_layer: str | None = None,
+            cache_dir: str | os.PathLike | None = None, progress: bool = True,
             log: Callable[[str], None] | None = None) -> Explanation:
     """Explain one photo: everything the Building Blocks show, computed for one page
-    (:func:`luminate.views.blocks.explain_view` draws it; ``luminate explain`` does both).
+    (:func:`luminate.views.blocks.explain_view` draws it; ``luminate explain`` does both). ``settings``
+    (:class:`ExplainSettings`, default ``ExplainSettings()``) holds the numbers below.
 
     * the ``top`` (5) predicted classes;
     * where each of ``classes`` (default: the ``n_classes`` top predictions) comes from: spatial attribution at
-      ``layer`` overlaid on the photo (:func:`attribution_maps`: integrated gradients with ``attribution_steps``
-      steps, or activation x gradient with ``integrated=False``), and channel attribution with the top
-      ``n_channels`` positive and negative channels as icons;
+      ``layer`` overlaid on the photo (:func:`attribution_maps` with ``method`` and ``attribution_steps``), and
+      channel attribution with the top ``n_channels`` positive and negative channels as icons;
     * which neuron groups carry them: :func:`luminate.analysis.groups.explain_groups` at ``groups_layer`` with
       ``n_groups`` groups, ``icon_size`` px icons and ``group_steps`` steps (default ``icon_steps``);
     * a semantic dictionary of ``dictionary_layer`` (top ``k`` channels per position);
@@ -201,6 +224,7 @@ def explain(model: Model | str, image: ImageLike, layer: str | None = None,
     flower.jpg on 2 CPU cores (torch 2 threads, idle machine, empty render cache): 81 s wall with the defaults
     (dictionary 66 s, groups 10 s, attribution 2 s); ``icon_steps=256`` roughly doubles the icon time.
     """
+    s = settings or ExplainSettings()
     say = log or (lambda message: None)
     model = as_model(model)
     defaults = explain_layers(model)
@@ -224,37 +248,35 @@ def explain(model: Model | str, image: ImageLike, layer: str | None = None,
     if logits.ndim != 2:
         raise ValueError(f"{model.name} does not output class logits [N, classes]; explain needs a classifier")
     probs = logits.softmax(-1)[0].cpu()
-    values, indices = probs.topk(min(top, probs.numel()))
+    values, indices = probs.topk(min(s.top, probs.numel()))
     predictions = [(model.class_name(i), float(p)) for i, p in zip(indices.tolist(), values.tolist())]
-    wanted = A.resolve_classes(model, classes, x, n_classes)
+    wanted = A.resolve_classes(model, classes, x, s.n_classes)
     say(f"top classes: {', '.join(f'{n} {p:.2f}' for n, p in predictions)}")
 
     say(f"attribution at {layer} for {', '.join(model.class_name(i) for i in wanted)}")
-    maps = attribution_maps(model, x, layer, wanted, integrated=integrated, n_steps=attribution_steps, method=method)
+    maps = attribution_maps(model, x, layer, wanted, n_steps=s.attribution_steps, method=s.method)
     lap("attribution")
     say(f"semantic dictionary of {dictionary_layer}")
-    dictionary = semantic_dictionary(model, x, dictionary_layer, k=k, icon_size=icon_size, icon_steps=icon_steps,
-                                     cache_dir=cache_dir, progress=progress)
+    dictionary = semantic_dictionary(model, x, dictionary_layer, k=s.k, icon_size=s.icon_size,
+                                     icon_steps=s.icon_steps, cache_dir=cache_dir, progress=progress)
     if dictionary_layer == layer:
         maps.icons.update(dictionary.icons)
     lap("dictionary")
     say("channel icons for attribution")
-    add_channel_icons(model, maps, n_channels, icon_size, icon_steps, cache_dir, progress)
+    add_channel_icons(model, maps, s.n_channels, s.icon_size, s.icon_steps, cache_dir, progress)
     lap("channel icons")
     say(f"neuron groups at {groups_layer}")
-    groups = explain_groups(model, x, groups_layer, n_groups=n_groups, classes=wanted, size=icon_size,
-                            steps=group_steps or icon_steps, seed=seed, progress=progress)
+    groups = explain_groups(model, x, groups_layer, n_groups=s.n_groups, classes=wanted, size=s.icon_size,
+                            steps=s.group_steps or s.icon_steps, seed=s.seed, progress=progress)
     lap("groups")
     layers = layer_by_layer(model, x)
     lap("layers")
-    shown = (maps.method if method is not None
-             else f"integrated gradients, {attribution_steps} steps" if integrated else "activation x gradient")
-    settings = {"attribution": f"{maps.layer} ({shown})", "groups": f"{n_groups} at {groups_layer}",
-                "dictionary": f"top {k} at {dictionary_layer}", "icons": f"{icon_size} px, {icon_steps} steps",
-                "seed": seed}
-    result = Explanation(image=x.detach().cpu(), model_name=model.name, predictions=predictions, attribution=maps,
-                         groups=groups, dictionary=dictionary, layers=layers, settings=settings, seconds=seconds)
-    return result
+    shown = {"attribution": f"{maps.layer} ({method_label(maps.method, s.attribution_steps)})",
+             "groups": f"{s.n_groups} at {groups_layer}", "dictionary": f"top {s.k} at {dictionary_layer}",
+             "icons": f"{s.icon_size} px, {s.icon_steps} steps", "seed": s.seed}
+    return Explanation(image=x.detach().cpu(), model_name=model.name, predictions=predictions, attribution=maps,
+                       groups=groups, dictionary=dictionary, layers=layers, settings=shown, seconds=seconds)
 
 
-__all__ = ["AttributionMaps", "Explanation", "add_channel_icons", "attribution_maps", "explain", "explain_layers"]
+__all__ = ["AttributionMaps", "ExplainSettings", "Explanation", "add_channel_icons", "attribution_maps", "explain",
+           "explain_layers", "method_label"]

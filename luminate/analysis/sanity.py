@@ -179,7 +179,7 @@ def render_units(model: Model, layer: str, units: Sequence[int], size: int | Non
     ``guide_weight``; the image gets a free mean colour (``param.image(mean_colour=True)``) so it can take the
     photos' colour. The objective is then ``sum_i unit_i - guide_weight * penalty_i``."""
     from luminate import objectives as obj
-    from luminate.param.maco import parameterization
+    from luminate.render import parameterization
     from luminate.param.spatial import image
     from luminate.render import render
 

@@ -85,6 +85,9 @@ def _class_index(model: Model, label) -> int:
 
 
 def _logits(output: torch.Tensor) -> torch.Tensor:
+    from luminate.models.contract import network_output
+
+    output = network_output(output)  # a (logits, aux) tuple or a {"logits": ...} dict: the scores
     if not isinstance(output, torch.Tensor) or output.ndim != 2:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise ValueError(f"attribution needs a model whose output is [N, classes] logits, got {shape}")

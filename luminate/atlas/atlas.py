@@ -42,7 +42,7 @@ import logging
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ from torch import Tensor
 from luminate import images as imageio
 from luminate.atlas.icons import render_icons
 from luminate.atlas.layout import atlas_layout, bin_layout, class_filter, comparison_layout, whitening_matrix
-from luminate.atlas.store import ActivationStore
+from luminate.data.store import ActivationStore
 from luminate.cache import RenderCache
 from luminate.models.base import Model, as_model
 from luminate.models.contract import InputContract
@@ -208,12 +208,56 @@ class Atlas:
 # ----- pipelines -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class AtlasSettings:
+    """How an atlas is made from a store (the layout, the grid, the icons); every pipeline takes one.
+
+    Attributes:
+        grid_size, min_count: ``None`` adapts them to the number of points (module docstring); Lucid: 20 and 10.
+        icon_size, steps, attempts, cossim_pow, batch_size, seed: see :func:`render_icons`. ``steps=128`` is
+            Lucid's recipe value (its notebook used 512): a useful atlas in minutes on a CPU. ``attempts=None``:
+            the pipeline's own (1 for the whole atlas, 2 for class and comparison atlases, as Lucid).
+        whiten: render icons for ``v @ S`` with ``S = inv(AᵀA/N)`` over all of the store's rows (Lucid's notebook).
+            ``None`` (default): whiten when the store has at least ``10 · C`` rows (``C`` channels). From fewer
+            rows the inverse covariance mostly amplifies noise: on 240 rows of ``blocks.10`` (112 channels) the
+            whitened icons came out as similar high-frequency textures, the raw ones as distinct objects.
+        layout_method: ``"auto"``, ``"umap"``, ``"tsne"`` or ``"pca"`` (:func:`luminate.atlas.embed`).
+        top_n: rows kept per class by the class (default 3000) and comparison (default 2000) atlases.
+        cache_dir: icon cache folder; ``None``: the render cache (``$LUMINATE_CACHE/renders``, see
+            :mod:`luminate.cache`); ``False``: no cache.
+        progress: progress bars.
+        n_samples: typical points kept per cell (thumbnails in the HTML view).
+        n_top: top classes kept per cell.
+    """
+
+    grid_size: int | None = None
+    icon_size: int = 80
+    min_count: int | None = None
+    steps: int = 128
+    attempts: int | None = None
+    cossim_pow: float = 4.0
+    whiten: bool | None = None
+    layout_method: str = "auto"
+    top_n: int | None = None
+    batch_size: int = 32
+    seed: int = 0
+    cache_dir: str | os.PathLike | None | bool = None
+    progress: bool = True
+    n_samples: int = 6
+    n_top: int = 3
+
+
+def _settings(settings: AtlasSettings | None, options: dict, attempts: int, top_n: int | None) -> AtlasSettings:
+    """``settings`` with ``options`` set and the pipeline's own defaults where left at None."""
+    from luminate.data.settings import with_options
+
+    s = with_options(settings, AtlasSettings, options)
+    return replace(s, attempts=attempts if s.attempts is None else s.attempts,
+                   top_n=top_n if s.top_n is None else s.top_n)
+
+
 def activation_atlas(store: ActivationStore | str | os.PathLike, model: Model | str | None = None,
-                     layer: str | None = None, grid_size: int | None = None, icon_size: int = 80,
-                     min_count: int | None = None, steps: int = 128, attempts: int = 1, cossim_pow: float = 4.0,
-                     whiten: bool | None = None, layout_method: str = "auto", batch_size: int = 32, seed: int = 0,
-                     cache_dir: str | os.PathLike | None | bool = None, progress: bool = True,
-                     n_samples: int = 6, n_top: int = 3) -> Atlas:
+                     layer: str | None = None, settings: AtlasSettings | None = None, **options) -> Atlas:
     """The atlas of every row of ``store`` (Lucid's ``activation-atlas-simple`` notebook).
 
     Args:
@@ -221,38 +265,22 @@ def activation_atlas(store: ActivationStore | str | os.PathLike, model: Model | 
         model: the model that made it (default: loaded from the zoo by the store's model name). Icons are rendered
             through it; a model whose weights differ from the collection's is warned about.
         layer: which collected layer (may be left out when the store holds one).
-        grid_size, min_count: ``None`` adapts them to the number of points (module docstring); Lucid: 20 and 10.
-        icon_size, steps, attempts, cossim_pow, batch_size, seed: see :func:`render_icons`. ``steps=128`` is
-            Lucid's recipe value (its notebook used 512): a useful atlas in minutes on a CPU.
-        whiten: render icons for ``v @ S`` with ``S = inv(AᵀA/N)`` over all of the store's rows (Lucid's notebook).
-            ``None`` (default): whiten when the store has at least ``10 · C`` rows (``C`` channels). From fewer
-            rows the inverse covariance mostly amplifies noise: on 240 rows of ``blocks.10`` (112 channels) the
-            whitened icons came out as similar high-frequency textures, the raw ones as distinct objects.
-        layout_method: ``"auto"``, ``"umap"``, ``"tsne"`` or ``"pca"`` (:func:`luminate.atlas.embed`).
-        cache_dir: icon cache folder; ``None``: the render cache (``$LUMINATE_CACHE/renders``, see
-            :mod:`luminate.cache`); ``False``: no cache.
-        progress: progress bars.
-        n_samples: typical points kept per cell (thumbnails in the HTML view).
-        n_top: top classes kept per cell.
+        settings: :class:`AtlasSettings` (grid, icons, layout, cache); ``options``: any of its fields by name.
     """
+    s = _settings(settings, options, attempts=1, top_n=None)
     store = _open(store)
     layer = store.layer_info(layer)["name"]
     acts = store.activations(layer)
     if len(acts) < 2:
         raise ValueError(f"{store.path} holds {len(acts)} row(s); an atlas needs at least 2 (collect more images)")
     rows = np.arange(len(acts), dtype=np.int64)
-    layout = atlas_layout(acts, layout_method, seed=seed, rows=rows)
-    return _build(store, "all", [], rows, layout.coords, layout.method, ((0.0, 1.0), (0.0, 1.0)), acts, acts, model,
-                  layer, grid_size, min_count, icon_size, steps, attempts, cossim_pow, whiten, batch_size, seed,
-                  cache_dir, progress, n_samples, n_top)
+    layout = atlas_layout(acts, s.layout_method, seed=s.seed, rows=rows)
+    points = _Points("all", [], rows, layout.coords, layout.method, ((0.0, 1.0), (0.0, 1.0)), acts, acts)
+    return _build(store, points, model, layer, s)
 
 
 def class_atlas(store: ActivationStore | str | os.PathLike, class_name: str | int, model: Model | str | None = None,
-                layer: str | None = None, grid_size: int | None = None, icon_size: int = 80,
-                min_count: int | None = None, steps: int = 128, attempts: int = 2, cossim_pow: float = 4.0,
-                whiten: bool | None = None, layout_method: str = "auto", top_n: int = 3000, batch_size: int = 32,
-                seed: int = 0, cache_dir: str | os.PathLike | None | bool = None, progress: bool = True,
-                n_samples: int = 6, n_top: int = 3) -> Atlas:
+                layer: str | None = None, settings: AtlasSettings | None = None, **options) -> Atlas:
     """The atlas of the rows that matter for one class (Lucid's ``class-activation-atlas`` notebook).
 
     Rows: those whose top attribution class is ``class_name``, plus the ``top_n`` rows with the highest positive
@@ -260,42 +288,40 @@ def class_atlas(store: ActivationStore | str | os.PathLike, class_name: str | in
     ``> 4``; 2 attempts per icon. The whitening matrix comes from all of the store's rows. Other arguments as in
     :func:`activation_atlas`.
     """
+    s = _settings(settings, options, attempts=2, top_n=3000)
     store = _open(store)
     layer = store.layer_info(layer)["name"]
     index = store.class_index(class_name)
-    rows = class_filter(store, index, top_n=top_n, layer=layer)
+    rows = class_filter(store, index, top_n=s.top_n, layer=layer)
     if len(rows) < 2:
         raise ValueError(f"only {len(rows)} row(s) of {store.path} have positive attribution to class "
                          f"{_class_name(store, index)!r}; collect more images (of that class), or pick another class")
     acts = store.activations(layer, rows)
-    layout = atlas_layout(acts, layout_method, seed=seed, rows=rows)
-    return _build(store, "class", [_class_name(store, index)], rows, layout.coords, layout.method,
-                  ((0.0, 1.0), (0.0, 1.0)), acts, None, model, layer, grid_size, min_count, icon_size, steps,
-                  attempts, cossim_pow, whiten, batch_size, seed, cache_dir, progress, n_samples, n_top)
+    layout = atlas_layout(acts, s.layout_method, seed=s.seed, rows=rows)
+    points = _Points("class", [_class_name(store, index)], rows, layout.coords, layout.method,
+                     ((0.0, 1.0), (0.0, 1.0)), acts, None)
+    return _build(store, points, model, layer, s)
 
 
 def compare_atlas(store: ActivationStore | str | os.PathLike, class_a: str | int, class_b: str | int,
-                  model: Model | str | None = None, layer: str | None = None, grid_size: int | None = None,
-                  icon_size: int = 80, min_count: int | None = None, steps: int = 128, attempts: int = 2,
-                  cossim_pow: float = 4.0, whiten: bool | None = None, layout_method: str = "auto", top_n: int = 2000,
-                  batch_size: int = 32, seed: int = 0, cache_dir: str | os.PathLike | None | bool = None,
-                  progress: bool = True, n_samples: int = 6, n_top: int = 3) -> Atlas:
+                  model: Model | str | None = None, layer: str | None = None, settings: AtlasSettings | None = None,
+                  **options) -> Atlas:
     """Two classes side by side (Lucid's snorkel vs scuba diver): ``class_a`` on the left, ``class_b`` on the right.
 
-    Rows: the ``top_n`` positive-attribution rows of each class. x: attribution to ``class_b`` minus
+    Rows: the ``top_n`` positive-attribution rows of each class (default 2000). x: attribution to ``class_b`` minus
     ``class_a``, divided by its 99th-percentile magnitude and clipped to [-1, 1]; y: a 1-D embedding of the
     activations (t-SNE/UMAP/PCA as ``layout_method``) normalized to [0, 1]
     (:func:`luminate.atlas.comparison_layout`). Grid and threshold adapt up to Lucid's 10×10 and ``> 4``.
     Other arguments as in :func:`activation_atlas`.
     """
+    s = _settings(settings, options, attempts=2, top_n=2000)
     store = _open(store)
     layer = store.layer_info(layer)["name"]
-    cl = comparison_layout(store, class_a, class_b, top_n=top_n, layer=layer, method=layout_method, seed=seed)
+    cl = comparison_layout(store, class_a, class_b, top_n=s.top_n, layer=layer, method=s.layout_method, seed=s.seed)
     acts = store.activations(layer, cl.rows)
     labels = [_class_name(store, c) for c in cl.classes]
-    atlas = _build(store, "compare", labels, cl.rows, cl.coords, cl.method, cl.extent, acts, None, model, layer,
-                   grid_size, min_count, icon_size, steps, attempts, cossim_pow, whiten, batch_size, seed, cache_dir,
-                   progress, n_samples, n_top)
+    atlas = _build(store, _Points("compare", labels, cl.rows, cl.coords, cl.method, cl.extent, acts, None), model,
+                   layer, s)
     atlas.settings["attribution_scale"] = cl.scale
     return atlas
 
@@ -303,17 +329,31 @@ def compare_atlas(store: ActivationStore | str | os.PathLike, class_a: str | int
 # ----- the shared back half --------------------------------------------------------------------------
 
 
-def _build(store: ActivationStore, kind: str, labels: list[str], rows: np.ndarray, coords: np.ndarray, method: str,
-           extent, acts: np.ndarray, all_acts: np.ndarray | None, model, layer: str, grid_size: int | None,
-           min_count: int | None, icon_size: int, steps: int, attempts: int, cossim_pow: float, whiten: bool | None,
-           batch_size: int, seed: int, cache_dir, progress: bool, n_samples: int, n_top: int) -> Atlas:
-    grid_cap, count_cap = LUCID_GRID[kind]
+@dataclass
+class _Points:
+    """The laid-out rows of one atlas: ``kind``, class ``labels``, store ``rows`` ``[n]``, ``coords`` ``[n, 2]``,
+    the layout ``method``, its ``extent``, their activations ``acts`` ``[n, C]`` (and ``all_acts`` of the whole
+    store when already read)."""
+
+    kind: str
+    labels: list[str]
+    rows: np.ndarray
+    coords: np.ndarray
+    method: str
+    extent: Any
+    acts: np.ndarray
+    all_acts: np.ndarray | None
+
+
+def _build(store: ActivationStore, points: _Points, model, layer: str, s: AtlasSettings) -> Atlas:
+    rows, coords, acts = points.rows, points.coords, points.acts
+    grid_cap, count_cap = LUCID_GRID[points.kind]
     n = len(rows)
-    grid = auto_grid(n, grid_cap) if grid_size is None else int(grid_size)
-    threshold = auto_min_count(n, grid, count_cap) if min_count is None else int(min_count)
+    grid = auto_grid(n, grid_cap) if s.grid_size is None else int(s.grid_size)
+    threshold = auto_min_count(n, grid, count_cap) if s.min_count is None else int(s.min_count)
     if grid < 1:
-        raise ValueError(f"grid_size must be at least 1, got {grid_size}")
-    cells = bin_layout(coords, acts, grid_size=grid, min_count=threshold, extent=extent)
+        raise ValueError(f"grid_size must be at least 1, got {s.grid_size}")
+    cells = bin_layout(coords, acts, grid_size=grid, min_count=threshold, extent=points.extent)
     if not cells:
         raise ValueError(f"no cell of the {grid}x{grid} grid has more than {threshold} of the {n} points; use a "
                          f"smaller grid_size or min_count (or collect more images)")
@@ -321,29 +361,30 @@ def _build(store: ActivationStore, kind: str, labels: list[str], rows: np.ndarra
                 threshold)
     model = _model(store, model)
     S = None
+    whiten = s.whiten
     if whiten is None:
         whiten = len(store) >= WHITEN_MIN_ROWS_PER_CHANNEL * store.layer_info(layer)["channels"]
     if whiten:
-        S = whitening_matrix(all_acts if all_acts is not None else store.activations(layer))
-    cache = None if cache_dir is False else Path(cache_dir) if cache_dir is not None else RenderCache().folder
+        S = whitening_matrix(points.all_acts if points.all_acts is not None else store.activations(layer))
+    cache = None if s.cache_dir is False else Path(s.cache_dir) if s.cache_dir is not None else RenderCache().folder
     directions = np.stack([c.mean for c in cells])
-    icons, scores = render_icons(model, layer, directions, size=icon_size, steps=steps, attempts=attempts,
-                                 cossim_pow=cossim_pow, S=S, batch_size=batch_size, seed=seed, cache_dir=cache,
-                                 progress=progress, scores=True)
-    tops, source = _top_classes(store, layer, [rows[c.members] for c in cells], n_top)
+    icons, scores = render_icons(model, layer, directions, size=s.icon_size, steps=s.steps, attempts=s.attempts,
+                                 cossim_pow=s.cossim_pow, S=S, batch_size=s.batch_size, seed=s.seed, cache_dir=cache,
+                                 progress=s.progress, scores=True)
+    tops, source = _top_classes(store, layer, [rows[c.members] for c in cells], s.n_top)
     image_of = store.meta(rows)["image"] if len(rows) else np.zeros(0, np.int64)
     records = []
     for k, cell in enumerate(cells):
         members = cell.members
-        samples = _typical(acts[members], cell.mean, image_of[members], n_samples)
+        samples = _typical(acts[members], cell.mean, image_of[members], s.n_samples)
         records.append(AtlasCell(cell.i, cell.j, cell.count, cell.mean, rows[members], tops[k],
-                                 [int(rows[members[s]]) for s in samples], float(scores[k])))
-    settings = {"grid_size": grid, "min_count": threshold, "icon_size": icon_size, "steps": steps,
-                "attempts": attempts, "cossim_pow": cossim_pow, "whiten": whiten, "seed": seed,
-                "layout_method": method, "cache_dir": None if cache is None else str(cache), "points": n}
-    return Atlas(kind, grid, records, icons, np.asarray(coords, dtype=np.float32), np.asarray(rows, dtype=np.int64),
-                 labels, tuple(map(tuple, extent)), store.model_name, layer, method, str(store.path), source,
-                 settings, model.contract)
+                                 [int(rows[members[j]]) for j in samples], float(scores[k])))
+    settings = {"grid_size": grid, "min_count": threshold, "icon_size": s.icon_size, "steps": s.steps,
+                "attempts": s.attempts, "cossim_pow": s.cossim_pow, "whiten": whiten, "seed": s.seed,
+                "layout_method": points.method, "cache_dir": None if cache is None else str(cache), "points": n}
+    return Atlas(points.kind, grid, records, icons, np.asarray(coords, dtype=np.float32),
+                 np.asarray(rows, dtype=np.int64), points.labels, tuple(map(tuple, points.extent)), store.model_name,
+                 layer, points.method, str(store.path), source, settings, model.contract)
 
 
 def _open(store) -> ActivationStore:

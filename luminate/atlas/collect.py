@@ -22,24 +22,31 @@ the same image region (Lucid's "aligned" activations).
 Storage: activations float32, attributions float16 by default. A row's attribution vector is
 ``n_classes`` wide (1000 for ImageNet: 2 kB in float16 against 4 kB) and is used for ranking and
 filtering by class, where float16's 3 significant digits are plenty; activations feed the layout and
-icon directions, so they keep full precision. Both are parameters.
+icon directions, so they keep full precision. Both are settings (:class:`CollectSettings`).
+
+The pass itself (decoding, batches, shards, Ray Data) is :func:`luminate.data.passes.stream`; the store is
+:mod:`luminate.data.store`. This module says what a batch gives: :class:`AtlasRows`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import warnings
-from typing import Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from luminate.analysis.lucid_attribution import dual_forward, position_mask  # noqa: F401 (shared, re-exported)
-from luminate.atlas.imageset import DatasetImages, ImageFolder, ImageSet, image_loader, image_set, shard_batches
-from luminate.atlas.store import ActivationStore, StoreWriter, layer_key
+from luminate.data.inputs import Batch, image_set
+from luminate.data.passes import stream
+from luminate.data.settings import (CollectionSettings, LayerSpec, PassSettings, output_width, split_options,
+                                    with_options)
+from luminate.data.store import ActivationStore, StoreWriter
 from luminate.models.base import Model, as_model
 
 logger = logging.getLogger("luminate.atlas")
@@ -49,156 +56,189 @@ class UnreadableImagesWarning(UserWarning):
     """Some images of a collection could not be read and were skipped."""
 
 
-def collect(model, images, layers: str | Sequence[str], out_dir, positions_per_image: int = 1,
-            batch_size: int = 32, shard_size: int = 1024, seed: int = 0, attribution: bool = True,
-            progress: bool = True, num_workers: int | None = None, *, top_k: int = 5,
-            activation_dtype: str = "float32", attribution_dtype: str = "float16", overwrite: bool = False,
-            shards: Iterable[int] | None = None, ray: str | None = None, num_cpus: int | None = None
-            ) -> ActivationStore:
-    """Collect activations (and attributions) of ``layers`` over ``images`` into the store ``out_dir``.
+@dataclass(frozen=True)
+class CollectSettings:
+    """What the rows of an atlas store depend on (besides the model, layers and images).
 
-    Args:
-        model: a :class:`~luminate.models.Model`, a zoo name or a module; images go through
-            ``model.contract.preprocess`` (centre crop, resize to the native size).
-        images: a folder (searched recursively), a list of image paths, a torch ``Dataset`` of images
-            or ``(image, label)`` tuples, or an :class:`~luminate.atlas.ImageSet`.
-        layers: one dotted layer name or several.
-        out_dir: the store folder. Rerunning with the same settings resumes: finished shards are kept
-            as they are and only missing ones are computed. Other settings raise
-            :class:`~luminate.atlas.store.StoreSettingsError` unless ``overwrite=True``.
+    Attributes:
         positions_per_image: rows per image (distinct positions; Lucid used 1).
-        batch_size: images per forward pass (results do not depend on it).
-        shard_size: rows per shard; a shard holds ``shard_size // positions_per_image`` images. At most
-            one shard's rows are held in memory.
+        shard_size: rows per shard; a shard holds ``shard_size // positions_per_image`` images. At most one
+            shard's rows are held in memory.
         seed: seeds the position draws (per image, from ``(seed, image index)``).
         attribution: also store each position's attribution to every logit (forward-mode AD).
-        progress: show a tqdm progress bar.
-        num_workers: image-decoding worker processes (default ``min(2, CPUs)``; 0: decode here).
         top_k: how many of each image's top classes (by logit) to store.
         activation_dtype, attribution_dtype: storage dtypes (``"float32"`` / ``"float16"``).
+    """
+
+    positions_per_image: int = 1
+    shard_size: int = 1024
+    seed: int = 0
+    attribution: bool = True
+    top_k: int = 5
+    activation_dtype: str = "float32"
+    attribution_dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        if self.positions_per_image < 1 or self.shard_size < 1:
+            raise ValueError("positions_per_image, batch_size and shard_size must be at least 1")
+        for dtype in (self.activation_dtype, self.attribution_dtype):
+            if np.dtype(dtype).kind != "f":
+                raise ValueError(f"storage dtypes must be float types like 'float32' or 'float16', not {dtype!r}")
+
+    @property
+    def shard_images(self) -> int:
+        return max(1, self.shard_size // self.positions_per_image)
+
+
+def collect(model: Model | str, images, layers: str | Sequence[str], out, settings: CollectSettings | None = None, *,
+            run: PassSettings | None = None, overwrite: bool = False, shards: Iterable[int] | None = None,
+            **options) -> ActivationStore:
+    """Collect activations (and attributions) of ``layers`` over ``images`` into the store ``out``.
+
+    Args:
+        model: a :class:`~luminate.models.Model` or a zoo name; images go through ``model.contract.preprocess``
+            (centre crop, resize to the native size).
+        images: a folder (searched recursively), a list of image paths, a torch ``Dataset`` of images
+            or ``(image, label)`` tuples, or an :class:`~luminate.data.ImageSet`.
+        layers: one dotted layer name or several.
+        out: the store folder. Rerunning with the same settings resumes: finished shards are kept
+            as they are and only missing ones are computed. Other settings raise
+            :class:`~luminate.data.store.StoreSettingsError` unless ``overwrite=True``.
+        settings: what the rows depend on (:class:`CollectSettings`: positions per image, shard size, seed,
+            attribution, top classes, storage dtypes).
+        run: how the pass runs (:class:`~luminate.data.PassSettings`: ``batch_size``, decoding ``num_workers``,
+            ``progress``, ``ray``: ``None`` this process, ``"local"`` or a Ray address: the pass runs on Ray Data,
+            or one Ray task per shard with ``engine="tasks"``; results do not depend on any of it).
         overwrite: replace a store made with other settings.
         shards: compute only these shard indices (to split one collection across processes or machines
             writing to the same folder; shard ``k`` holds images ``k*S .. (k+1)*S - 1``).
-        ray: ``None`` (this process), ``"local"`` (a local Ray instance with ``num_cpus`` CPUs) or a Ray cluster
-            address: each missing shard becomes a Ray task (:mod:`luminate.parallel`) writing the same shard
-            files; a retried task duplicates nothing.
+        options: any field of either settings value by name (``positions_per_image=4, batch_size=16``).
 
     Returns:
-        the :class:`~luminate.atlas.ActivationStore`. Unreadable images are skipped, never fatal: they are
+        the :class:`~luminate.data.ActivationStore`. Unreadable images are skipped, never fatal: they are
         named in an :class:`UnreadableImagesWarning`, in ``store.skipped`` (``(name, reason)``) and in
         ``store.summary()``.
     """
+    mine, theirs = split_options(options, CollectSettings, PassSettings)
+    settings, run = with_options(settings, CollectSettings, mine), with_options(run, PassSettings, theirs)
     model = as_model(model)
     names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
     if not names:
         raise ValueError("give at least one layer to collect, e.g. layers='blocks.10'")
-    if positions_per_image < 1 or batch_size < 1 or shard_size < 1:
-        raise ValueError("positions_per_image, batch_size and shard_size must be at least 1")
-    for dtype in (activation_dtype, attribution_dtype):
-        if np.dtype(dtype).kind != "f":
-            raise ValueError(f"storage dtypes must be float types like 'float32' or 'float16', not {dtype!r}")
-    specs = [_LayerSpec(model, name) for name in names]
+    specs = [LayerSpec.of(model, name) for name in names]
     ref_grid = max((s.grid for s in specs), key=lambda g: g[0] * g[1])
-    if positions_per_image > ref_grid[0] * ref_grid[1]:
-        raise ValueError(f"positions_per_image={positions_per_image} exceeds the {ref_grid[0]}x{ref_grid[1]} "
-                         f"positions of layer(s) {', '.join(names)}")
-    n_classes = _output_width(model)
-    top_k = min(top_k, n_classes)
-
+    if settings.positions_per_image > ref_grid[0] * ref_grid[1]:
+        raise ValueError(f"positions_per_image={settings.positions_per_image} exceeds the {ref_grid[0]}x"
+                         f"{ref_grid[1]} positions of layer(s) {', '.join(names)}")
+    n_classes = output_width(model)
+    top_k = min(settings.top_k, n_classes)
     imageset = image_set(images)
-    n_images = len(imageset)
-    shard_images = max(1, shard_size // positions_per_image)
-    n_shards = math.ceil(n_images / shard_images)
-    settings = {
-        "model": model.name, "weights": model.weights_fingerprint(), "input": model.contract.describe(),
-        "layers": names, "positions_per_image": positions_per_image, "seed": seed, "sampling": "uniform-v1",
-        "shard_images": shard_images, "attribution": bool(attribution), "activation_dtype": activation_dtype,
-        "attribution_dtype": attribution_dtype, "top_k": top_k, "n_images": n_images,
-        "images": imageset.fingerprint(),
-    }
-    kind = "folder" if isinstance(imageset, ImageFolder) else "dataset" if isinstance(imageset, DatasetImages) \
-        else "list"
-    header = {
-        "model": model.name, "input": model.contract.describe(),
-        "layers": [{"name": s.name, "key": s.key, "channels": s.channels, "grid": list(s.grid)} for s in specs],
-        "n_classes": n_classes, "labels": list(model.labels.entries) if model.labels is not None else None,
-        "images": {"count": n_images, "kind": kind, "source": imageset.source,
-                   "root": str(imageset.root) if isinstance(imageset, ImageFolder) else None},
-        "settings": settings, "n_shards": n_shards, "shard_images": shard_images,
-    }
-    writer = StoreWriter(out_dir, header, imageset.names(), overwrite=overwrite)
+    collection = CollectionSettings.of(
+        model, imageset, names, settings.shard_images, positions_per_image=settings.positions_per_image,
+        seed=settings.seed, sampling="uniform-v1", attribution=bool(settings.attribution),
+        activation_dtype=settings.activation_dtype, attribution_dtype=settings.attribution_dtype, top_k=top_k)
+    writer = StoreWriter(out, collection.header(model, imageset, specs, n_classes), imageset.names(),
+                         overwrite=overwrite)
     done = writer.done()
+    n_shards = collection.n_shards
     wanted = set(range(n_shards)) if shards is None else {int(k) for k in shards}
     todo = sorted(k for k in wanted - done if 0 <= k < n_shards)
     if done:
-        logger.info("resuming %s: %d of %d shards already collected", out_dir, len(done), n_shards)
-
-    if todo and ray is not None:
+        logger.info("resuming %s: %d of %d shards already collected", out, len(done), n_shards)
+    if todo and run.ray is not None and run.engine == "tasks":
         from luminate.parallel import run_tasks
 
-        options = dict(positions_per_image=positions_per_image, batch_size=batch_size, shard_size=shard_size,
-                       seed=seed, attribution=attribution, progress=False, num_workers=0, top_k=top_k,
-                       activation_dtype=activation_dtype, attribution_dtype=attribution_dtype)
-        sizes = [min((k + 1) * shard_images, n_images) - k * shard_images for k in todo]
-        run_tasks(_collect_shard, [(model, images, names, str(out_dir), k, options) for k in todo], ray=ray,
-                  num_cpus=num_cpus, progress=progress, desc="collect", unit="img", weights=sizes,
-                  shared={"model": model})
+        worker = PassSettings(batch_size=run.batch_size, num_workers=0, progress=False)
+        sizes = [collection.shard_range(k)[1] - collection.shard_range(k)[0] for k in todo]
+        run_tasks(_collect_shard, [(model, images, names, str(out), k, settings, worker) for k in todo],
+                  ray=run.ray, num_cpus=run.num_cpus, max_retries=run.max_retries, progress=run.progress,
+                  desc="collect", unit="img",
+                  weights=sizes, shared={"model": model})
     elif todo:
-        with model.frozen():  # eval mode, frozen weights; the caller's network is put back as it was
-            _run(model, imageset, specs, ref_grid, writer, todo, shard_images, batch_size, positions_per_image,
-                 seed, attribution, top_k, activation_dtype, attribution_dtype, n_classes, progress, num_workers)
+        work = AtlasRows(names, settings, top_k, n_classes)
 
-    store = ActivationStore(out_dir)
+        def commit(shard: int, parts: list, skipped: list) -> None:
+            for name, reason in skipped:
+                logger.info("skipping unreadable image %s: %s", name, reason)
+            arrays = {f: np.concatenate([p[f] for p in parts]) for f in parts[0]} if parts else \
+                work.empty_rows(specs)
+            if not writer.write_shard(shard, arrays, collection.shard_range(shard), skipped):
+                logger.info("shard %d was finished by another writer meanwhile; kept that one", shard)
+
+        stream(model, imageset, todo, collection.shard_images, work, commit, run)
+    return _finished(out, collection.n_images)
+
+
+def _finished(out, n_images: int) -> ActivationStore:
+    store = ActivationStore(out)
     if store.skipped:
         shown = ", ".join(f"{name} ({reason})" for name, reason in store.skipped[:20])
         more = f" and {len(store.skipped) - 20} more" if len(store.skipped) > 20 else ""
         warnings.warn(f"skipped {len(store.skipped)} unreadable image(s): {shown}{more}", UnreadableImagesWarning,
-                      stacklevel=2)
+                      stacklevel=3)
     if store.complete and len(store) == 0:
         reasons = "; ".join(f"{n}: {r}" for n, r in store.skipped[:3])
         raise ValueError(f"none of the {n_images} images could be read ({reasons}). Check the image set; the "
-                         f"empty store in {out_dir} can be removed.")
+                         f"empty store in {out} can be removed.")
     return store
 
 
-def _collect_shard(model, images, layers, out_dir: str, shard: int, options: dict) -> int:
+def _collect_shard(model, images, layers, out: str, shard: int, settings: CollectSettings, run: PassSettings) -> int:
     """One shard of :func:`collect`, in a Ray worker (idempotent: a listed shard is left as it is)."""
-    import warnings as _warnings
-
-    with _warnings.catch_warnings():
-        _warnings.simplefilter("ignore", UnreadableImagesWarning)   # the driver reports them once
-        collect(model, images, layers, out_dir, shards=[shard], **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnreadableImagesWarning)   # the driver reports them once
+        collect(model, images, layers, out, settings, run=run, shards=[shard])
     return shard
 
 
-class _LayerSpec:
-    def __init__(self, model: Model, name: str):
-        if name == "input":
-            raise ValueError("'input' cannot be collected: choose a layer of the network (luminate layers MODEL)")
-        self.name = name
-        self.key = layer_key(name)
-        self.module: nn.Module = model.layer(name)
-        info = model.layer_info(name)
-        if len(info.shape) == 3:
-            self.grid = (int(info.shape[1]), int(info.shape[2]))
-        elif len(info.shape) == 1:
-            self.grid = (1, 1)
-        else:
-            raise ValueError(f"layer {name!r} has output shape {info.shape}; collection needs [C, H, W] or [C]")
-        self.channels = int(info.shape[0])
+@dataclass(frozen=True)
+class AtlasRows:
+    """The atlas's work on a batch (:class:`luminate.data.passes.BatchWork`): ``positions_per_image`` rows per
+    image, each the activation vector at a drawn position (and its attribution to every logit), in the storage
+    dtypes; an overflow of a storage dtype is warned about once per pass."""
 
+    layers: tuple[str, ...] | list[str]
+    settings: CollectSettings
+    top_k: int
+    n_classes: int
 
-def _output_width(model: Model) -> int:
-    """Number of classes: from the labels when the model has them (checked on the first batch), else
-    from one forward pass."""
-    if model.labels is not None:
-        return len(model.labels)
-    with torch.no_grad():
-        out = model(torch.full((1, model.contract.channels, *model.size), 0.5, device=model.device))
-    if not isinstance(out, torch.Tensor) or out.ndim != 2:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"{model.name} returns {shape}; collection needs a classifier returning logits [N, classes]")
-    return int(out.shape[1])
+    @contextmanager
+    def open(self, model: Model) -> Iterator:
+        specs = [LayerSpec.of(model, name) for name in self.layers]
+        ref_grid = max((s.grid for s in specs), key=lambda g: g[0] * g[1])
+        s = self.settings
+        warned = []
+
+        def rows_of(batch: Batch) -> dict[str, np.ndarray]:
+            rows = _batch_rows(model, batch, specs, ref_grid, s.positions_per_image, s.seed, s.attribution,
+                               self.top_k, self.n_classes)
+            for field, value in rows.items():
+                dtype = s.attribution_dtype if field.startswith("attr.") else s.activation_dtype \
+                    if field.startswith("acts.") else None
+                if dtype is not None:
+                    stored = value.astype(dtype)
+                    if not warned and not np.isfinite(stored).all() and np.isfinite(value).all():
+                        warned.append(field)
+                        warnings.warn(f"values of {field} overflow {dtype}; collect with a wider dtype "
+                                      f"(activation_dtype / attribution_dtype='float32')", RuntimeWarning)
+                    rows[field] = stored
+            return rows
+
+        with model.frozen():  # eval mode, frozen weights; the caller's network is put back as it was
+            yield rows_of
+
+    def empty_rows(self, specs: Sequence[LayerSpec]) -> dict[str, np.ndarray]:
+        """The arrays of a shard without readable images."""
+        s = self.settings
+        rows: dict[str, np.ndarray] = {}
+        for spec in specs:
+            rows[f"acts.{spec.key}"] = np.zeros((0, spec.channels), dtype=s.activation_dtype)
+            if s.attribution:
+                rows[f"attr.{spec.key}"] = np.zeros((0, self.n_classes), dtype=s.attribution_dtype)
+            rows[f"yx.{spec.key}"] = np.zeros((0, 2), dtype=np.int16)
+        rows.update(image=np.zeros(0, np.int64), position=np.zeros(0, np.int16), label=np.zeros(0, np.int64),
+                    top_classes=np.zeros((0, self.top_k), np.int32), top_logits=np.zeros((0, self.top_k), np.float32))
+        return rows
 
 
 def draw_positions(seed: int, image_index: int, grid: tuple[int, int], count: int) -> np.ndarray:
@@ -217,53 +257,6 @@ def _map_positions(yx: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -
     y = ((2 * yx[..., 0] + 1) * dst[0]) // (2 * src[0])
     x = ((2 * yx[..., 1] + 1) * dst[1]) // (2 * src[1])
     return np.stack([y, x], axis=-1)
-
-
-def _run(model, imageset: ImageSet, specs, ref_grid, writer: StoreWriter, todo: list[int], shard_images: int,
-         batch_size: int, positions: int, seed: int, attribution: bool, top_k: int, act_dtype: str,
-         attr_dtype: str, n_classes: int, progress: bool, num_workers: int | None) -> None:
-    from tqdm.auto import tqdm
-
-    n_images = len(imageset)
-    plan = shard_batches(todo, shard_images, n_images, batch_size)
-    loader = image_loader(imageset, model.contract, [b for _, b in plan], num_workers=num_workers,
-                          pin_memory=model.device.type == "cuda")
-    bar = tqdm(total=sum(len(b) for _, b in plan), unit="img", desc="collect", disable=not progress)
-    parts: dict[str, list[np.ndarray]] = {}
-    skipped: list[tuple[str, str]] = []
-    n_skipped = 0
-    overflow_warned = False
-    try:
-        for step, ((shard, indices), batch) in enumerate(zip(plan, loader)):
-            for index, reason in batch.skipped:
-                name = imageset.name(index)
-                logger.info("skipping unreadable image %s: %s", name, reason)
-                skipped.append((name, reason))
-                n_skipped += 1
-            if len(batch.indices):
-                rows = _batch_rows(model, batch, specs, ref_grid, positions, seed, attribution, top_k, n_classes)
-                for field, value in rows.items():
-                    dtype = attr_dtype if field.startswith("attr.") else act_dtype if field.startswith("acts.") \
-                        else None
-                    if dtype is not None:
-                        stored = value.astype(dtype)
-                        if not overflow_warned and not np.isfinite(stored).all() and np.isfinite(value).all():
-                            overflow_warned = True
-                            warnings.warn(f"values of {field} overflow {dtype}; collect with a wider dtype "
-                                          f"(activation_dtype / attribution_dtype='float32')", RuntimeWarning)
-                        value = stored
-                    parts.setdefault(field, []).append(value)
-            bar.update(len(indices))
-            bar.set_postfix(skipped=n_skipped, refresh=False)
-            if step + 1 == len(plan) or plan[step + 1][0] != shard:
-                lo, hi = shard * shard_images, min((shard + 1) * shard_images, n_images)
-                arrays = {f: np.concatenate(v) for f, v in parts.items()} if parts else \
-                    _empty_rows(specs, attribution, top_k, n_classes, act_dtype, attr_dtype)
-                if not writer.write_shard(shard, arrays, (lo, hi), skipped):
-                    logger.info("shard %d was finished by another writer meanwhile; kept that one", shard)
-                parts, skipped = {}, []
-    finally:
-        bar.close()
 
 
 def _batch_rows(model: Model, batch, specs, ref_grid, positions: int, seed: int, attribution: bool,
@@ -325,16 +318,3 @@ def _plain_forward(model: Model, images: torch.Tensor, modules: dict[str, nn.Mod
         acts = tap(images)
     out = acts.pop("output")
     return acts, out
-
-
-def _empty_rows(specs, attribution: bool, top_k: int, n_classes: int, act_dtype: str, attr_dtype: str
-                ) -> dict[str, np.ndarray]:
-    rows: dict[str, np.ndarray] = {}
-    for spec in specs:
-        rows[f"acts.{spec.key}"] = np.zeros((0, spec.channels), dtype=act_dtype)
-        if attribution:
-            rows[f"attr.{spec.key}"] = np.zeros((0, n_classes), dtype=attr_dtype)
-        rows[f"yx.{spec.key}"] = np.zeros((0, 2), dtype=np.int16)
-    rows.update(image=np.zeros(0, np.int64), position=np.zeros(0, np.int16), label=np.zeros(0, np.int64),
-                top_classes=np.zeros((0, top_k), np.int32), top_logits=np.zeros((0, top_k), np.float32))
-    return rows

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from luminate.atlas.store import ActivationStore
+from luminate.data.store import ActivationStore
 
 logger = logging.getLogger("luminate.atlas")
 

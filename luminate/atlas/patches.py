@@ -30,8 +30,8 @@ pasted them onto photos as patches. :func:`atlas_patches` does the same end to e
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -48,16 +48,17 @@ from torch import Tensor
 from luminate import images as imageio
 from luminate.atlas.atlas import Atlas, AtlasCell, compare_atlas
 from luminate.atlas.collect import collect
-from luminate.atlas.imageset import image_set
+from luminate.data.inputs import image_set
+from luminate.cache import RenderCache
 from luminate.images import UnreadableImageError
 from luminate.models.base import Model, as_model
+from luminate.progress import bar as progress_bar
 from luminate.recipes import class_visualization
-from luminate.runtime import budget_steps
 
 logger = logging.getLogger("luminate.atlas")
 
 __all__ = ["atlas_patches", "flip_rate", "photo_crops", "paste", "grid_positions", "shuffle_pixels", "refine_patch",
-           "source_images", "rank_cells", "FlipRate", "PatchCandidate", "PatchExample", "PatchReport",
+           "source_images", "rank_cells", "FlipRate", "PatchSettings", "PatchCandidate", "PatchExample", "PatchReport",
            "DEFAULT_SIZE", "DEFAULT_SIZES"]
 
 #: patch side as a fraction of the image side (0.3: 9% of the image's area)
@@ -254,7 +255,6 @@ def refine_patch(model: Model | torch.nn.Module | str, images: Tensor, patch: Te
     ``size x (1 ± jitter)``. Returns the refined patch ``[3, resolution, resolution]`` in [0, 1]."""
     model = as_model(model)
     target_index = model.class_index(target) if isinstance(target, str) else int(target)
-    steps = budget_steps(steps)
     generator = torch.Generator().manual_seed(seed)
     start = resize_patch(patch.detach().cpu().float(), resolution).clamp(0.01, 0.99)
     logits = torch.logit(start).to(model.device).requires_grad_(True)
@@ -263,11 +263,7 @@ def refine_patch(model: Model | torch.nn.Module | str, images: Tensor, patch: Te
     h, w = images.shape[-2:]
     was_training = model.training
     model.eval()
-    bar = None
-    if progress and steps:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc="refine patch", leave=False)
+    bar = progress_bar(steps, "refine patch", enabled=progress and steps > 0)
     try:
         for _ in range(steps):
             pick = torch.randperm(images.shape[0], generator=generator)[:batch_size]
@@ -372,13 +368,44 @@ def rank_cells(atlas: Atlas, store, source: int, target: int) -> np.ndarray:
     return gains
 
 
-def atlas_patches(model: Model | torch.nn.Module | str, images, source: str | int, target: str | int,
-                  layer: str = "blocks.10", work_dir: str | os.PathLike | None = None, size: float = DEFAULT_SIZE,
-                  sizes: Sequence[float] = DEFAULT_SIZES, positions: int = 3, screen_positions: int = 2,
-                  n_cells: int = 3, positions_per_image: int = 4, icon_size: int = 64, icon_steps: int = 48,
-                  class_steps: int = 64,
-                  refine_steps: int = 40, refine: bool = True, n_examples: int = 4, seed: int = 0,
-                  progress: bool = True, log: Callable[[str], None] | None = None) -> PatchReport:
+@dataclass(frozen=True)
+class PatchSettings:
+    """What an :func:`atlas_patches` run depends on besides the model, images, classes and layer.
+
+    Attributes:
+        size: the default patch side, a fraction of the image side; ``sizes``: those measured for the report.
+        positions: places per side (``positions²`` places per image) for the best patch; ``screen_positions``: the
+            same for screening the raw candidates.
+        n_cells: atlas cells turned into candidates. positions_per_image: atlas rows per image.
+        icon_size, icon_steps: the atlas icons; ``class_steps``: the class visualization.
+        refine_steps, refine: the refinement of the best atlas candidate (:func:`refine_patch`); the refined patch
+            is the report's best. Without refinement the best raw candidate (class visualization included) is.
+        n_examples: before/after examples kept.
+        seed: seeds collection, icons, refinement and the control's shuffle.
+    """
+
+    size: float = DEFAULT_SIZE
+    sizes: tuple[float, ...] = DEFAULT_SIZES
+    positions: int = 3
+    screen_positions: int = 2
+    n_cells: int = 3
+    positions_per_image: int = 4
+    icon_size: int = 64
+    icon_steps: int = 48
+    class_steps: int = 64
+    refine_steps: int = 40
+    refine: bool = True
+    n_examples: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sizes", tuple(float(s) for s in self.sizes))
+        patch_pixels(self.size, 2)  # validates the fraction
+
+
+def atlas_patches(model: Model | str, images, source: str | int, target: str | int, layer: str = "blocks.10",
+                  work_dir: str | os.PathLike | None = None, settings: PatchSettings = PatchSettings(), *,
+                  progress: bool = True, log: Callable[[str], None] | None = None, **fields) -> PatchReport:
     """Find a patch that turns ``source`` photos into ``target`` through a comparison atlas (module docstring).
 
     Args:
@@ -387,21 +414,13 @@ def atlas_patches(model: Model | torch.nn.Module | str, images, source: str | in
             ``source``.
         source, target: class names or indices.
         layer: the atlas layer.
-        work_dir: where the activation store, its icon cache, the class visualization and the refined patch are
-            kept (a rerun with the same settings reuses them and optimizes nothing again); default: a temporary
-            folder, removed afterwards.
-        size: the default patch side, a fraction of the image side; ``sizes``: those measured for the report.
-        positions: places per side (``positions²`` places per image) for the best patch;
-            ``screen_positions``: the same for screening the raw candidates.
-        n_cells: atlas cells turned into candidates.
-        positions_per_image: atlas rows per image.
-        icon_size, icon_steps: the atlas icons; ``class_steps``: the class visualization.
-        refine_steps, refine: the refinement of the best atlas candidate (:func:`refine_patch`); the refined
-            patch is the report's best. Without refinement the best raw candidate (class visualization included) is.
-        n_examples: before/after examples kept.
-        seed: seeds collection, icons, refinement and the control's shuffle.
+        work_dir: where the activation store and, in the render cache's format, the class visualization and the
+            refined patch are kept (a rerun with the same settings reuses them and optimizes nothing again); default:
+            a temporary folder, removed afterwards.
+        settings: :class:`PatchSettings`; ``fields`` override its fields (``icon_steps=24, refine=False``).
         progress, log: progress bars; a function for one-line progress messages.
     """
+    settings = dataclasses.replace(settings, **fields) if fields else settings
     say = log or (lambda message: None)
     began = time.perf_counter()
     model = as_model(model)
@@ -409,100 +428,106 @@ def atlas_patches(model: Model | torch.nn.Module | str, images, source: str | in
     target_index = model.class_index(target) if isinstance(target, str) else int(target)
     if source_index == target_index:
         raise ValueError(f"source and target are the same class ({model.class_name(source_index)!r})")
-    patch_pixels(size, 2)  # validates the fraction
     all_images, names = load_images(model, images, say)
     chosen_images, top1 = source_images(model, all_images, source_index)
     src = all_images[chosen_images]
     say(f"{len(src)} of {len(all_images)} images are called {model.class_name(source_index)!r}")
+    atlas, gains = _comparison(model, images, source_index, target_index, layer, work_dir, settings, progress, say)
+    chosen = [int(k) for k in np.argsort(-np.nan_to_num(gains, nan=-np.inf), kind="stable")][:settings.n_cells]
+    cache = RenderCache(Path(work_dir) / "patches") if work_dir is not None else None
 
+    def measure(patch: Tensor, at: float = settings.size, per_side: int = settings.positions) -> FlipRate:
+        return flip_rate(model, src, patch, target_index, at, per_side, control_seed=settings.seed)
+
+    candidates = []
+    for k in chosen:
+        cell = atlas.cells[k]
+        rate = measure(atlas.icons[k], per_side=settings.screen_positions)
+        candidates.append(PatchCandidate(f"atlas cell ({cell.i}, {cell.j})", "atlas cell", atlas.icons[k], rate,
+                                         cell, float(gains[k])))
+        say(f"candidate {candidates[-1].name} (gain {gains[k]:+.3g}): {rate}")
+    say(f"class visualization of {model.class_name(target_index)!r} (the baseline candidate)")
+    side, steps = max(settings.icon_size, 96), settings.class_steps
+    vis = _cached(cache, model, {"kind": "class visualization", "class": target_index, "size": side, "steps": steps,
+                                 "seed": settings.seed},
+                  lambda: class_visualization(model, target_index, size=side, steps=steps, seed=settings.seed,
+                                              progress=progress).image[0])
+    candidates.append(PatchCandidate(f"feature visualization of {model.class_name(target_index)}",
+                                     "class visualization", vis, measure(vis, per_side=settings.screen_positions)))
+    say(f"candidate {candidates[-1].name}: {candidates[-1].rate}")
+    best = max(candidates, key=_merit)
+    if settings.refine and settings.refine_steps > 0:
+        best = _refined(model, src, candidates, target_index, settings, cache, progress, say, measure)
+        candidates.append(best)
+    if best.rate.positions != grid_positions(tuple(src.shape[-2:]), best.rate.side, settings.positions):
+        best.rate = measure(best.patch)
+    by_size = [best.rate if abs(s - settings.size) < 1e-9 else measure(best.patch, s) for s in settings.sizes]
+    examples = _examples(model, src, [names[int(i)] for i in chosen_images], best, settings.n_examples)
+    record = {"layer": layer, **{k: v for k, v in dataclasses.asdict(settings).items() if k != "refine"},
+              "sizes": list(settings.sizes), "refine_steps": settings.refine_steps if settings.refine else 0,
+              "work_dir": None if work_dir is None else str(work_dir)}
+    return PatchReport(model.name, layer, model.class_name(source_index), model.class_name(target_index), atlas, gains,
+                       chosen, candidates, best, by_size, examples, len(all_images), len(src), record,
+                       time.perf_counter() - began)
+
+
+def _comparison(model: Model, images, source: int, target: int, layer: str, work_dir, settings: PatchSettings,
+                progress: bool, say: Callable[[str], None]) -> tuple[Atlas, np.ndarray]:
+    """The comparison atlas of ``source`` and ``target`` over ``images`` and each cell's gain; the activation store
+    goes to ``work_dir/store`` (a temporary folder when None)."""
     temporary = None
     if work_dir is None:
         temporary = tempfile.TemporaryDirectory(prefix="luminate-patch-")
         work_dir = temporary.name
     try:
         work = Path(work_dir)
-        say(f"collecting {layer} over {len(all_images)} images into {work / 'store'}")
-        store = collect(model, images, layer, work / "store", positions_per_image=positions_per_image, seed=seed,
-                        progress=progress, num_workers=0)
+        say(f"collecting {layer} into {work / 'store'}")
+        store = collect(model, images, layer, work / "store", positions_per_image=settings.positions_per_image,
+                        seed=settings.seed, progress=progress, num_workers=0)
         say("comparison atlas")
-        atlas = compare_atlas(store, source_index, target_index, model=model, icon_size=icon_size, steps=icon_steps,
-                              attempts=1, seed=seed, progress=progress)
-        gains = rank_cells(atlas, store, source_index, target_index)
+        atlas = compare_atlas(store, source, target, model=model, icon_size=settings.icon_size,
+                              steps=settings.icon_steps, attempts=1, seed=settings.seed, progress=progress)
+        return atlas, rank_cells(atlas, store, source, target)
     finally:
         if temporary is not None:
             temporary.cleanup()
-    order = [int(k) for k in np.argsort(-np.nan_to_num(gains, nan=-np.inf), kind="stable")]
-    chosen = order[:n_cells]
 
-    def measure(patch: Tensor, at: float = size, per_side: int = positions) -> FlipRate:
-        return flip_rate(model, src, patch, target_index, at, per_side, control_seed=seed)
 
-    candidates = []
-    for k in chosen:
-        cell = atlas.cells[k]
-        rate = measure(atlas.icons[k], per_side=screen_positions)
-        candidates.append(PatchCandidate(f"atlas cell ({cell.i}, {cell.j})", "atlas cell", atlas.icons[k], rate,
-                                         cell, float(gains[k])))
-        say(f"candidate {candidates[-1].name} (gain {gains[k]:+.3g}): {rate}")
-    say(f"class visualization of {model.class_name(target_index)!r} (the baseline candidate)")
-    cache = None if temporary is not None else Path(work_dir) / "patches"
-    fingerprint = model.weights_fingerprint()
-    vis = _cached(cache, {"kind": "class visualization", "model": fingerprint, "class": target_index,
-                          "size": max(icon_size, 96), "steps": budget_steps(class_steps), "seed": seed},
-                  lambda: class_visualization(model, target_index, size=max(icon_size, 96), steps=class_steps,
-                                              seed=seed, progress=progress).image[0])
-    candidates.append(PatchCandidate(f"feature visualization of {model.class_name(target_index)}",
-                                     "class visualization", vis, measure(vis, per_side=screen_positions)))
-    say(f"candidate {candidates[-1].name}: {candidates[-1].rate}")
-    best = max(candidates, key=_merit)
-    if refine and refine_steps > 0:
-        from_atlas = [c for c in candidates if c.kind == "atlas cell"]
-        start = max(from_atlas or candidates, key=_merit)
-        say(f"refining {start.name} for {model.class_name(target_index)!r} on the {len(src)} source images")
-        refined = _cached(cache, {"kind": "refined", "model": fingerprint, "class": target_index, "size": size,
-                                  "steps": budget_steps(refine_steps), "seed": seed, "start": _digest(start.patch),
-                                  "images": _digest(src)},
-                          lambda: refine_patch(model, src, start.patch, target_index, size=size, steps=refine_steps,
-                                               seed=seed, progress=progress))
-        candidates.append(PatchCandidate(f"{start.name}, refined", "refined", refined, measure(refined), start.cell,
-                                         start.gain))
-        say(f"candidate {candidates[-1].name}: {candidates[-1].rate}")
-        best = candidates[-1]
-    if best.rate.positions != grid_positions(tuple(src.shape[-2:]), best.rate.side, positions):
-        best.rate = measure(best.patch)
-    by_size = [best.rate if abs(s - size) < 1e-9 else measure(best.patch, s) for s in sizes]
-    examples = _examples(model, src, [names[int(i)] for i in chosen_images], best, n_examples)
-    settings = {"layer": layer, "size": size, "sizes": list(sizes), "positions": positions,
-                "screen_positions": screen_positions, "n_cells": n_cells, "positions_per_image": positions_per_image,
-                "icon_size": icon_size, "icon_steps": icon_steps, "class_steps": class_steps,
-                "refine_steps": refine_steps if refine else 0, "seed": seed,
-                "work_dir": None if temporary is not None else str(work_dir)}
-    return PatchReport(model.name, layer, model.class_name(source_index), model.class_name(target_index), atlas, gains,
-                       chosen, candidates, best, by_size, examples, len(all_images), len(src), settings,
-                       time.perf_counter() - began)
+def _refined(model: Model, src: Tensor, candidates: list[PatchCandidate], target: int, settings: PatchSettings,
+             cache: RenderCache | None, progress: bool, say: Callable[[str], None],
+             measure: Callable[[Tensor], FlipRate]) -> PatchCandidate:
+    """The best atlas candidate refined for ``target`` on the source images (:func:`refine_patch`), measured."""
+    from_atlas = [c for c in candidates if c.kind == "atlas cell"]
+    start = max(from_atlas or candidates, key=_merit)
+    say(f"refining {start.name} for {model.class_name(target)!r} on the {len(src)} source images")
+    refined = _cached(cache, model, {"kind": "refined", "class": target, "size": settings.size,
+                                     "steps": settings.refine_steps, "seed": settings.seed,
+                                     "start": _digest(start.patch), "images": _digest(src)},
+                      lambda: refine_patch(model, src, start.patch, target, size=settings.size,
+                                           steps=settings.refine_steps, seed=settings.seed, progress=progress))
+    candidate = PatchCandidate(f"{start.name}, refined", "refined", refined, measure(refined), start.cell, start.gain)
+    say(f"candidate {candidate.name}: {candidate.rate}")
+    return candidate
 
 
 def _digest(tensor: Tensor) -> str:
     return hashlib.sha256(tensor.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()
 
 
-def _cached(folder: Path | None, settings: dict, compute: Callable[[], Tensor]) -> Tensor:
-    """``compute()`` once per ``settings``: the result is kept in ``folder`` (``None``: not kept), so a rerun with
-    the same settings optimizes nothing again."""
-    if folder is None:
-        return compute()
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    path = folder / f"{settings['kind'].replace(' ', '-')}-{key}.pt"
-    if path.exists():
-        try:
-            return torch.load(path, map_location="cpu")
-        except (OSError, RuntimeError, EOFError):
-            logger.warning("ignoring unreadable cached patch %s", path)
-    value = compute()
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    torch.save(value, partial)
-    os.replace(partial, path)
+def _cached(cache: RenderCache | None, model: Model, settings: dict, compute: Callable[[], Tensor]) -> Tensor:
+    """``compute()`` (an image ``[3, H, W]`` in [0, 1]) once per model weights and ``settings``: kept in the render
+    cache ``cache`` (None: not kept), so a rerun with the same settings optimizes nothing again. Returned in 8-bit
+    steps either way, so a rerun measures the very patch the first run did."""
+    from luminate.cache import dequantize, quantize
+
+    if cache is None:
+        return dequantize(quantize(compute()))
+    key = RenderCache.key({**settings, "for": "luminate.atlas.patches"}, model=model)
+    found = cache.get(key, [0])
+    if found is not None and 0 in found.images:
+        return found.images[0]
+    value = dequantize(quantize(compute()))
+    cache.put(key, {0: value}, settings=settings)
     return value
 
 

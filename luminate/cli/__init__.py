@@ -20,7 +20,7 @@ import sys
 import threading
 import traceback
 
-COMMANDS = ["models", "render", "blocks", "atlas", "microscope", "experiments", "quality", "serve", "features"]
+COMMANDS = ["models", "render", "blocks", "atlas", "microscope", "experiments", "quality", "serve", "features", "circuits"]
 REPORT = ("this is a bug in Luminate, not a problem with your input. Please report it on Luminate's issue tracker "
           "with the command you ran and the traceback that --debug prints")
 DESCRIPTION = (
@@ -192,10 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     from luminate.cli.common import check_outputs
 
     check_outputs(_command_parser(parser, args.command), args)
-    if runtime.tiny():  # smoke runs and README tests: every step-count flag capped (luminate.runtime.budget_steps)
-        for dest, value in vars(args).items():
-            if dest.endswith("steps") and isinstance(value, int) and not isinstance(value, bool):
-                setattr(args, dest, max(1, runtime.budget_steps(value)))
     if not getattr(args, "quiet", False) and (notice := runtime.busy_notice()):
         print(notice, file=sys.stderr)
     runtime.clear_interrupt()

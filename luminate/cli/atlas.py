@@ -78,8 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_collect(args: argparse.Namespace) -> int:
     import logging
 
-    from luminate.atlas.collect import UnreadableImagesWarning, collect
+    from luminate.atlas.collect import CollectSettings, UnreadableImagesWarning, collect
     from luminate.cli.checks import validate_collect
+    from luminate.data.settings import PassSettings
 
     start = time.perf_counter()
     validate_collect(args)   # every option checked before any work (exit 2)
@@ -88,10 +89,11 @@ def run_collect(args: argparse.Namespace) -> int:
     model = load_model(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnreadableImagesWarning)  # reported below, by name
-        store = collect(model, args.images, args.layer, args.output, positions_per_image=args.positions,
-                        batch_size=args.batch_size, shard_size=args.shard_size, seed=args.seed,
-                        attribution=not args.no_attribution, progress=not args.quiet, num_workers=args.workers,
-                        overwrite=args.overwrite, ray=args.ray, num_cpus=args.num_cpus)
+        settings = CollectSettings(positions_per_image=args.positions, shard_size=args.shard_size, seed=args.seed,
+                                   attribution=not args.no_attribution)
+        run = PassSettings(batch_size=args.batch_size, num_workers=args.workers, progress=not args.quiet,
+                           ray=args.ray, num_cpus=args.num_cpus)
+        store = collect(model, args.images, args.layer, args.output, settings, run=run, overwrite=args.overwrite)
     print("\n".join(store.summary().splitlines()[:2]))  # what was collected; the skipped files follow by name
     print(f"collected in {time.perf_counter() - start:.1f}s")
     if store.skipped:
@@ -108,17 +110,17 @@ def skipped_line(skipped: list[tuple[str, str]], limit: int = 20) -> str:
 
 def run_atlas(args: argparse.Namespace) -> int:
     from luminate.atlas import atlas as pipelines
-    from luminate.atlas.store import ActivationStore
+    from luminate.data.store import ActivationStore
     from luminate.views.atlas import write_atlas
 
     start = time.perf_counter()
     store = ActivationStore(args.store)
     cache = False if args.no_cache else args.cache
-    common = dict(layer=args.layer, grid_size=args.grid, min_count=args.min_count, icon_size=args.icon_size,
-                  steps=args.steps, layout_method=args.layout, whiten=args.whiten, batch_size=args.batch_size,
-                  seed=args.seed, cache_dir=cache, progress=not args.quiet)
-    if args.attempts is not None:
-        common["attempts"] = args.attempts
+    settings = pipelines.AtlasSettings(
+        grid_size=args.grid, min_count=args.min_count, icon_size=args.icon_size, steps=args.steps,
+        layout_method=args.layout, whiten=args.whiten, batch_size=args.batch_size, seed=args.seed, cache_dir=cache,
+        progress=not args.quiet, attempts=args.attempts)
+    common = dict(layer=args.layer, settings=settings)
     if args.class_name is not None:
         label = int(args.class_name) if args.class_name.strip().isdigit() else args.class_name
         atlas = pipelines.class_atlas(store, label, **common)

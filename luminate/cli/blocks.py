@@ -16,8 +16,9 @@ CLASSES_HELP = ("class names or indices to explain, e.g. --classes daisy bee (qu
 
 METHODS_HELP = ("saliency, integrated_gradients, smoothgrad, deeplift, occlusion, gradient_shap, input_x_gradient "
                 "(pixel maps of the image), or gradcam, layer_integrated_gradients, layer_gradient_x_activation (maps "
-                "of --layer, with channel attribution); default: layer integrated gradients (--linear: activation x "
-                "gradient)")
+                "of --layer, with channel attribution); default: layer_integrated_gradients (from zero activation; "
+                "layer_gradient_x_activation is Lucid's linear approximation)")
+LINEAR_GONE = "--method layer_gradient_x_activation"
 
 
 def _method(name: str) -> str:
@@ -27,6 +28,24 @@ def _method(name: str) -> str:
         return check_method(name)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _Removed(argparse.Action):
+    """A flag that was removed: giving it is an error naming what replaced it (hidden from --help)."""
+
+    def __init__(self, option_strings, dest, replacement: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=argparse.SUPPRESS, **kwargs)
+        self.replacement = replacement
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(f"{option_string} was removed: use {self.replacement}")
+
+
+def _method_flag(p: argparse.ArgumentParser, what: str) -> None:
+    """The one way to choose the attribution method: ``--method`` (``--linear`` says so)."""
+    p.add_argument("--method", default="layer_integrated_gradients", type=_method, metavar="METHOD",
+                   help=f"attribution method {what} (Captum's): " + METHODS_HELP)
+    p.add_argument("--linear", action=_Removed, replacement=LINEAR_GONE)
 
 
 def _common(p: argparse.ArgumentParser, output: str) -> None:
@@ -47,6 +66,15 @@ def _icons(p: argparse.ArgumentParser, size: int, steps: int, cache: bool = True
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's commands, each from its own function, in the order `luminate --help` lists them."""
+    _register_dictionary(sub)
+    _register_grid(sub)
+    _register_attribute(sub)
+    _register_groups(sub)
+    _register_explain(sub)
+
+
+def _register_dictionary(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "dictionary", help="semantic dictionary: the top channels at each position, as icons (HTML)",
         description="For every spatial position of LAYER, find the K channels that fire most on IMAGE and show them "
@@ -59,6 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _icons(p, 64, 256)
     p.set_defaults(func=run_dictionary)
 
+
+def _register_grid(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "grid", help="activation grid: one feature visualization per position (HTML)",
         description="Optimize one image per spatial position of LAYER to produce that position's activation vector "
@@ -74,23 +104,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_grid)
 
+
+def _register_attribute(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "attribute", help="attribution: where in the image each class comes from, and which channels (HTML)",
         description="Attribute the logits of CLASSES to the positions and channels of LAYER: the page lights up the "
                     "photo where each class's evidence lies (Lucid's orange/blue hint compares the first two), shows "
                     "the numbers at the hovered position, and lists the channels that raise or lower each class with "
-                    "their icons. Integrated gradients from zero activation by default (--linear: activation x "
-                    "gradient, Lucid's AttrSpatial).",
+                    "their icons. Integrated gradients from zero activation by default (--method "
+                    "layer_gradient_x_activation: activation x gradient, Lucid's AttrSpatial).",
         epilog="example: luminate attribute efficientnet_lite0 flower.jpg --layer blocks.12 --classes daisy bee "
                "-o attribution.html")
     _common(p, "attribution.html")
     p.add_argument("--layer", default=None, help=LAYER_HELP)
     p.add_argument("--classes", nargs="+", default=None, help=CLASSES_HELP)
     p.add_argument("--top", type=int, default=3, help="without --classes: how many top classes (default 3)")
-    p.add_argument("--steps", type=int, default=N_STEPS, help="integrated-gradients steps")
-    p.add_argument("--linear", action="store_true", help="activation x gradient instead of integrated gradients")
-    p.add_argument("--method", default=None, type=_method, metavar="METHOD",
-                   help="attribution method (Captum's): " + METHODS_HELP)
+    p.add_argument("--steps", type=int, default=N_STEPS, help="integrated-gradients steps (or noise samples)")
+    _method_flag(p, "")
     p.add_argument("--channels", type=int, default=3,
                    help="top positive and negative channels shown per class (default 3)")
     p.add_argument("--no-icons", action="store_true", help="do not render channel icons")
@@ -101,6 +131,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _icons(p, 64, 128)
     p.set_defaults(func=run_attribute)
 
+
+def _register_groups(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "groups", help="neuron groups: NMF factors of a layer with icons, masks and class attribution (HTML)",
         description="Factorize LAYER's activations on IMAGE into GROUPS groups of neurons that fire together (NMF). "
@@ -117,6 +149,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_groups)
 
+
+def _register_explain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "explain", help="explain one photo: every Building Block on one page (HTML)",
         description="Compute everything for one photo and write one self-contained page: the top-5 classes; where in "
@@ -141,10 +175,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", type=int, default=4, help="dictionary channels per position (default 4)")
     _icons(p, 64, 128)
     p.add_argument("--group-steps", type=int, default=None, help="steps for the group icons (default: --icon-steps)")
-    p.add_argument("--attribution-steps", type=int, default=N_STEPS, help="integrated-gradients steps")
-    p.add_argument("--linear", action="store_true", help="activation x gradient instead of integrated gradients")
-    p.add_argument("--method", default=None, type=_method, metavar="METHOD",
-                   help="attribution method for the attribution section: " + METHODS_HELP)
+    p.add_argument("--attribution-steps", type=int, default=N_STEPS,
+                   help="integrated-gradients steps (or noise samples)")
+    _method_flag(p, "of the attribution section")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_explain)
 
@@ -185,8 +218,9 @@ def run_dictionary(args: argparse.Namespace) -> int:
     model, x = _load(args)
     layer = _layer(model, args, "dictionary")
     with Job("dictionary", stages=1, enabled=not args.quiet) as job:
-        job.stage(f"semantic dictionary of {layer}", f"top {args.k} channels per position, one icon per channel "
-                                                     f"({args.icon_size} px, {args.icon_steps} steps; cached icons reused)")
+        job.stage(f"semantic dictionary of {layer}",
+                  f"top {args.k} channels per position, one icon per channel "
+                  f"({args.icon_size} px, {args.icon_steps} steps; cached icons reused)")
         sd = semantic_dictionary(model, x, layer, k=args.k, icon_size=args.icon_size, icon_steps=args.icon_steps,
                                  cache_dir=args.cache, progress=not args.quiet)
     path = dictionary_view(sd).save(args.output)
@@ -221,8 +255,8 @@ def run_attribute(args: argparse.Namespace) -> int:
 
     x = image_input(model, args.image)
     layer = _layer(model, args, "attribution")
-    maps = attribution_maps(model, x, layer, _classes(model, args), top=args.top, integrated=not args.linear,
-                            n_steps=args.steps, method=args.method)
+    maps = attribution_maps(model, x, layer, _classes(model, args), top=args.top, n_steps=args.steps,
+                            method=args.method)
     if not args.no_icons:
         add_channel_icons(model, maps, args.channels, args.icon_size, args.icon_steps, args.cache, not args.quiet)
     view = attribution_view(maps, n_channels=args.channels)
@@ -244,7 +278,7 @@ def run_groups(args: argparse.Namespace) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from luminate.analysis.explain import explain
+    from luminate.analysis.explain import ExplainSettings, explain
     from luminate.progress import Job
     from luminate.views.blocks import explain_view
 
@@ -252,12 +286,12 @@ def run_explain(args: argparse.Namespace) -> int:
     model, x = _load(args)
     classes = _classes(model, args)
     with Job("explain", stages=5, enabled=not args.quiet) as job:
-        result = explain(model, x, args.layer, classes, n_groups=args.groups, groups_layer=args.groups_layer,
-                         dictionary_layer=args.dictionary_layer, integrated=not args.linear,
-                         n_classes=args.top, k=args.k, icon_size=args.icon_size, icon_steps=args.icon_steps,
-                         group_steps=args.group_steps, attribution_steps=args.attribution_steps, cache_dir=args.cache,
-                         method=args.method,
-                         seed=args.seed, progress=not args.quiet, log=job.log)
+        settings = ExplainSettings(method=args.method, attribution_steps=args.attribution_steps, n_classes=args.top,
+                                   n_groups=args.groups, k=args.k, icon_size=args.icon_size,
+                                   icon_steps=args.icon_steps, group_steps=args.group_steps, seed=args.seed)
+        result = explain(model, x, args.layer, classes, settings, groups_layer=args.groups_layer,
+                         dictionary_layer=args.dictionary_layer, cache_dir=args.cache, progress=not args.quiet,
+                         log=job.log)
     path = explain_view(result).save(args.output)
     best, p = result.predictions[0]
     return _done(path, f"{model.name} sees {best} ({p:.0%}); explained {', '.join(result.attribution.classes)}", start)

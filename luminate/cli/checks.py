@@ -105,40 +105,14 @@ def check_units(spec: str | None, channels: int, layer: str, option: str = "--un
     ``"layer L has only N units"`` (empty when nothing was changed). An empty slice (``5:2``), a start past the
     layer, a malformed spec or an out-of-range index in a list raise :class:`UsageError`.
     """
+    from luminate.data.settings import check_unit_spec
+
     if spec is None or spec.strip().lower() == "all":
         return spec, ""
-    text = spec.strip()
-    last = channels - 1
-    if ":" in text:
-        try:
-            parts = [int(p) if p.strip() else None for p in text.split(":")]
-        except ValueError:
-            parts = []
-        if not 2 <= len(parts) <= 3 or (len(parts) == 3 and parts[2] == 0):
-            raise UsageError(f"{option} {spec}: give a slice START:STOP like 0:64, a list like 3,7,9, or all")
-        start, stop = parts[0], parts[1]
-        selected = list(range(channels))[slice(*parts)]
-        if start is not None and start >= channels:
-            raise UsageError(f"{option} {spec}: layer {layer} has only {channels} units (0..{last})")
-        if not selected:
-            raise UsageError(f"{option} {spec}: selects no unit of {layer} (start must be below stop, e.g. 0:16; the "
-                             f"layer has units 0..{last})")
-        if stop is not None and stop > channels:
-            clipped = ":".join("" if p is None else str(p) for p in [start, channels] + parts[2:])
-            return clipped, (f"layer {layer} has only {channels} units: {option} {spec} is clipped to {clipped} "
-                             f"({len(selected)} units)")
-        return spec, ""
     try:
-        units = [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise UsageError(f"{option} {spec}: give a slice START:STOP like 0:64, a list like 3,7,9, or all") from None
-    if not units:
-        raise UsageError(f"{option} {spec}: no units given")
-    bad = [u for u in units if not 0 <= u < channels]
-    if bad:
-        raise UsageError(f"{option} {spec}: unit {bad[0]} is out of range; layer {layer} has only {channels} units "
-                         f"(0..{last})")
-    return spec, ""
+        return check_unit_spec(spec, channels, layer, option)
+    except (ValueError, IndexError) as exc:   # the reason, after the option as typed
+        raise UsageError(f"{option} {spec}: {exc}") from None
 
 
 def known_options(parser: argparse.ArgumentParser) -> set[str]:

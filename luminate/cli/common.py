@@ -66,7 +66,9 @@ def load_model_arg(spec: str, device: str | None = None, *, weights: bool = True
     from torch import nn
 
     from luminate import models
+    from luminate.cli.checks import check_device
 
+    check_device(device)  # `--device cuda` without CUDA: one line, before any model is built
     spec = str(spec).strip()
     if ":" not in spec:
         key = spec.lower().replace("-", "_")
@@ -85,7 +87,7 @@ def load_model_arg(spec: str, device: str | None = None, *, weights: bool = True
         import importlib
 
         try:
-            module = importlib.import_module(where)
+            module = _users(spec, lambda: importlib.import_module(where), ModuleNotFoundError)
         except ModuleNotFoundError as exc:
             raise ValueError(f"MODEL {spec!r}: cannot import the module {where!r} ({exc}); expected "
                              f"package.module:function with the module importable (installed or on PYTHONPATH), "
@@ -97,13 +99,57 @@ def load_model_arg(spec: str, device: str | None = None, *, weights: bool = True
                        and getattr(v, "__module__", None) == module.__name__)
         raise ValueError(f"MODEL {spec!r}: {what} has no function {func!r}"
                          + (f"; its functions: {', '.join(found)}" if found else ""))
-    model = build()
-    if not isinstance(model, models.Model):
+    _takes_no_arguments(build, spec)
+    model = _users(spec, build)
+    if not isinstance(model, models.BaseModel):   # an image Model or a TextModel
         kind = type(model).__name__
         extra = (f" A bare {kind} has no input contract: return luminate.models.wrap(net, size, preset='imagenet') "
                  "(or mean=/std=, value_range=) instead.") if isinstance(model, nn.Module) else ""
         raise TypeError(f"MODEL {spec!r}: {func}() returned a {kind}, expected a luminate Model.{extra}")
     return model.to(device) if device else model
+
+
+def _takes_no_arguments(build, spec: str) -> None:
+    """Refuse a MODEL function that needs arguments (``os.path:join``) before calling it."""
+    import inspect
+
+    try:
+        params = inspect.signature(build).parameters.values()
+    except (TypeError, ValueError):
+        return
+    needed = [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD,
+                                                                             p.KEYWORD_ONLY)]
+    if needed:
+        from luminate.cli.checks import UsageError
+
+        raise UsageError(f"MODEL {spec!r}: the function needs arguments ({', '.join(needed)}); MODEL names a "
+                         "function that takes none and returns a luminate Model")
+
+
+def _users(spec: str, call, passes: type[BaseException] | tuple = ()):
+    """Run the user's code (their file, module or function): an error raised in it is reported as theirs, with
+    the file, line and message (exit 2), not as a bug in Luminate."""
+    import traceback
+
+    from luminate.cli.checks import UsageError
+
+    try:
+        return call()
+    except passes:
+        raise
+    except Exception as exc:  # noqa: BLE001 - anything their code raises is theirs to fix
+        package = str(Path(__file__).resolve().parents[1])  # frames in Luminate or importlib are not theirs
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if not f.filename.startswith("<") and not str(Path(f.filename).resolve()).startswith(package)]
+        if isinstance(exc, SyntaxError) and exc.filename:
+            where = f"{exc.filename}, line {exc.lineno}"
+        elif frames:
+            where = f"{frames[-1].filename}, line {frames[-1].lineno}"
+        else:
+            where = "its code"
+        message = exc.msg if isinstance(exc, SyntaxError) else exc
+        raise UsageError(f"MODEL {spec!r}: your code raised {type(exc).__name__} at {where}: {message}; fix it in "
+                         "your code and rerun") from exc
 
 
 def _module_from_file(path: Path, spec: str):
@@ -124,7 +170,7 @@ def _module_from_file(path: Path, spec: str):
     sys.path.insert(0, folder)
     sys.modules[name] = module
     try:
-        loader_spec.loader.exec_module(module)
+        _users(spec, lambda: loader_spec.loader.exec_module(module))
     except BaseException:
         sys.modules.pop(name, None)
         raise

@@ -10,6 +10,14 @@ from luminate.cli.common import add_model_args, load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's commands, each from its own function, in the order `luminate --help` lists them."""
+    _register_patch(sub)
+    _register_hinton(sub)
+    _register_caricature(sub)
+    _register_style(sub)
+
+
+def _register_patch(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "patch", help="find an adversarial patch through a comparison atlas and measure its flip rate",
         description="Collect LAYER over the images, build the comparison atlas of SOURCE vs TARGET, rank its cells "
@@ -40,11 +48,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refine-steps", type=int, default=40,
                    help="optimization steps refining the best atlas candidate; 0: no refinement (default 40)")
     p.add_argument("--icon-steps", type=int, default=48, help="optimization steps per atlas icon (default 48)")
+    p.add_argument("--class-steps", type=int, default=64,
+                   help="optimization steps of the target class's visualization, the baseline candidate (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seeds collection, icons, refinement and control (default 0)")
     p.add_argument("--save-patch", default=None, help="also save the best patch as an image file")
     p.add_argument("--quiet", action="store_true", help="no progress bars or progress messages")
     p.set_defaults(func=run_patch)
 
+
+def _register_hinton(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "hinton", help="Hinton diagram of a layer's activations on a photo, or of its weights",
         description="Draw a Hinton diagram (SVG in a self-contained page): one square per value, its area "
@@ -64,6 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-cols", type=int, default=64, help="pool to at most this many columns (default 64)")
     p.set_defaults(func=run_hinton)
 
+
+def _register_caricature(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "caricature", help="feature inversion: what a layer keeps of a photo",
         description="Optimize an image from noise so that its activations at LAYER have the largest dot product "
@@ -84,6 +98,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_caricature)
 
+
+def _register_style(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "style", help="style transfer: CONTENT painted in the style of STYLE",
         description="Optimize an image (Fourier parameterization) to match CONTENT's activations at one layer and "
@@ -118,7 +134,8 @@ def run_patch(args: argparse.Namespace) -> int:
     log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     report = atlas_patches(model, args.images, args.source, args.target, layer=args.layer, work_dir=work,
                            size=args.size, sizes=args.sizes, positions=args.positions, n_cells=args.cells,
-                           icon_steps=args.icon_steps, refine_steps=args.refine_steps, seed=args.seed,
+                           icon_steps=args.icon_steps, class_steps=args.class_steps, refine_steps=args.refine_steps,
+                           seed=args.seed,
                            progress=not args.quiet, log=log)
     page = write_patch_report(report, output)
     if args.save_patch:

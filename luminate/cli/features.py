@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, default=16, help="active codes per position for topk / batchtopk (default 16)")
     p.add_argument("--method", choices=("topk", "batchtopk", "nmf"), default="topk",
                    help="topk (TopK sparse autoencoder, default), batchtopk, or nmf (scikit-learn baseline)")
+    p.add_argument("--dictionary", default=None, metavar="PATH",
+                   help="show this dictionary instead of learning one: a SAELens folder (cfg.json and "
+                        "sae_weights.safetensors) or a Luminate dictionary.safetensors")
     p.add_argument("--top", type=int, default=9, help="dataset examples per feature (default 9)")
     p.add_argument("--pages", default="0:64", help="features given pages and visualizations: a slice like 0:64 "
                                                    "(default), a list like 3,7,9, or 'all'")
@@ -47,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_features(args: argparse.Namespace) -> int:
     from luminate.cli.common import load_model
-    from luminate.features import build
+    from luminate.features import FeatureSettings, build
     from luminate.views.features import write_site
 
     start = time.perf_counter()
@@ -55,14 +58,15 @@ def run_features(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
     model = load_model(args)
     pages = None if args.pages.strip().lower() == "all" else args.pages
-    site = build(model, args.images, args.output, args.layer, args.features, args.k, args.method, top_k=args.top,
-                 pages=pages, steps=args.steps, size=args.size, seed=args.seed, train_steps=args.train_steps,
-                 stability=not args.no_stability, microscope=args.microscope, cache_dir=args.cache,
-                 progress=not args.quiet)
+    settings = FeatureSettings().replace(n_features=args.features, k=args.k, method=args.method, top_k=args.top,
+                                         pages=pages, steps=args.steps, size=args.size, seed=args.seed,
+                                         train_steps=args.train_steps, stability=not args.no_stability)
+    site = build(model, args.images, args.output, args.layer, settings=settings, microscope=args.microscope,
+                 cache_dir=args.cache, progress=not args.quiet, dictionary=args.dictionary)
     index = write_site(site, progress=not args.quiet)
     m = site.dictionary.metrics
     stab = f", stability {m['stability']:.3f}" if m.get("stability") is not None else ""
-    print(f"{index}: {site.dictionary.n_features} features of {site.layer} ({args.method}, k = {site.dictionary.k}): "
+    print(f"{index}: {site.dictionary.n_features} features of {site.layer} ({site.dictionary.method}, k = {site.dictionary.k}): "
           f"held-out R² {m['r2']:.3f}, L0 {m['l0']:.1f}, dead {100 * m['dead']:.1f}%{stab}; {len(site.pages)} pages "
           f"({time.perf_counter() - start:.1f}s)")
     if site.skipped:

@@ -61,8 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_microscope(args: argparse.Namespace) -> int:
     from luminate.cli.atlas import skipped_line
     from luminate.cli.checks import validate_microscope, validate_units
-    from luminate.microscope import build
-    from luminate.microscope.site import site_lock
+    from luminate.data.settings import PassSettings, resolve_layers
+    from luminate.data.store import site_lock
+    from luminate.microscope import MicroscopeSettings, build
     from luminate.views.microscope import write_site
 
     start = time.perf_counter()
@@ -77,18 +78,17 @@ def run_microscope(args: argparse.Namespace) -> int:
     if args.device:
         model = model.to(args.device)
     units = None if args.units.strip().lower() == "all" else args.units
-    from luminate.microscope.collect import resolve_layers
-
     layers = resolve_layers(model, args.layers)   # a typo stops here, before any folder or work
     for warning in validate_units(model, layers, units):
         print(f"luminate microscope: warning: {warning}", file=sys.stderr)
     with site_lock(args.output):   # one run owns the site from collection to the last page
-        site = build(model, args.images, args.output, layers=layers, units=units, top_k=args.top,
-                     render=args.render_units, circuit_images=args.circuit_images,
-                     steps=args.steps, size=args.size, seed=args.seed, batch_size=args.batch_size,
-                     shard_images=args.shard_size, attribution_images=args.attribution_images,
-                     units_per_batch=args.units_per_batch, cache_dir=args.cache, ray=args.ray,
-                     num_cpus=args.num_cpus, sanity=args.sanity, progress=not args.quiet)
+        settings = MicroscopeSettings(units=units, top_k=args.top, render=args.render_units,
+                                      circuit_images=args.circuit_images, steps=args.steps, size=args.size,
+                                      seed=args.seed, shard_images=args.shard_size,
+                                      attribution_images=args.attribution_images,
+                                      units_per_batch=args.units_per_batch, cache_dir=args.cache, sanity=args.sanity)
+        run = PassSettings(batch_size=args.batch_size, ray=args.ray, num_cpus=args.num_cpus, progress=not args.quiet)
+        site = build(model, args.images, args.output, settings, layers=layers, run=run)
         index = write_site(site, progress=not args.quiet)
     n_units = sum(len(layer["units"]) for layer in site.layers)
     print(f"{index}: {n_units} units of {', '.join(l['name'] for l in site.layers)} over "

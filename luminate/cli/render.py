@@ -93,11 +93,11 @@ def run_render(args: argparse.Namespace) -> int:
     from luminate.objectives import parse
     from luminate.render import render
 
-    from luminate.param.maco import parameterization
+    from luminate.render import parameterization
 
     objective = parse(args.objective.strip())  # syntax errors before the model loads
     model = load_model(args)
-    param, transforms, lr = parameterization(args.param, args.size, args.batch)
+    param, transforms, lr = parameterization(args.param, args.size, args.batch, model.contract.channels)
     result = render(model, objective, param=param, transforms=transforms, steps=args.steps, seed=args.seed,
                     lr=lr if args.lr is None else args.lr, progress=not args.quiet,
                     frames_every=max(1, args.steps // 48) if args.gif else None)

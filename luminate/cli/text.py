@@ -9,11 +9,19 @@ import time
 from pathlib import Path
 
 
+def _is_file(source: str) -> bool:
+    """Whether ``source`` names a file; a text too long to be a path (or otherwise not one) is not."""
+    try:
+        return Path(source).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _check_pair(model, source: str, command: str) -> None:
     """A text model needs text, an image model images: a clear error for either mix-up."""
     is_text = getattr(model, "is_text", False)
     p = Path(source)
-    if is_text and p.is_file() and p.suffix.lower() != ".txt":
+    if is_text and _is_file(source) and p.suffix.lower() != ".txt":
         raise ValueError(f"{model.name} is a text model, so `luminate {command}` reads text: give a .txt file (one "
                          f"text per line) or a folder of .txt files, not {source!r}")
     if not is_text and p.suffix.lower() == ".txt":
@@ -28,7 +36,7 @@ def run_text_microscope(args: argparse.Namespace, model, start: float) -> int:
 
     _check_pair(model, args.images, "microscope")
     units = None if args.units.strip().lower() == "all" else args.units
-    from luminate.microscope.site import site_lock
+    from luminate.data.store import site_lock
 
     with site_lock(args.output):  # one run per site folder, as for image sites
         site = build(model, args.images, args.output, layers=args.layers, units=units, top_k=args.top,
@@ -56,11 +64,10 @@ def run_text_attribute(args: argparse.Namespace, model, start: float) -> int:
     from luminate.views.text import attribution_page
 
     source = args.image
-    p = Path(source)
-    if p.is_file():
+    if _is_file(source):
         from luminate.text.core import read_texts
 
-        source = read_texts(p)[0]
+        source = read_texts(Path(source))[0]
     unit = getattr(args, "unit", None)
     if args.layer and unit is None:
         raise ValueError("give --unit U with --layer for a text model (the unit whose activation is attributed)")

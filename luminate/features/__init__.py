@@ -11,11 +11,11 @@ from luminate.features.dictionary import (Dictionary, DictionaryMismatchError, l
                                           stability)
 from luminate.features.learn import NonFiniteActivationsError, learn, metrics
 from luminate.features.render import render_features
-from luminate.features.sae import SparseAutoencoder, train_sae
-from luminate.features.site import FeatureSite, build, top_examples
+from luminate.features.sae import SparseAutoencoder, TrainSettings, train_sae
+from luminate.features.site import FeatureSettings, FeatureSite, build, top_examples
 
 load = load_dictionary
 
-__all__ = ["Dictionary", "DictionaryMismatchError", "FeatureSite", "NonFiniteActivationsError", "SparseAutoencoder",
-           "build", "learn", "load", "load_dictionary", "match_directions", "metrics", "render_features", "stability",
-           "top_examples", "train_sae"]
+__all__ = ["Dictionary", "DictionaryMismatchError", "FeatureSettings", "FeatureSite", "NonFiniteActivationsError",
+           "SparseAutoencoder", "TrainSettings", "build", "learn", "load", "load_dictionary", "match_directions",
+           "metrics", "render_features", "stability", "top_examples", "train_sae"]

@@ -17,6 +17,11 @@ from torch import Tensor
 
 FILE = "dictionary.safetensors"
 FORMAT = "luminate.features.dictionary-v1"
+#: How codes are computed from activations (SAELens's settings; Luminate's own dictionaries use the defaults):
+#: ``apply_b_dec_to_input`` subtracts the decoder bias before the encoder, ``normalize_activations`` is SAELens's
+#: run-time input normalization ("none", "expected_average_only_in" (none at run time), "constant_norm_rescale",
+#: "layer_norm").
+ENCODING = {"apply_b_dec_to_input": True, "normalize_activations": "none"}
 
 
 class DictionaryMismatchError(ValueError):
@@ -28,13 +33,15 @@ class Dictionary:
 
     Attributes:
         directions: ``[N, C]`` unit vectors (the decoder's columns): feature ``i`` adds ``code_i * directions[i]``.
-        method: ``"topk"``, ``"batchtopk"`` or ``"nmf"``; ``k``: active codes per position (TopK / BatchTopK).
+        method: ``"topk"``, ``"batchtopk"``, ``"nmf"``, or for dictionaries read in SAELens's format ``"relu"``
+            (standard) and ``"jumprelu"`` (a threshold per feature, ``theta``); ``k``: active codes per position (TopK
+            / BatchTopK). encoding: see :data:`ENCODING`.
         layer, model_name, weights: what it was learned on. metrics: held-out quality (see :func:`metrics`).
         info: training settings and numbers (rows, steps, seconds, the run's key).
     """
 
     def __init__(self, tensors: dict[str, Tensor], method: str, k: int, layer: str, model_name: str, weights: str,
-                 metrics: dict | None = None, info: dict | None = None):
+                 metrics: dict | None = None, info: dict | None = None, encoding: dict | None = None):
         self.tensors = {name: t.detach().float().cpu().contiguous() for name, t in tensors.items()}
         self.method = method
         self.k = int(k)
@@ -43,6 +50,7 @@ class Dictionary:
         self.weights = weights
         self.metrics: dict[str, Any] = dict(metrics or {})
         self.info: dict[str, Any] = dict(info or {})
+        self.encoding: dict[str, Any] = {**ENCODING, **(encoding or {})}
 
     # ----- shape ----------------------------------------------------------------------------------------------
     @property
@@ -98,8 +106,13 @@ class Dictionary:
             z = torch.from_numpy(nmf_codes(x.numpy(), self.tensors["components"].numpy()))
         else:
             t = self.tensors
-            pre = torch.relu((x - t["b_dec"]) @ t["W_enc"].t() + t["b_enc"])
-            if self.method == "topk":
+            x = _normalized(x, self.encoding["normalize_activations"])
+            if self.encoding["apply_b_dec_to_input"]:
+                x = x - t["b_dec"]
+            pre = torch.relu(x @ t["W_enc"].t() + t["b_enc"])
+            if self.method == "relu":
+                z = pre
+            elif self.method == "topk":
                 values, index = pre.topk(self.k, dim=1)
                 z = torch.zeros_like(pre).scatter(1, index, values)
             else:
@@ -156,9 +169,19 @@ class Dictionary:
                     "mean nothing there; learn a dictionary for this model")
 
     # ----- files ----------------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``path`` (a ``.safetensors`` file, or a folder that gets ``dictionary.safetensors``) atomically."""
+    def save(self, path: str | os.PathLike, format: str = "luminate") -> Path:
+        """Write ``path`` (a ``.safetensors`` file, or a folder that gets ``dictionary.safetensors``) atomically.
+
+        ``format="saelens"``: a folder with SAELens's ``cfg.json`` and ``sae_weights.safetensors``
+        (:func:`luminate.features.saelens.write_saelens`)."""
         from safetensors.torch import save
+
+        if format == "saelens":
+            from luminate.features.saelens import write_saelens
+
+            return write_saelens(self, path)
+        if format != "luminate":
+            raise ValueError(f"format {format!r}: write 'luminate' or 'saelens'")
 
         from luminate.cache import atomic_write
 
@@ -168,7 +191,7 @@ class Dictionary:
         path.parent.mkdir(parents=True, exist_ok=True)
         header = {"format": FORMAT, "method": self.method, "k": str(self.k), "layer": self.layer,
                   "model": self.model_name, "weights": self.weights, "metrics": json.dumps(self.metrics),
-                  "info": json.dumps(self.info, default=str)}
+                  "info": json.dumps(self.info, default=str), "encoding": json.dumps(self.encoding)}
         atomic_write(path, save(self.tensors, metadata=header))
         return path
 
@@ -184,12 +207,23 @@ def read_dictionary(path: str | os.PathLike) -> Dictionary:
             raise ValueError(f"{path} is not a Luminate feature dictionary (format {meta.get('format')!r})")
         tensors = {name: fh.get_tensor(name) for name in fh.keys()}
     return Dictionary(tensors, meta["method"], int(meta["k"]), meta["layer"], meta["model"], meta["weights"],
-                      json.loads(meta.get("metrics", "{}")), json.loads(meta.get("info", "{}")))
+                      json.loads(meta.get("metrics", "{}")), json.loads(meta.get("info", "{}")),
+                      json.loads(meta.get("encoding", "{}")))
+
+
+def _normalized(x: Tensor, how: str) -> Tensor:
+    """SAELens's run-time input normalization of rows ``[R, C]``."""
+    if how == "constant_norm_rescale":
+        return x * (x.shape[1] ** 0.5 / x.norm(dim=1, keepdim=True))
+    if how == "layer_norm":
+        x = x - x.mean(dim=1, keepdim=True)
+        return x / (x.std(dim=1, keepdim=True) + 1e-5)
+    return x
 
 
 def dictionary_dir(site: str | os.PathLike, layer: str) -> Path:
     """Where a site keeps the data of ``layer``: ``SITE/data/<layer key>``."""
-    from luminate.atlas.store import layer_key
+    from luminate.data.store import layer_key
 
     return Path(site) / "data" / layer_key(layer)
 

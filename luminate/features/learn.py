@@ -20,9 +20,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from luminate.atlas.store import ActivationStore
+from luminate.data.store import ActivationStore
 from luminate.features.dictionary import FILE, Dictionary, read_dictionary, stability
-from luminate.features.sae import METHODS, fit_nmf, settings_key, train_sae
+from luminate.features.sae import TrainSettings, fit_nmf, settings_key, train_sae
 from luminate.models.base import Model, as_model
 
 logger = logging.getLogger("luminate.features")
@@ -147,44 +147,37 @@ def metrics(dictionary: Dictionary, read: Callable[[np.ndarray], torch.Tensor], 
             "rows": int(n), "firing": firing.tolist()}
 
 
-def learn(model, images_or_store, layer: str, n_features: int = 256, k: int = 16, method: str = "topk", *,
-          steps: int = 3000, batch_size: int = 512, lr: float = 8e-3, seed: int = 0, holdout_every: int = 5,
-          positions_per_image: int | None = None, out: str | os.PathLike | None = None,
-          stability_seed: int | None = None, checkpoint_every: int = 250, memory_rows: int = 4_000_000,
-          aux_weight: float = 1 / 32, dead_steps: int = 100, progress: bool = True,
-          num_workers: int | None = None) -> Dictionary:
+def learn(model, images_or_store, layer: str, n_features: int | None = None, k: int | None = None,
+          method: str | None = None, *, settings: TrainSettings = TrainSettings(),
+          out: str | os.PathLike | None = None, progress: bool = True, num_workers: int | None = None,
+          **fields) -> Dictionary:
     """Learn a sparse dictionary of ``n_features`` directions of ``layer``'s activation space.
 
     Args:
-        model: a Model, zoo name or module.
+        model: a Model or a zoo name.
         images_or_store: images (a folder, a list of paths, a Dataset; collected into ``out/store``) or an
             :class:`~luminate.atlas.ActivationStore` (or its folder) holding ``layer``.
         layer: a convolutional layer; every position of every image is one training vector.
-        n_features, k: dictionary size and active codes per position. method: ``"topk"`` (TopK SAE),
-            ``"batchtopk"`` (BatchTopK SAE) or ``"nmf"`` (scikit-learn NMF of the positive and negative parts).
-        steps, batch_size, lr, aux_weight, dead_steps: SAE training (Adam; see :mod:`luminate.features.sae`).
-        seed: seeds the initialization and the batches; the same seed gives the same dictionary.
-        holdout_every: every ``holdout_every``-th image is held out for the metrics.
-        positions_per_image: positions collected per image (default: all, at most 256).
+        n_features, k, method: dictionary size (default 256), active codes per position (16) and ``"topk"`` (TopK
+            SAE, the default), ``"batchtopk"`` (BatchTopK SAE) or ``"nmf"`` (scikit-learn NMF of the positive and
+            negative parts); given, they override ``settings``.
+        settings: :class:`~luminate.features.sae.TrainSettings`: the training run (``steps``, ``batch_size``,
+            ``lr``, ``aux_weight``, ``dead_steps``; see :mod:`luminate.features.sae`), ``seed`` (the same seed gives
+            the same dictionary), ``holdout_every`` (every ``holdout_every``-th image is held out for the metrics),
+            ``positions_per_image`` (default: all, at most 256), ``stability_seed`` (also train with this seed and
+            store the mean cosine of Hungarian-matched directions as ``metrics["stability"]``),
+            ``checkpoint_every``, ``memory_rows`` (read the training rows into memory when there are at most this
+            many, else stream them from the store's shards). ``fields`` override its fields (``steps=500``).
         out: a folder for the store, the checkpoint (every ``checkpoint_every`` steps, atomic; a killed run resumes
             from it) and ``dictionary.safetensors``. A dictionary there made with the same settings is loaded, not
             retrained. Default: a temporary folder (nothing kept).
-        stability_seed: also train with this seed and store the mean cosine of Hungarian-matched directions of the
-            two dictionaries as ``metrics["stability"]``.
-        memory_rows: read the training rows into memory when there are at most this many, else stream them from
-            the store's shards.
 
     Returns:
         the :class:`Dictionary`, with ``metrics`` on the held-out images' positions (``r2``, ``l0``, ``dead``,
         ``stability`` when asked, ``firing`` per feature).
     """
-    if method not in METHODS:
-        raise ValueError(f"method {method!r}: choose one of {', '.join(METHODS)}")
-    if n_features < 1:
-        raise ValueError(f"n_features = {n_features}: give at least 1")
-    from luminate.runtime import budget_steps
-
-    steps = budget_steps(steps)   # LUMINATE_TINY caps it (tests); the settings key holds the steps really taken
+    given = {"n_features": n_features, "k": k, "method": method}
+    settings = settings.replace(**{name: v for name, v in given.items() if v is not None}, **fields)
     model = as_model(model)
     channels, _, _ = _layer_grid(model, layer)
     temporary = None
@@ -193,13 +186,10 @@ def learn(model, images_or_store, layer: str, n_features: int = 256, k: int = 16
         out = temporary.name
     out = Path(out)
     try:
-        store = open_store(model, images_or_store, layer, out, positions_per_image, seed, progress, num_workers)
-        settings = {"kind": "luminate.features-v1", "store": store.manifest.get("settings_hash"),
-                    "shards": len(store.shards), "layer": layer, "method": method, "n_features": int(n_features),
-                    "k": int(k), "steps": int(steps), "batch_size": int(batch_size), "lr": float(lr),
-                    "seed": int(seed), "holdout_every": int(holdout_every), "aux_weight": float(aux_weight),
-                    "dead_steps": int(dead_steps), "stability_seed": stability_seed}
-        key = settings_key(settings)
+        store = open_store(model, images_or_store, layer, out, settings.positions_per_image, settings.seed, progress,
+                           num_workers)
+        record = training_record(store, layer, settings)
+        key = settings_key(record)
         saved = out / FILE
         if saved.is_file():
             try:
@@ -209,36 +199,24 @@ def learn(model, images_or_store, layer: str, n_features: int = 256, k: int = 16
             if found is not None and found.info.get("key") == key:
                 return found
         check_finite(store, layer)
-        train_rows, held_rows = split_rows(store, holdout_every)
-        need = ROWS_PER_FEATURE * n_features
-        if len(train_rows) < need:
-            per_image = store.settings["positions_per_image"]
-            images = len(np.unique(store.read("image")))
-            wanted = math.ceil(need / per_image * holdout_every / max(holdout_every - 1, 1))
-            raise ValueError(
-                f"{layer} gives {len(train_rows)} training positions ({images} images x {per_image} positions, every "
-                f"{holdout_every}th image held out), but {n_features} features need at least {need} "
-                f"({ROWS_PER_FEATURE} per feature): use more images (about {wanted}), or fewer features (at most "
-                f"{len(train_rows) // ROWS_PER_FEATURE})")
-        if method != "nmf" and k > n_features:
-            raise ValueError(f"k = {k} active codes exceeds the {n_features} features: give k <= n_features")
-        read = row_reader(store, layer, train_rows, memory_rows)
+        train_rows, held_rows = split_rows(store, settings.holdout_every)
+        _check_rows(store, layer, settings, len(train_rows))
+        read = row_reader(store, layer, train_rows, settings.memory_rows)
         start = time.perf_counter()
-        runs = [seed] + ([stability_seed] if stability_seed is not None else [])
+        runs = [settings.seed] + ([settings.stability_seed] if settings.stability_seed is not None else [])
         dictionaries = []
         for i, run_seed in enumerate(runs):
-            run_key = settings_key({**settings, "run_seed": run_seed})
-            dictionaries.append(_train(model, store, layer, method, read, len(train_rows), channels, n_features, k,
-                                       steps, batch_size, lr, run_seed, aux_weight, dead_steps,
-                                       out / (CHECKPOINT if i == 0 else f"checkpoint-seed{run_seed}.pt"),
-                                       checkpoint_every, run_key, progress, "train" if i == 0 else "second seed"))
+            run_key = settings_key({**record, "run_seed": run_seed})
+            dictionaries.append(_train(model, layer, read, len(train_rows), channels, settings.replace(seed=run_seed),
+                                       out / (CHECKPOINT if i == 0 else f"checkpoint-seed{run_seed}.pt"), run_key,
+                                       progress, "train" if i == 0 else "second seed"))
         seconds = time.perf_counter() - start
         dictionary = dictionaries[0]
-        held = row_reader(store, layer, held_rows, memory_rows)
+        held = row_reader(store, layer, held_rows, settings.memory_rows)
         dictionary.metrics = metrics(dictionary, held, len(held_rows))
         if len(dictionaries) > 1:
             dictionary.metrics["stability"] = stability(dictionaries[0], dictionaries[1])
-        dictionary.info = {"key": key, "settings": settings, "training rows": int(len(train_rows)),
+        dictionary.info = {"key": key, "settings": record, "training rows": int(len(train_rows)),
                            "held-out rows": int(len(held_rows)), "seconds": round(seconds, 1),
                            "store": str(store.path)}
         if temporary is None:
@@ -251,21 +229,50 @@ def learn(model, images_or_store, layer: str, n_features: int = 256, k: int = 16
             temporary.cleanup()
 
 
-def _train(model: Model, store: ActivationStore, layer: str, method: str, read, n_rows: int, channels: int,
-           n_features: int, k: int, steps: int, batch_size: int, lr: float, seed: int, aux_weight: float,
-           dead_steps: int, checkpoint: Path, checkpoint_every: int, key: str, progress: bool, desc: str
-           ) -> Dictionary:
+def training_record(store: ActivationStore, layer: str, settings: TrainSettings) -> dict:
+    """The settings a dictionary is keyed by and carries in its ``info``: the store it learned from and every
+    training setting that changes the result (not ``checkpoint_every``, ``memory_rows`` or ``positions_per_image``,
+    which the store's hash covers). The same record as before settings values: dictionaries made then still load."""
+    record = {"kind": "luminate.features-v1", "store": store.manifest.get("settings_hash"),
+              "shards": len(store.shards), "layer": layer, "method": settings.method,
+              "n_features": int(settings.n_features), "k": int(settings.k), "steps": int(settings.steps),
+              "batch_size": int(settings.batch_size), "lr": float(settings.lr), "seed": int(settings.seed),
+              "holdout_every": int(settings.holdout_every), "aux_weight": float(settings.aux_weight),
+              "dead_steps": int(settings.dead_steps), "stability_seed": settings.stability_seed}
+    if settings.k_aux is not None:
+        record["k_aux"] = int(settings.k_aux)
+    return record
+
+
+def _check_rows(store: ActivationStore, layer: str, settings: TrainSettings, n_train: int) -> None:
+    """Enough training positions for the features, and ``k`` within them."""
+    n_features, holdout_every = settings.n_features, settings.holdout_every
+    need = ROWS_PER_FEATURE * n_features
+    if n_train < need:
+        per_image = store.settings["positions_per_image"]
+        images = len(np.unique(store.read("image")))
+        wanted = math.ceil(need / per_image * holdout_every / max(holdout_every - 1, 1))
+        raise ValueError(
+            f"{layer} gives {n_train} training positions ({images} images x {per_image} positions, every "
+            f"{holdout_every}th image held out), but {n_features} features need at least {need} "
+            f"({ROWS_PER_FEATURE} per feature): use more images (about {wanted}), or fewer features (at most "
+            f"{n_train // ROWS_PER_FEATURE})")
+    if settings.method != "nmf" and settings.k > n_features:
+        raise ValueError(f"k = {settings.k} active codes exceeds the {n_features} features: give k <= n_features")
+
+
+def _train(model: Model, layer: str, read, n_rows: int, channels: int, settings: TrainSettings, checkpoint: Path,
+           key: str, progress: bool, desc: str) -> Dictionary:
     mean, scale = moments(read, n_rows)
     common = dict(layer=layer, model_name=model.name, weights=model.weights_fingerprint())
-    if method == "nmf":
+    if settings.method == "nmf":
         from luminate.features.sae import batch_rows
 
-        rows = batch_rows(seed, 0, n_rows, min(n_rows, 20000))    # a seeded sample: NMF is not streamed
-        components = fit_nmf(read(rows).numpy(), n_features, seed)
+        rows = batch_rows(settings.seed, 0, n_rows, min(n_rows, 20000))    # a seeded sample: NMF is not streamed
+        components = fit_nmf(read(rows).numpy(), settings.n_features, settings.seed)
         return Dictionary({"components": torch.from_numpy(components)}, "nmf", 0, **common)
-    sae = train_sae(read, n_rows, channels, n_features, k, method=method, steps=steps, batch_size=batch_size,
-                    lr=lr, seed=seed, mean=mean, scale=scale, aux_weight=aux_weight, dead_steps=dead_steps,
-                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, key=key, progress=progress, desc=desc)
+    sae = train_sae(read, n_rows, channels, settings, mean=mean, scale=scale, checkpoint=checkpoint, key=key,
+                    progress=progress, desc=desc)
     tensors = {"W_dec": sae.W_dec.detach(), "W_enc": sae.W_enc.detach(), "b_enc": sae.b_enc.detach(),
                "b_dec": sae.b_dec.detach(), "theta": sae.theta.detach().reshape(1)}
-    return Dictionary(tensors, method, k, **common)
+    return Dictionary(tensors, settings.method, settings.k, **common)

@@ -26,10 +26,12 @@ uninterrupted run makes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -40,6 +42,52 @@ from torch import Tensor, nn
 from luminate.cache import atomic_write
 
 METHODS = ("topk", "batchtopk", "nmf")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What a dictionary depends on (besides its activations): its size, the training run and the held-out split.
+
+    Attributes:
+        n_features, k, method: dictionary size, active codes per position, ``"topk"`` / ``"batchtopk"`` / ``"nmf"``.
+        steps, batch_size, lr, aux_weight, k_aux, dead_steps: SAE training (Adam; ``k_aux`` default ``2 k``).
+        seed: seeds the initialization and the batches.
+        checkpoint_every: steps between checkpoints (a killed run resumes from the last one).
+        holdout_every: every ``holdout_every``-th image is held out for the metrics.
+        positions_per_image: positions collected per image (default: all, at most 256).
+        stability_seed: also train with this seed and report the two dictionaries' stability.
+        memory_rows: read the training rows into memory when there are at most this many, else stream them.
+    """
+
+    n_features: int = 256
+    k: int = 16
+    method: str = "topk"
+    steps: int = 3000
+    batch_size: int = 512
+    lr: float = 8e-3
+    seed: int = 0
+    aux_weight: float = 1 / 32
+    k_aux: int | None = None
+    dead_steps: int = 100
+    checkpoint_every: int = 250
+    holdout_every: int = 5
+    positions_per_image: int | None = None
+    stability_seed: int | None = None
+    memory_rows: int = 4_000_000
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method {self.method!r}: choose one of {', '.join(METHODS)}")
+        if self.n_features < 1:
+            raise ValueError(f"n_features = {self.n_features}: give at least 1")
+
+    def replace(self, **changes) -> "TrainSettings":
+        """A copy with ``changes``; an unknown name is refused with the valid ones."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise TypeError(f"unknown training setting {unknown[0]!r}: the settings are {', '.join(sorted(names))}")
+        return dataclasses.replace(self, **changes)
 
 
 def _generator(seed: int, *parts) -> torch.Generator:
@@ -200,34 +248,38 @@ def load_checkpoint(path: Path, trainer: Trainer, key: str) -> bool:
     return True
 
 
-def train_sae(rows: Callable[[np.ndarray], Tensor], n_rows: int, channels: int, n_features: int, k: int, *,
-              method: str = "topk", steps: int = 3000, batch_size: int = 512, lr: float = 8e-3, seed: int = 0,
-              mean: Tensor | None = None, scale: float = 1.0, aux_weight: float = 1 / 32, k_aux: int | None = None,
-              dead_steps: int = 100, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 200,
-              key: str = "", progress: bool = True, desc: str = "train") -> SparseAutoencoder:
+def train_sae(rows: Callable[[np.ndarray], Tensor], n_rows: int, channels: int,
+              settings: TrainSettings = TrainSettings(), *, mean: Tensor | None = None, scale: float = 1.0,
+              checkpoint: str | os.PathLike | None = None, key: str = "", progress: bool = True, desc: str = "train",
+              **fields) -> SparseAutoencoder:
     """Train a :class:`SparseAutoencoder` on ``n_rows`` vectors read by ``rows(indices) -> [R, C]``.
 
+    ``settings``: :class:`TrainSettings` (``n_features``, ``k``, ``method``, ``steps``, ``batch_size``, ``lr``,
+    ``seed``, ``aux_weight``, ``k_aux``, ``dead_steps``, ``checkpoint_every``); ``fields`` override its fields.
     Inputs are divided by ``scale`` inside (the returned model works on raw activations: its weights are scaled
-    back). ``checkpoint``: a file to resume from and to write every ``checkpoint_every`` steps (atomically).
+    back). ``checkpoint``: a file to resume from (when it was written under the same ``key``) and to write every
+    ``checkpoint_every`` steps (atomically).
     """
     from luminate import progress as progress_module
 
-    sae = SparseAutoencoder(channels, n_features, k, method, seed, None if mean is None else mean / scale)
-    trainer = Trainer(sae, lr)
+    settings = settings.replace(**fields) if fields else settings
+    n_features, k, steps, seed = settings.n_features, settings.k, settings.steps, settings.seed
+    sae = SparseAutoencoder(channels, n_features, k, settings.method, seed, None if mean is None else mean / scale)
+    trainer = Trainer(sae, settings.lr)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None:
         load_checkpoint(checkpoint, trainer, key)
-    k_aux = k_aux or min(n_features, 2 * k)
+    k_aux = settings.k_aux or min(n_features, 2 * k)
     bar = progress_module.bar(steps, desc, unit="step", initial=trainer.step, enabled=progress)
     try:
         while trainer.step < steps:
-            x = rows(batch_rows(seed, trainer.step, n_rows, batch_size)) / scale
-            stats = train_step(trainer, x, lr, steps, aux_weight, k_aux, dead_steps)
+            x = rows(batch_rows(seed, trainer.step, n_rows, settings.batch_size)) / scale
+            stats = train_step(trainer, x, settings.lr, steps, settings.aux_weight, k_aux, settings.dead_steps)
             if bar is not None:
                 bar.update(1)
                 if trainer.step % 25 == 0:
                     bar.set_postfix(r2=f"{1 - stats['fvu']:.3f}", dead=f"{100 * stats['dead']:.0f}%", refresh=False)
-            if checkpoint is not None and (trainer.step % checkpoint_every == 0 or trainer.step == steps):
+            if checkpoint is not None and (trainer.step % settings.checkpoint_every == 0 or trainer.step == steps):
                 save_checkpoint(checkpoint, trainer, key)
     finally:
         if bar is not None:

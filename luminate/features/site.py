@@ -18,9 +18,11 @@ Each stage's result is keyed by its inputs, so a rerun of a finished site comput
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -28,13 +30,18 @@ import numpy as np
 import torch
 
 from luminate.activations import LayerTap
-from luminate.atlas.imageset import ImageList, ImageSet, image_loader, image_set
-from luminate.cache import RenderCache, atomic_write, load_keyed_npz, save_keyed_npz
+from luminate.data.inputs import ImageList, ImageSet, image_loader, image_set
+from luminate.cache import atomic_write, load_keyed_npz, save_keyed_npz
 from luminate.features.dictionary import Dictionary, dictionary_dir, load_dictionary
 from luminate.features.learn import NonFiniteActivationsError, learn
+from luminate.features.render import FEATURE_IMAGES
+from luminate.features.sae import TrainSettings
 from luminate.images import UnreadableImageError
-from luminate.microscope.collect import parse_units, peaks
+from luminate.data.settings import parse_units
 from luminate.models.base import Model, as_model
+from luminate.units.render import RenderSettings
+from luminate.units.examples import peaks, quantile_samples, ranked  # noqa: F401 (the one reading of examples)
+from luminate.units.examples import top_examples as _site_top_examples
 
 EXAMPLES = "examples.npz"
 EFFECTS = "effects.npz"
@@ -113,45 +120,12 @@ def examples_pass(model: Model, dictionary: Dictionary, imageset: ImageSet, path
     return result
 
 
-def ranked(examples: dict, feature: int, k: int | None = None) -> list[dict]:
-    """A feature's images by its maximum code, best first (ties: the lower image index), those where it fires:
-    ``[{"image", "value", "y", "x", "index", "name"}]``."""
-    peak = examples["peak"][:, int(feature)]
-    order = np.argsort(-peak, kind="stable")
-    width = int(examples["grid"][1])
-    out = []
-    for row in order[:k] if k is not None else order:
-        if not peak[row] > 0:
-            break
-        index = int(examples["image"][row])
-        flat = int(examples["argmax"][row, int(feature)])
-        out.append({"image": str(examples["paths"][index]), "value": float(peak[row]), "y": flat // width,
-                    "x": flat % width, "index": index, "name": str(examples["names"][index])})
-    return out
-
-
-def quantile_samples(examples: dict, feature: int, quantiles: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
-                     exclude: Sequence[int] = ()) -> list[dict]:
-    """Images at quantiles of the feature's maximum among the images where it fires (not those in ``exclude``),
-    each with ``"quantile"``; the same dicts as :func:`ranked`."""
-    firing = [e for e in ranked(examples, feature) if e["index"] not in set(exclude)]
-    out, seen = [], set()
-    for q in quantiles:
-        if not firing:
-            break
-        e = firing[::-1][min(len(firing) - 1, int(q * len(firing)))]
-        if e["index"] not in seen:
-            seen.add(e["index"])
-            out.append({**e, "quantile": q})
-    return out
-
-
 def class_effects(model: Model, dictionary: Dictionary, pictures: torch.Tensor, features: Sequence[int],
                   batch_size: int = 16) -> torch.Tensor:
     """Each item's attribution to every logit of its feature's share of the layer: the forward-mode derivative of
     the logits along ``code_f(y, x) * direction_f`` at every position (gradient x the feature's reconstruction),
     for ``pictures[i]`` ``[B, 3, H, W]`` and ``features[i]``. Returns ``[B, classes]`` (CPU)."""
-    from luminate.atlas.collect import dual_forward
+    from luminate.analysis.lucid_attribution import dual_forward
 
     directions = dictionary.directions
     out = []
@@ -292,28 +266,70 @@ class FeatureSite:
                        "grid": [int(g) for g in self.examples["grid"]]}
 
 
-def build(model, images, out: str | os.PathLike, layer: str, n_features: int = 256, k: int = 16,
-          method: str = "topk", *, top_k: int = 9, pages: str | Sequence[int] | None = "0:64", steps: int = 256,
-          size: int = 96, seed: int = 0, train_steps: int = 3000, stability: bool = True,
+@dataclass(frozen=True)
+class FeatureSettings:
+    """What a features site depends on besides the model, images and layer.
+
+    Attributes:
+        training: the dictionary (:class:`~luminate.features.sae.TrainSettings`; with ``stability`` a second one is
+            trained with ``seed + 1`` for the stability figure).
+        images: the feature visualizations (:class:`~luminate.units.RenderSettings`, default
+            :data:`~luminate.features.render.FEATURE_IMAGES`).
+        top_k: dataset examples per feature. pages: features given pages (``"0:64"``, a list, None: all).
+        stability: train the second dictionary.
+    """
+
+    training: TrainSettings = TrainSettings()
+    images: RenderSettings = FEATURE_IMAGES
+    top_k: int = 9
+    pages: str | tuple[int, ...] | None = "0:64"
+    stability: bool = True
+
+    def replace(self, **fields) -> "FeatureSettings":
+        """A copy with ``fields``: ``top_k``, ``pages``, ``stability``; ``steps``, ``size`` and
+        ``features_per_batch`` of the visualizations; ``train_steps`` and every other training setting
+        (``batch_size``, ``lr``, ...); ``seed`` seeds both."""
+        top = {name: fields.pop(name) for name in ("top_k", "pages", "stability", "training", "images")
+               if name in fields}
+        if isinstance(top.get("pages"), list):
+            top["pages"] = tuple(top["pages"])
+        images = {name: fields.pop(key) for key, name in (("steps", "steps"), ("size", "size"),
+                                                          ("features_per_batch", "batch")) if key in fields}
+        if "train_steps" in fields:
+            fields["steps"] = fields.pop("train_steps")
+        if "seed" in fields:
+            images["seed"] = fields["seed"]
+        training = top.pop("training", self.training).replace(**fields)
+        return dataclasses.replace(self, training=training, images=top.pop("images", self.images).replace(**images),
+                                   **top)
+
+
+def build(model, images, out: str | os.PathLike, layer: str, n_features: int | None = None, k: int | None = None,
+          method: str | None = None, *, settings: FeatureSettings = FeatureSettings(),
           microscope: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-          features_per_batch: int = 8, progress: bool = True, num_workers: int | None = None,
-          **learn_options) -> FeatureSite:
+          progress: bool = True, num_workers: int | None = None, dictionary: str | os.PathLike | None = None,
+          **fields) -> FeatureSite:
     """Learn a dictionary of ``layer`` over ``images`` and compute everything its site shows, into ``out``.
 
     Args:
-        model: Model, zoo name or module. images: a folder, list of paths, Dataset, or an activation store.
+        model: Model or zoo name. images: a folder, list of paths, Dataset, or an activation store.
         out: the site folder (``out/data/<layer>/`` holds the store, the dictionary and the examples).
-        n_features, k, method, train_steps, seed: the dictionary (:func:`luminate.features.learn`; ``seed + 1``
-            trains the second dictionary of the stability figure when ``stability``).
-        top_k: dataset examples per feature. pages: features given pages (``"0:64"``, a list, None: all).
-        steps, size: feature-visualization settings; ``features_per_batch`` features per render batch.
+        n_features, k, method: the dictionary (:func:`luminate.features.learn`); given, they override ``settings``.
+        settings: :class:`FeatureSettings`; ``fields`` override it (``top_k=4, pages="0:4", steps=128,
+            train_steps=500, seed=1``; see :meth:`FeatureSettings.replace`).
         microscope: a Microscope site of the same model whose unit pages the neurons link to.
-        cache_dir: the render cache (default ``$LUMINATE_CACHE/renders``).
+        cache_dir: the render cache (default ``$LUMINATE_CACHE/renders``; ``False``: none).
+        dictionary: a dictionary made elsewhere (a SAELens folder, or a Luminate ``dictionary.safetensors``), shown
+            instead of learning one (:func:`luminate.features.saelens.adopt`).
     """
     from luminate import progress as progress_module
-    from luminate.atlas.store import ActivationStore
+    from luminate.data.store import ActivationStore
     from luminate.features.render import render_features
 
+    given = {"n_features": n_features, "k": k, "method": method}
+    settings = settings.replace(**{name: v for name, v in given.items() if v is not None}, **fields)
+    training = settings.training.replace(stability_seed=settings.training.seed + 1 if settings.stability else None)
+    visuals, top_k = settings.images, settings.top_k
     model = as_model(model)
     out = Path(out)
     folder = dictionary_dir(out, layer)
@@ -322,10 +338,15 @@ def build(model, images, out: str | os.PathLike, layer: str, n_features: int = 2
     with progress_module.Job("features", stages=["activations and dictionary", "codes of every image",
                                                  "classes", "feature visualizations"],
                              enabled=progress, unit="feature") as job:
-        job.stage("activations and dictionary", f"{n_features} features, k = {k}, {method} on {layer}")
-        dictionary = learn(model, images, layer, n_features, k, method, steps=train_steps, seed=seed, out=folder,
-                           stability_seed=seed + 1 if stability else None, progress=progress,
-                           num_workers=num_workers, **learn_options)
+        job.stage("activations and dictionary", f"{training.n_features} features, k = {training.k}, "
+                                                f"{training.method} on {layer}")
+        if dictionary is not None:   # made elsewhere: measured and shown, not learned
+            from luminate.features.saelens import adopt
+
+            dictionary = adopt(dictionary, model, images, layer, folder, progress=progress, num_workers=num_workers)
+        else:
+            dictionary = learn(model, images, layer, settings=training, out=folder, progress=progress,
+                               num_workers=num_workers)
         if store_given:
             imageset = _imageset_of(None, images if isinstance(images, ActivationStore) else ActivationStore(images))
         else:
@@ -333,27 +354,28 @@ def build(model, images, out: str | os.PathLike, layer: str, n_features: int = 2
         job.stage("codes of every image", f"{len(imageset)} images")
         examples = examples_pass(model, dictionary, imageset, folder / EXAMPLES, progress=progress,
                                  num_workers=num_workers)
-        chosen = parse_units(pages, dictionary.n_features)
+        chosen = parse_units(list(settings.pages) if isinstance(settings.pages, tuple) else settings.pages,
+                             dictionary.n_features)
         job.stage("classes", f"{len(chosen)} features")
         effects = _effects(model, dictionary, imageset, examples, chosen, top_k, folder / EFFECTS)
-        job.stage("feature visualizations", f"{len(chosen)} features, {steps} steps")
+        job.stage("feature visualizations", f"{len(chosen)} features, {visuals.steps} steps")
         live = [f for f in chosen if ranked(examples, f, 1)]
-        renders = render_features(model, layer, dictionary.directions, live, size=size, steps=steps, seed=seed,
-                                  per_batch=features_per_batch, cache_dir=RenderCache(cache_dir).folder,
+        renders = render_features(model, layer, dictionary.directions, live, settings=visuals, cache_dir=cache_dir,
                                   progress=progress) if live else {}
     record = json.dumps({"top_k": int(top_k), "pages": chosen}).encode()
     meta = folder / "site.json"
     if not meta.is_file() or meta.read_bytes() != record:
         atomic_write(meta, record)
     m = dictionary.metrics
-    settings = {"model": model.name, "weights": model.weights_fingerprint(), "input": model.contract.describe(),
-                "layer": layer, "method": method, "features": dictionary.n_features, "k": dictionary.k,
-                "training": f"{train_steps} steps, seed {seed}, {dictionary.info.get('training rows')} positions "
-                            f"of {len(imageset)} images, every 5th image held out "
-                            f"({dictionary.info.get('held-out rows')} positions)",
-                "visualizations": f"{size} px, {steps} steps, seed {seed}, direction x cosine, 4 diverse",
-                "top examples": top_k, "metrics": {k2: m.get(k2) for k2 in ("r2", "l0", "dead", "stability")}}
-    return FeatureSite(out, model, imageset, dictionary, examples, chosen, renders, effects, top_k, settings,
+    shown = {"model": model.name, "weights": model.weights_fingerprint(), "input": model.contract.describe(),
+             "layer": layer, "method": training.method, "features": dictionary.n_features, "k": dictionary.k,
+             "training": f"{training.steps} steps, seed {training.seed}, {dictionary.info.get('training rows')} "
+                         f"positions of {len(imageset)} images, every 5th image held out "
+                         f"({dictionary.info.get('held-out rows')} positions)",
+             "visualizations": f"{visuals.size} px, {visuals.steps} steps, seed {visuals.seed}, direction x cosine, "
+                               "4 diverse",
+             "top examples": top_k, "metrics": {k2: m.get(k2) for k2 in ("r2", "l0", "dead", "stability")}}
+    return FeatureSite(out, model, imageset, dictionary, examples, chosen, renders, effects, top_k, shown,
                        Path(microscope) if microscope else None)
 
 
@@ -386,18 +408,9 @@ def top_examples(site: str | os.PathLike, layer: str, feature: int, k: int | Non
     """The images where ``feature`` of the dictionary of ``layer`` in a features site fires most, best first:
     ``[{"image", "value", "y", "x", "index", "name"}]`` (the Microscope's shape): ``image`` the file, ``value`` the
     feature's maximum code over positions there, ``(y, x)`` where (in the layer's grid). ``k``: at most this many
-    (default: the site's ``--top``)."""
-    folder = dictionary_dir(site, layer)
-    path = folder / EXAMPLES
+    (default: the site's ``--top``). Read by :func:`luminate.units.examples.top_examples`."""
+    path = dictionary_dir(site, layer) / EXAMPLES
     if not path.is_file():
         load_dictionary(site, layer)   # names what is missing
         raise FileNotFoundError(f"{path} does not exist: build the site with `luminate features ... -o {site}`")
-    with np.load(path, allow_pickle=False) as saved:
-        examples = {name: saved[name] for name in saved.files}
-    n = examples["peak"].shape[1]
-    if not 0 <= int(feature) < n:
-        raise IndexError(f"feature {feature} is out of range: the dictionary of {layer} has {n} (0..{n - 1})")
-    if k is None:
-        meta = folder / "site.json"
-        k = json.loads(meta.read_text()).get("top_k") if meta.is_file() else None
-    return ranked(examples, feature, k)
+    return _site_top_examples(site, layer, feature, k)

@@ -9,7 +9,9 @@ kept here only); where Lucid's ``param_f`` returned a TF tensor, it returns a
   raw, unbounded images (``[B, C, H, W]`` modules);
 * ``to_valid_rgb(raw, decorrelate=False, sigmoid=True)`` squashes one into a valid image, as in Lucid
   (``lambda: param.to_valid_rgb(param.fft_image((1, 64, 64, 3)), decorrelate=True)``); given an NHWC tensor it
-  returns an NHWC tensor.
+  returns an NHWC tensor;
+* raw images add up before that one ``to_valid_rgb``, as Lucid's tensors do: ``unique + sum(shared)``,
+  ``0.7 * a - b / 2``, ``weights @ a`` (see :class:`RawParam`).
 
 Used directly as ``param_f`` (Lucid fed the raw values to the network), a raw image is clipped to [0, 1] with a
 projected gradient (Lucid's ``to_valid_rgb(sigmoid=False)``), because Luminate's models check the [0, 1] contract.
@@ -29,10 +31,53 @@ from luminate.param.spatial import FourierImage
 
 
 class RawParam(ImageParam):
-    """A raw Lucid image used as an image: clipped to [0, 1] (projected gradient); ``.raw`` is the raw module."""
+    """A raw Lucid image used as an image: clipped to [0, 1] (projected gradient); ``.raw`` is the raw module.
 
-    def __init__(self, raw: RawImage) -> None:
+    Raw images add up as Lucid's tensors do, before one ``to_valid_rgb``: ``a + b``, ``a - b``, ``-a``, ``k * a``,
+    ``a / k``, ``weights @ a`` and ``sum([a, b, ...])`` (Python's ``sum`` starts from 0) give a new ``RawParam`` of the
+    combined raw image (:class:`~luminate.param.Combined`), sharing the operands' modules.
+    """
+
+    def __init__(self, raw: RawImage, keep_values: bool = False) -> None:
+        kept = {k: v.clone() for k, v in raw.state_dict().items()} if keep_values else None
         super().__init__(raw, decorrelate=False, sigmoid=False)
+        if kept is not None:   # a combination shares its operands' modules: their values stay as they are
+            raw.load_state_dict(kept)
+
+    def _combine(self, result):
+        return NotImplemented if result is NotImplemented else RawParam(result, keep_values=True)
+
+    def __add__(self, other):
+        return self._combine(self.raw.__add__(_raw(other)))
+
+    def __radd__(self, other):
+        return self._combine(self.raw.__radd__(_raw(other)))
+
+    def __sub__(self, other):
+        return self._combine(self.raw.__sub__(_raw(other)))
+
+    def __rsub__(self, other):
+        other = _raw(other)
+        return self._combine(other.__sub__(self.raw)) if isinstance(other, RawImage) else NotImplemented
+
+    def __neg__(self):
+        return RawParam(-self.raw, keep_values=True)
+
+    def __mul__(self, k):
+        return self._combine(self.raw.__mul__(k))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, k):
+        return self._combine(self.raw.__truediv__(k))
+
+    def __rmatmul__(self, weights):
+        return self._combine(self.raw.__rmatmul__(weights))
+
+
+def _raw(x):
+    """The raw image of a :class:`RawParam`; anything else as it is."""
+    return x.raw if isinstance(x, RawParam) else x
 
 
 def _nhwc(shape: Sequence[int], what: str) -> tuple[int, int, int, int]:

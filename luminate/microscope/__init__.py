@@ -8,24 +8,14 @@
 >>> luminate.microscope.layers("site")                           # [("stem", 32), ("blocks.0", 16), ...]
 """
 
+from luminate.data.settings import parse_units, resolve_layers
 from luminate.microscope.circuits import connection_matrix, inputs, outputs
-from luminate.microscope.collect import (Examples, collect_examples, layers, merge_top_k, open_examples, parse_units,
-                                         peaks, resolve_layers, summarize, top_examples, unit_attribution)
+from luminate.microscope.collect import ExamplesSettings, collect_examples, unit_attribution
 from luminate.microscope.render import render_units
-from luminate.microscope.site import Site, build
+from luminate.microscope.site import MicroscopeSettings, Site, build
+from luminate.units.examples import (Examples, layers, merge_top_k, open_examples, peaks, summarize,
+                                     top_examples)
 
-_image_top_examples = top_examples
-
-
-def top_examples(site_or_store, layer: str, unit: int, k: int | None = None, **kwargs) -> list[dict]:
-    """The examples that excite ``unit`` of ``layer`` most, best first (see :func:`collect.top_examples`); a text
-    Microscope (``luminate.text.microscope``) gives ``[{"text", "position", "value", ...}]``."""
-    from luminate.text.microscope import is_text_site, top_examples as text_top_examples
-
-    if not isinstance(site_or_store, Examples) and is_text_site(site_or_store):
-        return text_top_examples(site_or_store, layer, unit, k, **kwargs)
-    return _image_top_examples(site_or_store, layer, unit, k, **kwargs)
-
-__all__ = ["Site", "build", "render_units", "Examples", "collect_examples", "connection_matrix", "inputs", "layers",
-           "merge_top_k", "open_examples", "outputs", "parse_units", "peaks", "resolve_layers", "summarize",
-           "top_examples", "unit_attribution"]
+__all__ = ["Site", "build", "render_units", "Examples", "ExamplesSettings", "MicroscopeSettings", "collect_examples",
+           "connection_matrix", "inputs", "layers", "merge_top_k", "open_examples", "outputs", "parse_units", "peaks",
+           "resolve_layers", "summarize", "top_examples", "unit_attribution"]

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from luminate.activations import LayerTap, output_as_leaf
-from luminate.atlas.store import layer_key
+from luminate.data.store import layer_key
 from luminate.cache import atomic_write
 from luminate.models.base import Model, as_model
 
@@ -130,13 +130,16 @@ def compute_circuits(model, data_dir: str | os.PathLike, layers: Sequence[str], 
     """Connection matrices between consecutive ``layers`` (sorted into forward order), stored under
     ``data_dir``; returns ``{upper: {"lower", "matrix", "method"}}``. A matrix already stored for the same
     weights, layers and image ``fingerprint`` is read back instead of recomputed."""
-    from tqdm.auto import tqdm
+    from luminate import progress as progress_bars
 
     model = as_model(model)
     ordered = forward_order(model, layers)
     out = {}
     pairs = list(zip(ordered, ordered[1:]))
-    for lower, upper in tqdm(pairs, desc="inputs", unit="layer", disable=not progress or not pairs):
+    bar = progress_bars.bar(len(pairs), "inputs", unit="layer", enabled=progress and bool(pairs))
+    for lower, upper in pairs:
+        if bar is not None:
+            bar.update(1)
         path = circuits_path(data_dir, upper)
         key = _key(model, lower, upper, fingerprint)
         saved = read_circuits(path)
@@ -150,6 +153,8 @@ def compute_circuits(model, data_dir: str | os.PathLike, layers: Sequence[str], 
                  key=np.array(key), n_images=np.array(len(images)))
         atomic_write(path, buffer.getvalue(), durable=True)
         out[upper] = {"lower": lower, "matrix": matrix, "method": method, "key": key}
+    if bar is not None:
+        bar.close()
     return out
 
 
@@ -169,7 +174,7 @@ def forward_order(model: Model, layers: Sequence[str]) -> list[str]:
 
 
 def _data_dir(site: str | os.PathLike) -> Path:
-    from luminate.microscope.collect import open_examples
+    from luminate.units.examples import open_examples
 
     return open_examples(site).path
 

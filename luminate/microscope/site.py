@@ -14,12 +14,11 @@ site computes nothing and (with ``write_site``) rewrites no file.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -27,68 +26,19 @@ import numpy as np
 import torch
 
 from luminate.activations import LayerTap
-from luminate.atlas.imageset import ImageSet, image_set
 from luminate.cache import RenderCache
+from luminate.data.inputs import ImageSet, image_set
+from luminate.data.settings import (LayerSpec, PassSettings, parse_units, resolve_layers, split_options,
+                                    with_options)
+from luminate.data.store import SiteInUseError, site_lock  # noqa: F401 (the site lock, named here for readers)
 from luminate.images import UnreadableImageError
-from luminate.microscope.collect import Examples, collect_examples, parse_units, resolve_layers, summarize
+from luminate.microscope.collect import ExamplesSettings, collect_into, unit_map
 from luminate.microscope.render import render_units
 from luminate.models.base import Model, as_model
+from luminate.units.examples import Examples, summarize
 
 DATA = "data"
 logger = logging.getLogger("luminate.microscope")
-LOCK = ".lock"
-
-
-class SiteInUseError(RuntimeError):
-    """Another process is running into the same site folder (it owns the site until its last page is written)."""
-
-
-#: site folders this process holds the lock of, with how many nested holders (build inside the CLI's hold)
-_HELD: dict[str, int] = {}
-
-
-@contextlib.contextmanager
-def site_lock(out: str | os.PathLike):
-    """Own the site folder ``out`` for a whole run (collection, renders, pages): a second run into it is refused
-    with :class:`SiteInUseError` naming the owner's process id (the lock file, ``SITE/.lock``, stays empty and
-    unchanged), so two runs with different settings never both
-    report a result only one of them kept. Re-entrant within a process. On a read-only folder nothing can be
-    written, so there is nothing to exclude: reading a finished site goes on without the lock."""
-    path = Path(out)
-    key = os.path.realpath(path)
-    if key in _HELD:
-        _HELD[key] += 1
-        try:
-            yield
-        finally:
-            _HELD[key] -= 1
-        return
-    try:
-        import fcntl
-    except ImportError:   # Windows: one run at a time is the user's responsibility
-        yield
-        return
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fh = open(path / LOCK, "a+")
-    except OSError as exc:
-        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not path.is_dir():
-            raise
-        yield   # read-only: no writer can be running into this folder through it
-        return
-    with fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = _lock_owner(fh)
-            raise SiteInUseError(f"{path} is in use by process {owner} (another luminate run into the same site); "
-                                 "wait for it to finish and run again, or write to another folder with -o") from None
-        _HELD[key] = 1
-        try:
-            yield
-        finally:
-            del _HELD[key]
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 class Site:
@@ -246,63 +196,72 @@ class Site:
         return out
 
 
-def _lock_owner(fh) -> str:
-    """The process holding an ``flock`` on the open file ``fh``: from ``/proc/locks`` (Linux), else what the holder
-    wrote into the file, else ``"unknown"``. (The lock file itself is never written, so a rerun changes no file.)"""
-    inode = os.fstat(fh.fileno()).st_ino
-    with contextlib.suppress(OSError):
-        with open("/proc/locks") as locks:
-            for line in locks:
-                fields = line.split()
-                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
-                    return fields[4]
-    fh.seek(0)
-    return fh.read().strip() or "unknown"
+@dataclass(frozen=True)
+class MicroscopeSettings:
+    """What a Microscope site shows and how its units are drawn (the collection's own settings are derived from it).
 
-
-def build(model, images, out: str | os.PathLike, *, layers: str | Sequence[str] | None = None,
-          units: str | Sequence[int] | None = "0:64", render: str | Sequence[int] | None = "auto",
-          render_budget: int = 64, circuit_images: int = 8, top_k: int = 9, steps: int = 256, size: int = 96,
-          seed: int = 0, batch_size: int = 32, shard_images: int = 256, attribution_images: int = 256,
-          units_per_batch: int = 8, cache_dir: str | os.PathLike | None = None, ray: str | None = None,
-          num_cpus: int | None = None, sanity: bool = False, progress: bool = True,
-          num_workers: int | None = None) -> Site:
-    """Collect, summarize and render everything a Microscope site of ``model`` over ``images`` shows.
-
-    Args:
-        model: a Model, zoo name or module. images: a folder, list of paths, Dataset or image batch.
-        out: the site folder (its ``data`` subfolder holds the collection; resumed when it exists).
-        layers: layer name(s); ``"all"``: every layer of the model's layer-by-layer list (stem, blocks, head);
-            default :func:`luminate.recipes.default_layer`. Unknown names stop the run before any work.
-        units: the units given pages (``"0:64"``, a list, ``None``: all); peaks, histograms, examples,
-            similarity and inputs cover every unit of the layer.
+    Attributes:
+        units: the units given pages (``"0:64"``, a list, ``None``: all); peaks, histograms, examples, similarity
+            and inputs cover every unit of the layer.
         render: the units visualized and attributed to classes, per layer, among those with pages: a spec
             (``"0:2"``, a list), ``"all"``, ``"none"``, or ``"auto"`` (default): every page unit when there are at
             most ``render_budget`` of them, else the first ``ceil(render_budget / layers)`` of each layer.
         circuit_images: images (evenly spaced) for the gradient x activation inputs of non-linear connections;
             0: no inputs.
         top_k: dataset examples per unit. steps, size, seed: feature-visualization settings.
+        shard_images, attribution_images: see :class:`~luminate.microscope.collect.ExamplesSettings`.
         units_per_batch: units rendered together (``6 x`` as many images per batch).
         cache_dir: the unit render cache (default: Luminate's render cache, ``$LUMINATE_CACHE/renders``).
-        ray: ``None`` (in-process), ``"local"`` or a Ray address: collection shards and render chunks become
-            Ray tasks; ``num_cpus``: CPUs of a local Ray instance.
         sanity: show Geirhos et al.'s sanity check of each unit's visualization on its page (the path score of
             :mod:`luminate.analysis.sanity`, when that module is available).
     """
+
+    units: str | Sequence[int] | None = "0:64"
+    render: str | Sequence[int] | None = "auto"
+    render_budget: int = 64
+    circuit_images: int = 8
+    top_k: int = 9
+    steps: int = 256
+    size: int = 96
+    seed: int = 0
+    shard_images: int = 256
+    attribution_images: int = 256
+    units_per_batch: int = 8
+    cache_dir: str | os.PathLike | None = None
+    sanity: bool = False
+
+    @property
+    def examples(self) -> ExamplesSettings:
+        return ExamplesSettings(top_k=self.top_k, shard_images=self.shard_images,
+                                attribution_images=self.attribution_images)
+
+
+def build(model: Model | str, images, out: str | os.PathLike, settings: MicroscopeSettings | None = None, *,
+          layers: str | Sequence[str] | None = None, run: PassSettings | None = None, **options) -> Site:
+    """Collect, summarize and render everything a Microscope site of ``model`` over ``images`` shows.
+
+    Args:
+        model: a Model or zoo name. images: a folder, list of paths, Dataset or image batch.
+        out: the site folder (its ``data`` subfolder holds the collection; resumed when it exists).
+        settings: :class:`MicroscopeSettings` (units with pages, units rendered, examples, visualizations).
+        layers: layer name(s); ``"all"``: every layer of the model's layer-by-layer list (stem, blocks, head);
+            default the model's visualization layer. Unknown names stop the run before any work.
+        run: how the passes run (:class:`~luminate.data.PassSettings`): ``batch_size``, ``num_workers``,
+            ``progress``; ``ray`` (``None`` in-process, ``"local"`` or a Ray address: the collection runs on Ray
+            Data and render chunks become Ray tasks) and ``num_cpus`` (CPUs of a local Ray instance).
+        options: any field of either settings value by name (``units=None, render="0:2", batch_size=16``).
+    """
+    mine, theirs = split_options(options, MicroscopeSettings, PassSettings)
+    settings, run = with_options(settings, MicroscopeSettings, mine), with_options(run, PassSettings, theirs)
     model = as_model(model)
-    layers = resolve_layers(model, layers)   # a typo stops here, before any folder or work
-    options = dict(layers=layers, units=units, render=render, render_budget=render_budget,
-                   circuit_images=circuit_images, top_k=top_k, steps=steps, size=size, seed=seed, batch_size=batch_size,
-                   shard_images=shard_images, attribution_images=attribution_images, units_per_batch=units_per_batch,
-                   cache_dir=cache_dir, ray=ray, num_cpus=num_cpus, sanity=sanity, progress=progress,
-                   num_workers=num_workers)
+    names = resolve_layers(model, layers)   # a typo stops here, before any folder or work
     with site_lock(out):   # one run at a time owns the site
-        if ray is None:
-            return _build(model, images, out, **options)
+        if run.ray is None:
+            return _build(model, image_set(images), out, names, settings, run)
         from luminate.parallel import RayContext
 
-        with RayContext(ray, num_cpus):   # one Ray instance for every stage (each would otherwise start its own)
-            return _build(model, images, out, **options)
+        with RayContext(run.ray, run.num_cpus):   # one Ray instance for every stage (each would otherwise start its own)
+            return _build(model, image_set(images), out, names, settings, run)
 
 
 def render_plan(page_units: dict[str, list[int]], render, budget: int = 64) -> tuple[dict[str, list[int]], str]:
@@ -329,58 +288,60 @@ def render_plan(page_units: dict[str, list[int]], render, budget: int = 64) -> t
     return plan, f"{n} of {total} units ({render} of each layer)"
 
 
-def _build(model, images, out, *, layers, units, render, render_budget, circuit_images, top_k, steps, size, seed, batch_size, shard_images,
-           attribution_images, units_per_batch, cache_dir, ray, num_cpus, sanity, progress, num_workers) -> Site:
-    model = as_model(model)
-    names = resolve_layers(model, layers)
+def _build(model: Model, imageset: ImageSet, out, names: list[str], settings: MicroscopeSettings,
+           run: PassSettings) -> Site:
     out = Path(out)
     data = out / DATA
-    imageset = image_set(images)
-    page_units = {name: parse_units(units, model.layer_info(name).channels) for name in names}
-    plan, render_note = render_plan(page_units, render, render_budget)
+    specs = [LayerSpec.of(model, name) for name in names]
+    page_units = unit_map(specs, settings.units)
+    plan, render_note = render_plan(page_units, settings.render, settings.render_budget)
     logger.warning("luminate microscope: rendering %s", render_note)
-    examples = collect_examples(model, images, names, data, units=page_units, attribute=plan, top_k=top_k,
-                                batch_size=batch_size, shard_images=shard_images,
-                                attribution_images=attribution_images, progress=progress,
-                                num_workers=num_workers, ray=ray, num_cpus=num_cpus)
+    examples = collect_into(model, imageset, specs, data, settings.examples, page_units, unit_map(specs, plan), run)
     if not examples.complete:
         raise RuntimeError(f"the collection in {data} is incomplete after running; run again to finish it")
     summaries = {name: summarize(data, name) for name in names}
     if all(int(s["n_images"]) == 0 for s in summaries.values()):
         reasons = "; ".join(f"{n}: {r}" for n, r in examples.skipped[:3])
         raise ValueError(f"none of the {len(imageset)} images could be read ({reasons}); check the image set")
-    cache_dir = RenderCache(cache_dir).folder
-    layer_info = []
-    renders = {}
-    for name in names:
-        info = dict(examples.store.layer_info(name))
-        info["units"] = examples.units(name)
-        layer_info.append(info)
-        s = summaries[name]
-        alive = [u for u in plan[name] if not (s["dead"][u] or s["constant"][u])]
-        if alive and len(model.layer_info(name).shape) == 3:   # [C] layers get no visualizations
-            renders[name] = render_units(model, name, alive, size=size, steps=steps, seed=seed,
-                                         units_per_batch=units_per_batch, cache_dir=cache_dir, ray=ray,
-                                         num_cpus=num_cpus, progress=progress)
-        else:
-            renders[name] = {}
-    settings = {"model": model.name, "weights": model.weights_fingerprint(), "input": model.contract.describe(),
-                "layers": ", ".join(names), "top examples": top_k, "visualizations":
-                    f"{size} px, {steps} steps, seed {seed}, {units_per_batch} units per batch",
-                "rendered units": render_note, "render cache": str(cache_dir),
-                "class attribution": f"gradient x activation, mean over "
-                                     f"{int(next(iter(summaries.values()))['attr_count'])} images"}
+    cache_dir = RenderCache(settings.cache_dir).folder
+    layer_info = [dict(examples.store.layer_info(name), units=examples.units(name)) for name in names]
+    renders = _renders(model, names, plan, summaries, settings, cache_dir, run)
+    s = settings
+    site_settings = {"model": model.name, "weights": model.weights_fingerprint(), "input": model.contract.describe(),
+                     "layers": ", ".join(names), "top examples": s.top_k, "visualizations":
+                         f"{s.size} px, {s.steps} steps, seed {s.seed}, {s.units_per_batch} units per batch",
+                     "rendered units": render_note, "render cache": str(cache_dir),
+                     "class attribution": f"gradient x activation, mean over "
+                                          f"{int(next(iter(summaries.values()))['attr_count'])} images"}
     circuits = {}
-    if circuit_images > 0 and len(names) > 1:
+    if s.circuit_images > 0 and len(names) > 1:
         from luminate.microscope.circuits import compute_circuits
 
-        sample = _natural_sample(model, imageset, examples, limit=circuit_images)
-        circuits = compute_circuits(model, data, names, sample, fingerprint=f"{imageset.fingerprint()}:{circuit_images}",
-                                    progress=progress)
+        sample = _natural_sample(model, imageset, examples, limit=s.circuit_images)
+        circuits = compute_circuits(model, data, names, sample,
+                                    fingerprint=f"{imageset.fingerprint()}:{s.circuit_images}", progress=run.progress)
         methods = sorted({c["method"] for c in circuits.values()})
-        settings["inputs"] = f"{', '.join(methods)} (gradient x activation over {len(sample)} images)"
-    scores = _sanity_scores(model, renders, _natural_sample(model, imageset, examples)) if sanity else None
-    return Site(out, model, imageset, examples, layer_info, summaries, renders, settings, scores, circuits)
+        site_settings["inputs"] = f"{', '.join(methods)} (gradient x activation over {len(sample)} images)"
+    scores = _sanity_scores(model, renders, _natural_sample(model, imageset, examples)) if s.sanity else None
+    return Site(out, model, imageset, examples, layer_info, summaries, renders, site_settings, scores, circuits)
+
+
+def _renders(model: Model, names: list[str], plan: dict, summaries: dict, settings: MicroscopeSettings, cache_dir,
+             run: PassSettings) -> dict:
+    """``{layer: {unit: images}}``: the visualizations of the planned units that are neither dead nor constant
+    (``[C]`` layers get none)."""
+    renders = {}
+    for name in names:
+        s = summaries[name]
+        alive = [u for u in plan[name] if not (s["dead"][u] or s["constant"][u])]
+        if alive and len(model.layer_info(name).shape) == 3:
+            renders[name] = render_units(model, name, alive, size=settings.size, steps=settings.steps,
+                                         seed=settings.seed, units_per_batch=settings.units_per_batch,
+                                         cache_dir=cache_dir, ray=run.ray, num_cpus=run.num_cpus,
+                                         progress=run.progress)
+        else:
+            renders[name] = {}
+    return renders
 
 
 def _natural_sample(model: Model, imageset: ImageSet, examples: Examples, limit: int = 64) -> torch.Tensor:

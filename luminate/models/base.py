@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from luminate.models.contract import InputContract
+from luminate.models.contract import InputContract, first_in_channels, network_dtype, network_output
 from luminate.models.defaults import LAYER_DEPTH, LAYER_PURPOSES, block_layers, top_level_layers  # noqa: F401
 from luminate.models.labels import Labels
 
@@ -59,29 +59,25 @@ class LayerInfo:
         return self.shape[1:]
 
 
-class Model(nn.Module):
-    """A network plus everything needed to use it correctly.
-
-    ``model(images)`` takes ``[N, C, H, W]`` float images in [0, 1], checks them against the
-    :class:`InputContract`, converts them (range, channel order) and runs the network. Layers are the
-    dotted names of ``model.network``'s submodules (``"blocks.9"``), as in ``named_modules()``; ``"name#k"``
-    is the ``k``-th call (from 0) of a module that runs several times in one forward pass.
-
-    The caller's network is never changed for good. Luminate's entry points (render, activations, attribution,
-    collection) run it inside :meth:`frozen`: eval mode and ``requires_grad=False`` for the duration, and each
-    module's training flag and each parameter's ``requires_grad`` restored afterwards. ``model.train()`` /
-    ``model.eval()`` set the network's mode as for any module, so a model can keep training between renders.
-    Zoo models are built in eval mode with frozen weights and stay so (``eval_only``).
-
-    Token layers: ``layout="tokens"`` declares that 3-D outputs ``[B, T, C]`` are token sequences (ViT, MLP-Mixer,
-    CLIP); ``layer_layouts`` overrides it per layer (exact names or dotted prefixes). Objectives and analysis see
-    such a layer as ``[B, C, h, w]``: the patch tokens on their grid, the ``prefix_tokens`` leading class / register
-    tokens left out (found from the token count when not given).
+class BaseModel(nn.Module):
+    """What every Luminate model is and honours, image or text: a ``network``, its input ``contract``, ``labels``, a
+    ``name``; layers by dotted name (``"name#k"``: the ``k``-th call of a reused module) with their shapes;
+    :meth:`frozen` (eval mode, frozen weights, both put back), ``device``, a weights fingerprint, class names and a
+    default layer per purpose. :class:`Model` (images ``[N, C, H, W]`` in [0, 1]) and
+    :class:`~luminate.models.textmodel.TextModel` (token ids ``[N, T]``) derive from it; ``isinstance(m, Model)``
+    means an image model. What a kind of model reads is its own: ``forward``, ``normalize`` (its input as the
+    network takes it), ``size`` (one input's shape after the batch axis: ``(H, W)`` or ``(1, T)``) and the layer
+    tracing behind :meth:`layers`.
     """
 
-    def __init__(self, network: nn.Module, contract: InputContract, labels: Labels | Sequence[str] | None = None,
-                 name: str = "model", check_inputs: bool = True, layout: str = "channels",
-                 layer_layouts: Mapping[str, str] | None = None, prefix_tokens: int | None = None,
+    #: True for models that read token ids (``luminate.text``), False for image models.
+    is_text: bool = False
+    #: the key of the class scores when the network returns a dict (see contract.network_output); tuples give
+    #: their first tensor
+    output_key: str | None = None
+
+    def __init__(self, network: nn.Module, contract, labels: Labels | Sequence[str] | None = None,
+                 name: str = "model", check_inputs: bool = True,
                  layer_aliases: Callable[[str], str] | Mapping[str, str] | None = None):
         super().__init__()
         self.network = network
@@ -89,40 +85,33 @@ class Model(nn.Module):
         self.labels = labels if isinstance(labels, Labels) or labels is None else Labels(labels)
         self.name = name
         self.check_inputs = check_inputs
-        for value in [layout, *(layer_layouts or {}).values()]:
-            if value not in LAYOUTS:
-                raise ValueError(f"layout must be one of {LAYOUTS}, got {value!r}")
-        self.layout = layout
-        self.layer_layouts = dict(layer_layouts or {})
-        for prefix in self.layer_layouts:
-            resolve_layer(network, prefix)  # a misspelt name fails here, with the closest names
-        if prefix_tokens is not None and prefix_tokens < 0:
-            raise ValueError(f"prefix_tokens must be 0 or more, got {prefix_tokens}")
-        self.prefix_tokens = prefix_tokens
         self.layer_aliases = layer_aliases
-        self._layer_cache: dict[tuple[int, int], tuple[list[LayerInfo], dict[str, LayerInfo]]] = {}
-        scale, shift = contract.affine()
-        # the contract's constants as buffers: they follow model.to(device), so no copy is made per call
-        self.register_buffer("input_scale", scale.clone(), persistent=False)
-        self.register_buffer("input_shift", shift.clone(), persistent=False)
+        self._layer_cache: dict = {}
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.check_inputs:
-            self.contract.check(images)
-        return self.network(self.normalize(images))
+    def normalize(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The model's input -> the network's input."""
+        raise NotImplementedError(f"{type(self).__name__} must say how its inputs reach the network")
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """``[N, C, H, W]`` in [0, 1] -> the network's input (channel order, range), with the constants on the
-        model's device."""
-        if self.contract.channel_order == "BGR":
-            images = images.flip(1)
-        scale, shift = self.input_scale, self.input_shift
-        if scale.device != images.device or scale.dtype != images.dtype:
-            scale, shift = self.contract.affine(images.device, images.dtype)
-        return images * scale + shift
+    @property
+    def size(self) -> tuple[int, int]:
+        raise NotImplementedError(f"{type(self).__name__} must give the shape of one input")
+
+    def layer_layout(self, name: str) -> str:
+        """``"tokens"`` or ``"channels"``: how a 3-D output ``[B, T, C]`` of layer ``name`` is read by
+        :class:`~luminate.activations.LayerTap` (``"channels"``: as it is)."""
+        return "channels"
+
+    def _traced(self, size) -> tuple[list[LayerInfo], dict[str, LayerInfo]]:
+        raise NotImplementedError(f"{type(self).__name__} must trace its layers")
+
+    def default_layer(self, purpose: str = "visualization") -> str:
+        raise NotImplementedError(f"{type(self).__name__} must choose its default layers")
+
+    def default_layers(self, size=None) -> list[str]:
+        raise NotImplementedError(f"{type(self).__name__} must choose its default layers")
 
     @contextlib.contextmanager
-    def frozen(self) -> Iterator["Model"]:
+    def frozen(self) -> Iterator["BaseModel"]:
         """Run the network in eval mode with ``requires_grad=False`` weights, then put both back as they were.
 
         >>> with model.frozen():
@@ -155,47 +144,14 @@ class Model(nn.Module):
             return b.device
         return torch.device("cpu")
 
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.contract.size
-
     #: Zoo models are inference-only: ``train()`` keeps them in eval mode (BatchNorm statistics never change).
     eval_only: bool = False
 
-    def train(self, mode: bool = True) -> "Model":
+    def train(self, mode: bool = True) -> "BaseModel":
         """Set the network's training mode, as for any module, so a wrapped network can keep training between
         renders. Luminate's own entry points run it in eval mode regardless (see :meth:`frozen`) and leave this
         mode as it was. Zoo models (``eval_only``) stay in eval mode."""
         return super().train(False if self.eval_only else mode)
-
-    def preprocess(self, image) -> torch.Tensor:
-        """Any image (path, PIL, array, tensor) -> ``[N, C, *size]`` in [0, 1] on the model's device."""
-        from luminate.images import needed_side, to_tensor  # images is a leaf module, imported here: models stay light
-
-        side = needed_side(self.contract.size, self.contract.crop_fraction)  # a huge JPEG decodes at reduced size
-        tensor = to_tensor(image, channels=self.contract.channels, min_side=side)
-        return self.contract.preprocess(tensor).to(self.device)
-
-    def as_batch(self, images, *, single: bool = False) -> torch.Tensor:
-        """The one way Luminate's analyses get an image batch: ``[N, C, H, W]`` float on the model's device.
-
-        Float tensors are used as they are (``[C, H, W]`` gains a batch axis; no crop or resize: a tensor is taken
-        to be prepared already, so a model-sized or deliberately smaller image is not cropped again); other tensors
-        are converted (uint8 scaled to [0, 1]); paths, PIL images and arrays go through :meth:`preprocess` (the
-        evaluation crop and size). ``single=True`` requires exactly one image.
-        """
-        from luminate.images import to_tensor
-
-        if isinstance(images, torch.Tensor):
-            if images.is_floating_point() and images.ndim in (3, 4):
-                batch = (images if images.ndim == 4 else images[None]).detach().to(self.device)
-            else:
-                batch = to_tensor(images, channels=self.contract.channels).to(self.device)
-        else:
-            batch = self.preprocess(images)
-        if single and batch.shape[0] != 1:
-            raise ValueError(f"expected one image, got a batch of {batch.shape[0]}; pass images one at a time")
-        return batch
 
     def resolve(self, name: str) -> tuple[str, int | None]:
         """``(dotted module name, call index or None)`` for a layer name: ``"res.relu#1"`` -> ``("res.relu", 1)``;
@@ -229,22 +185,6 @@ class Model(nn.Module):
         the closest names."""
         return self.network.get_submodule(self.resolve(name)[0])
 
-    def layer_layout(self, name: str) -> str:
-        """``"tokens"`` or ``"channels"``: how a 3-D output ``[B, T, C]`` of layer ``name`` is read (the most
-        specific entry of ``layer_layouts``, else the model's ``layout``)."""
-        module_name = self.resolve(name)[0] if name not in ("input", "output") else name
-        best, layout = -1, self.layout
-        for prefix, value in self.layer_layouts.items():
-            if (module_name == prefix or module_name.startswith(prefix + ".")) and len(prefix) > best:
-                best, layout = len(prefix), value
-        return layout
-
-    def _traced(self, size) -> tuple[list[LayerInfo], dict[str, LayerInfo]]:
-        hw = self.size if size is None else ((size, size) if isinstance(size, int) else tuple(size))
-        if hw not in self._layer_cache:
-            self._layer_cache[hw] = _trace_layers(self, hw)
-        return self._layer_cache[hw]
-
     def layers(self, size: int | tuple[int, int] | None = None) -> list[LayerInfo]:
         """Every addressable layer with its output shape for one input of ``size`` (default: native)."""
         return self._traced(size)[0]
@@ -264,21 +204,12 @@ class Model(nn.Module):
                 return info
         raise ValueError(f"layer {name!r} does not run in a forward pass of {self.name}, so it has no output")
 
-    def token_grid(self, name: str, tokens: int, image_size: tuple[int, int]) -> tuple[int, int, int]:
-        """``(prefix, h, w)`` for a token layer with ``tokens`` tokens on an input of ``image_size``: the number of
-        leading non-patch tokens and the grid of the rest. The prefix is ``prefix_tokens`` when given, else the one
-        found at the native size."""
-        prefix = self.prefix_tokens
-        if prefix is None:
-            prefix = self.layer_info(name).prefix_tokens
-        return (prefix, *_grid_for(tokens - prefix, image_size, name))
-
     def check_channel(self, layer: str, channel: int) -> None:
         """Raise an error that gives the valid range when ``channel`` is outside ``layer``'s channels."""
         n = self.layer_info(layer).channels
-        if not -n <= channel < n:
+        if not 0 <= channel < n:  # one rule everywhere: units count from 0, never from the end
             raise IndexError(f"channel {channel} is out of range for layer {layer!r} of {self.name}, "
-                             f"which has {n} channels (0..{n - 1})")
+                             f"which has {n} channels (0..{n - 1}; a negative number is not read from the end)")
 
     def weights_fingerprint(self, refresh: bool = False) -> str:
         """A short hash of every parameter and buffer of the network (any changed value changes it).
@@ -317,6 +248,146 @@ class Model(nn.Module):
     #: ``wrap(..., layer_defaults=...)`` set them; purposes not declared are chosen by inspecting the network.
     layer_defaults: Mapping[str, str] | None = None
 
+    def __repr__(self) -> str:  # the network's full module tree is long; keep repr to the contract
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+
+class Model(BaseModel):
+    """An image model: a network plus everything needed to use it correctly.
+
+    ``model(images)`` takes ``[N, C, H, W]`` float images in [0, 1], checks them against the
+    :class:`InputContract`, converts them (range, channel order) and runs the network. Layers are the
+    dotted names of ``model.network``'s submodules (``"blocks.9"``), as in ``named_modules()``; ``"name#k"``
+    is the ``k``-th call (from 0) of a module that runs several times in one forward pass.
+
+    The caller's network is never changed for good. Luminate's entry points (render, activations, attribution,
+    collection) run it inside :meth:`frozen`: eval mode and ``requires_grad=False`` for the duration, and each
+    module's training flag and each parameter's ``requires_grad`` restored afterwards. ``model.train()`` /
+    ``model.eval()`` set the network's mode as for any module, so a model can keep training between renders.
+    Zoo models are built in eval mode with frozen weights and stay so (``eval_only``).
+
+    Token layers: ``layout="tokens"`` declares that 3-D outputs ``[B, T, C]`` are token sequences (ViT, MLP-Mixer,
+    CLIP); ``layer_layouts`` overrides it per layer (exact names or dotted prefixes). Objectives and analysis see
+    such a layer as ``[B, C, h, w]``: the patch tokens on their grid, the ``prefix_tokens`` leading class / register
+    tokens left out (found from the token count when not given).
+    """
+
+    def __init__(self, network: nn.Module, contract: InputContract, labels: Labels | Sequence[str] | None = None,
+                 name: str = "model", check_inputs: bool = True, layout: str = "channels",
+                 layer_layouts: Mapping[str, str] | None = None, prefix_tokens: int | None = None,
+                 layer_aliases: Callable[[str], str] | Mapping[str, str] | None = None):
+        super().__init__(network, contract, labels, name, check_inputs, layer_aliases)
+        for value in [layout, *(layer_layouts or {}).values()]:
+            if value not in LAYOUTS:
+                raise ValueError(f"layout must be one of {LAYOUTS}, got {value!r}")
+        self.layout = layout
+        self.layer_layouts = dict(layer_layouts or {})
+        for prefix in self.layer_layouts:
+            resolve_layer(network, prefix)  # a misspelt name fails here, with the closest names
+        if prefix_tokens is not None and prefix_tokens < 0:
+            raise ValueError(f"prefix_tokens must be 0 or more, got {prefix_tokens}")
+        self.prefix_tokens = prefix_tokens
+        scale, shift = contract.affine()
+        # the contract's constants as buffers: they follow model.to(device), so no copy is made per call
+        self.register_buffer("input_scale", scale.clone(), persistent=False)
+        self.register_buffer("input_shift", shift.clone(), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.check_inputs:
+            self.contract.check(images)
+        return network_output(self.network(self.normalize(images)), self.output_key)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """``[N, C, H, W]`` in [0, 1] -> the network's input (channel order, range), with the constants on the
+        model's device."""
+        if self.contract.channel_order == "BGR":
+            images = images.flip(1)
+        scale, shift = self.input_scale, self.input_shift
+        if scale.device != images.device or scale.dtype != images.dtype:
+            scale, shift = self.contract.affine(images.device, images.dtype)
+        dtype = network_dtype(self.network)  # a float64 (or half) network gets its own dtype; gradients flow back
+        return (images * scale + shift).to(dtype or images.dtype)
+
+
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.contract.size
+
+
+
+    def preprocess(self, image) -> torch.Tensor:
+        """Any image (path, PIL, array, tensor) -> ``[N, C, *size]`` in [0, 1] on the model's device."""
+        from luminate.images import needed_side, to_tensor  # images is a leaf module, imported here: models stay light
+
+        side = needed_side(self.contract.size, self.contract.crop_fraction)  # a huge JPEG decodes at reduced size
+        tensor = to_tensor(image, channels=self.contract.channels, min_side=side)
+        return self.contract.preprocess(tensor).to(self.device)
+
+    def as_batch(self, images, *, single: bool = False) -> torch.Tensor:
+        """The one way Luminate's analyses get an image batch: ``[N, C, H, W]`` float on the model's device.
+
+        Float tensors are used as they are (``[C, H, W]`` gains a batch axis; no crop or resize: a tensor is taken
+        to be prepared already, so a model-sized or deliberately smaller image is not cropped again); other tensors
+        are converted (uint8 scaled to [0, 1]); paths, PIL images and arrays go through :meth:`preprocess` (the
+        evaluation crop and size). ``single=True`` requires exactly one image.
+        """
+        from luminate.images import to_tensor
+
+        if isinstance(images, (list, tuple)):  # paths, PIL images, arrays, tensors: any mix, any sizes
+            if not images:
+                raise ValueError("no images given: Luminate accepts a path, PIL image, array or tensor, or a list")
+            parts = [self.as_batch(item) for item in images]
+            if len({tuple(p.shape[1:]) for p in parts}) > 1:  # different sizes: each brought to the model's size
+                parts = [self.contract.preprocess(p) for p in parts]
+            batch = torch.cat(parts)
+        elif isinstance(images, torch.Tensor):
+            if images.is_floating_point() and images.ndim in (3, 4):
+                batch = (images if images.ndim == 4 else images[None]).detach().to(self.device)
+            else:
+                batch = to_tensor(images, channels=self.contract.channels).to(self.device)
+        else:
+            batch = self.preprocess(images)
+        if single and batch.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {batch.shape[0]}; pass images one at a time")
+        return batch
+
+
+
+
+    def layer_layout(self, name: str) -> str:
+        """``"tokens"`` or ``"channels"``: how a 3-D output ``[B, T, C]`` of layer ``name`` is read (the most
+        specific entry of ``layer_layouts``, else the model's ``layout``)."""
+        module_name = self.resolve(name)[0] if name not in ("input", "output") else name
+        best, layout = -1, self.layout
+        for prefix, value in self.layer_layouts.items():
+            if (module_name == prefix or module_name.startswith(prefix + ".")) and len(prefix) > best:
+                best, layout = len(prefix), value
+        return layout
+
+    def _traced(self, size) -> tuple[list[LayerInfo], dict[str, LayerInfo]]:
+        hw = self.size if size is None else ((size, size) if isinstance(size, int) else tuple(size))
+        if hw not in self._layer_cache:
+            self._layer_cache[hw] = _trace_layers(self, hw)
+        return self._layer_cache[hw]
+
+
+
+    def token_grid(self, name: str, tokens: int, image_size: tuple[int, int]) -> tuple[int, int, int]:
+        """``(prefix, h, w)`` for a token layer with ``tokens`` tokens on an input of ``image_size``: the number of
+        leading non-patch tokens and the grid of the rest. The prefix is ``prefix_tokens`` when given, else the one
+        found at the native size."""
+        prefix = self.prefix_tokens
+        if prefix is None:
+            prefix = self.layer_info(name).prefix_tokens
+        return (prefix, *_grid_for(tokens - prefix, image_size, name))
+
+
+
+
+
+
     def default_layer(self, purpose: str = "visualization") -> str:
         """The layer Luminate uses when none is given, for one ``purpose`` (:data:`LAYER_PURPOSES`:
         ``"visualization"``, ``"dictionary"``, ``"attribution"``, ``"groups"``).
@@ -343,9 +414,6 @@ class Model(nn.Module):
         labels = f"{len(self.labels)} labels" if self.labels is not None else "no labels"
         tokens = ", token layers" if self.layout == "tokens" or "tokens" in self.layer_layouts.values() else ""
         return f"name={self.name!r}, input={self.contract.describe()}{tokens}, {labels}"
-
-    def __repr__(self) -> str:  # the network's full module tree is long; keep repr to the contract
-        return f"Model({self.extra_repr()})"
 
 
 WRAP_HINT = ("luminate.models.wrap(net, size, mean=..., std=...) for normalized input, "
@@ -388,8 +456,8 @@ def wrap(module: nn.Module, size: int | tuple[int, int] = 224, *, preset: str | 
     """
     from luminate.models.contract import preset as preset_kwargs
 
-    if isinstance(module, Model):
-        raise TypeError("this module is already a luminate Model")
+    if isinstance(module, BaseModel):
+        raise TypeError(f"this module is already a luminate {type(module).__name__}")
     if not isinstance(module, nn.Module):
         raise TypeError(f"wrap() takes a torch.nn.Module, got {type(module).__name__}")
     spec = preset_kwargs(preset) if preset is not None else {}
@@ -406,6 +474,10 @@ def wrap(module: nn.Module, size: int | tuple[int, int] = 224, *, preset: str | 
         transform["crop_fraction"] = crop_fraction
     if interpolation is not None:
         transform["interpolation"] = interpolation
+    first = first_in_channels(module)
+    if first is not None and first[1] != channels:
+        raise ValueError(f"the network's first convolution {first[0]!r} takes {first[1]} input channel(s), but "
+                         f"wrap() was given channels={channels}: wrap(net, ..., channels={first[1]})")
     contract = InputContract(size=size, value_range=spec.get("value_range"), mean=spec.get("mean"),
                              std=spec.get("std"), channel_order=channel_order,
                              crop_fraction=transform.get("crop_fraction", 1.0),
@@ -424,11 +496,12 @@ def wrap(module: nn.Module, size: int | tuple[int, int] = 224, *, preset: str | 
     return model.to(device) if device is not None else model
 
 
-def as_model(model) -> Model:
-    """A :class:`Model` from a Model or a zoo name. A bare ``nn.Module`` is refused with how to wrap it: its
-    input convention (range, normalization, size) cannot be guessed, and a wrong guess gives plausible but
-    wrong pictures."""
-    if isinstance(model, Model):
+def as_model(model) -> BaseModel:
+    """A Luminate model from a model or a zoo name: a :class:`Model` for image models (text zoo names give a
+    :class:`~luminate.models.textmodel.TextModel`, which refuses image steps by name). A bare ``nn.Module`` is
+    refused with how to wrap it: its input convention (range, normalization, size) cannot be guessed, and a wrong
+    guess gives plausible but wrong pictures."""
+    if isinstance(model, BaseModel):
         return model
     if isinstance(model, str):
         from luminate.models.zoo import load

@@ -69,8 +69,13 @@ class LSTMLayer(nn.Module):
         super().__init__()
         self.lstm = nn.LSTM(n_in, hidden, batch_first=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lstm(x)[0]
+    def forward(self, x: torch.Tensor, carry: dict | None = None) -> torch.Tensor:
+        """``carry`` (optional): a dict holding the ``(h, c)`` state to start from under ``"state"`` (none: zeros);
+        the final state is written back there, so a long sequence can be read in chunks."""
+        if carry is None:
+            return self.lstm(x)[0]
+        out, carry["state"] = self.lstm(x, carry.get("state"))
+        return out
 
 
 class Features(nn.Module):
@@ -92,12 +97,16 @@ class WindowAttention(nn.Module):
         self.weight = nn.Parameter(torch.zeros(dim))
         self.window = window
 
+    block = 1024  # output positions per einsum: the [N, J, D, w] product it may copy stays bounded
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = x @ self.weight                                      # [N, T]
-        win = logits.unfold(1, self.window, 1)                        # [N, J, w]
-        att = torch.softmax(win, -1)
+        att = torch.softmax(logits.unfold(1, self.window, 1), -1)     # [N, J, w]
         windows = x.unfold(1, self.window, 1)                         # [N, J, D, w] (a view)
-        return torch.einsum("njdw,njw->njd", windows, att)
+        if windows.shape[1] <= self.block:
+            return torch.einsum("njdw,njw->njd", windows, att)
+        return torch.cat([torch.einsum("njdw,njw->njd", windows[:, j:j + self.block], att[:, j:j + self.block])
+                          for j in range(0, windows.shape[1], self.block)], 1)
 
 
 class CharRNN(nn.Module):
@@ -114,11 +123,20 @@ class CharRNN(nn.Module):
         self.attention = WindowAttention(EMBED + 2 * HIDDEN, window)
         self.output = nn.Linear(EMBED + 2 * HIDDEN, vocab_size)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, carry: dict | None = None) -> torch.Tensor:
+        """``carry`` (optional, a dict, empty at the start of a sequence): read ``ids`` as the continuation of the
+        chunks read before with the same dict (LSTM states and the last ``window - 1`` feature rows are kept in
+        it). Chunks read this way give the same rows as the whole sequence at once: the first chunk
+        ``T - window + 1``, each later one ``T``."""
         e = self.embedding(ids)
-        h1 = self.rnn_1(e)
-        h2 = self.rnn_2(h1)
-        return self.output(self.attention(self.features(e, h1, h2)))
+        h1 = self.rnn_1(e, None if carry is None else carry.setdefault("rnn_1", {}))
+        h2 = self.rnn_2(h1, None if carry is None else carry.setdefault("rnn_2", {}))
+        feats = self.features(e, h1, h2)
+        if carry is not None:
+            if "tail" in carry:
+                feats = torch.cat([carry["tail"], feats], 1)
+            carry["tail"] = feats[:, -(self.attention.window - 1):]
+        return self.output(self.attention(feats))
 
 
 def state_dict_from_hdf5(path: str | Path) -> dict[str, torch.Tensor]:

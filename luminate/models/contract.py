@@ -128,7 +128,12 @@ class InputContract:
             raise TypeError(f"expected a tensor [N, {self.channels}, H, W], got {type(images).__name__}; "
                             "convert with luminate.images.to_tensor")
         if images.ndim != 4 or images.shape[1] != self.channels:
-            raise ValueError(f"expected images of shape [N, {self.channels}, H, W], got {tuple(images.shape)}")
+            hint = ""
+            if images.ndim in (3, 4) and images.shape[-1] == self.channels:
+                hint = (" (channels last: the model accepts [N, C, H, W] or [C, H, W]; use "
+                        f"images.permute({'0, 3, 1, 2' if images.ndim == 4 else '2, 0, 1'}), or give a numpy HWC "
+                        "array or a PIL image, which Luminate converts itself)")
+            raise ValueError(f"expected images of shape [N, {self.channels}, H, W], got {tuple(images.shape)}{hint}")
         if not images.is_floating_point():
             raise ValueError(f"expected float images in [0, 1], got dtype {images.dtype}; divide uint8 by 255")
         with torch.no_grad():  # one device sync for both numbers
@@ -202,3 +207,50 @@ class InputContract:
                 + (f", resize {int(min(h, w) / self.crop_fraction)} {self.interpolation} + centre crop"
                    if self.resize_first else f", centre crop {self.crop_fraction:.3f}" if self.crop_fraction < 1 else "")
                 + (", fixed size" if self.fixed_size else ""))
+
+
+#: keys taken from a network that returns a dict (Hugging Face outputs, torchvision's segmentation models), in order
+OUTPUT_KEYS = ("logits", "out")
+
+
+def network_output(output, key: str | None = None) -> torch.Tensor:
+    """The one tensor a network's forward gave, from the structures forwards return.
+
+    A tensor as it is; a tuple or list (``(logits, aux)``): its first tensor; a dict or Hugging Face output:
+    ``output[key]`` when ``key`` is declared (``model.output_key``), else its ``"logits"`` or ``"out"`` entry.
+    Anything else raises an error that says how to declare the key or wrap the network.
+    """
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            if isinstance(item, torch.Tensor):
+                return item
+    elif isinstance(output, Mapping):
+        keys = [k for k in ([key] if key is not None else OUTPUT_KEYS) if k in output]
+        if keys and isinstance(output[keys[0]], torch.Tensor):
+            return output[keys[0]]
+        if key is not None:
+            raise KeyError(f"the network's output has no tensor under output_key {key!r}; its keys: "
+                           f"{', '.join(map(str, output))}")
+        raise TypeError(f"the network returns a dict with keys {', '.join(map(str, output))}: say which one holds "
+                        "the class scores with model.output_key = 'KEY' (after luminate.models.wrap), or wrap the "
+                        "network in a module whose forward returns that tensor")
+    raise TypeError(f"the network returns {type(output).__name__}, not a tensor: wrap it in a module whose forward "
+                    "returns the class scores [N, classes] (or its first output tensor)")
+
+
+def first_in_channels(module: torch.nn.Module) -> tuple[str, int] | None:
+    """``(name, in_channels)`` of the first convolution a network runs, as registered (``None`` if it has none)."""
+    for name, sub in module.named_modules():
+        if isinstance(sub, torch.nn.modules.conv._ConvNd):
+            return name, int(sub.in_channels)
+    return None
+
+
+def network_dtype(module: torch.nn.Module) -> torch.dtype | None:
+    """The floating dtype of a network's first floating parameter (``float64`` for ``net.double()``), else ``None``."""
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None

@@ -70,6 +70,34 @@ def default_layer(model: "Model", purpose: str = "visualization") -> str:
     return _nonnegative_near(model, target, purpose)
 
 
+def circuit_layers(model: "Model", n: int = 4) -> list[str]:
+    """The ``n`` layers an attribution graph (:mod:`luminate.circuits`) spans when none are given, in forward order.
+
+    The deepest is the model's declared ``layer_defaults["circuit"]``, else the last spatial post-activation layer
+    (non-negative outputs, the map the classifier pools: EfficientNet-Lite's ``head``, InceptionV1's ``mixed5b``),
+    else the last repeated block. The other ``n - 1`` are the repeated blocks before it at ``1/n, 2/n, ...`` of the
+    way through (EfficientNet-Lite0: ``blocks.4``, ``blocks.8``, ``blocks.11``, ``head``).
+    """
+    if n < 1:
+        raise ValueError(f"a circuit needs at least one layer, got n={n}")
+    blocks = block_layers(model)
+    if not blocks:
+        raise ValueError(f"{model.name} has no layer with a spatial [C, H, W] output, so there are no default circuit "
+                         "layers; pass layers= by name (luminate.models.layers(model) lists them)")
+    declared = (getattr(model, "layer_defaults", None) or {}).get("circuit")
+    if declared:
+        deepest = declared
+    else:
+        signs = [s for s in layer_signs(model) if s.spatial]
+        deepest = signs[-1].name if signs and signs[-1].nonnegative else blocks[-1]
+    order = [s.name for s in layer_signs(model)]
+    where = order.index(deepest) if deepest in order else len(order)
+    before = [b for b in blocks if b != deepest and not deepest.startswith(b + ".")
+              and (b not in order or order.index(b) < where)]
+    picks = [before[round((len(before) - 1) * k / n)] for k in range(1, n)] if before else []
+    return list(dict.fromkeys(picks + [deepest]))
+
+
 def _nonnegative_near(model: "Model", target: str, purpose: str) -> str:
     signs = layer_signs(model)
     order = [s.name for s in signs]

@@ -56,7 +56,7 @@ loading is strict.
 from __future__ import annotations
 
 import math
-import os
+import shutil
 import urllib.request
 from pathlib import Path
 from typing import Mapping
@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from luminate.cache import cache_dir
+from luminate.cache import atomic_write, cache_dir
 from luminate.models.base import Model
 from luminate.models.contract import InputContract
 from luminate.models.labels import Labels, _read
@@ -340,7 +340,8 @@ def download_weights(url: str = WEIGHTS_URL, dest: str | Path | None = None, tim
             while chunk := response.read(1 << 20):
                 f.write(chunk)
         load_weights(InceptionV1(), part)  # refuse a file that is not an inception5h state dict
-        os.replace(part, dest)
+        with open(part, "rb") as checked:
+            atomic_write(dest, lambda fh: shutil.copyfileobj(checked, fh))
     finally:
         part.unlink(missing_ok=True)
     return dest

@@ -1,30 +1,33 @@
 """Text models: a network that reads token ids, its text input contract, and its layers by name.
 
-A :class:`TextModel` is a :class:`~luminate.models.base.Model` whose input is a batch of token ids ``[N, T]``
-(``int64``) instead of images. Its :class:`TextContract` turns text into those ids (a character vocabulary or a
-word-piece tokenizer), says how long a window the network reads at once (``max_length``), and counts the
-characters it cannot represent, so nothing is dropped silently. Layers are named and hooked as for image models
-(``luminate.activations.LayerTap`` works on id batches); a layer's output per text is ``[T, C]``.
+A :class:`TextModel` is a :class:`~luminate.models.base.BaseModel` (as the image :class:`~luminate.models.Model` is)
+whose input is a batch of token ids ``[N, T]`` (``int64``) instead of images. Its :class:`TextContract` turns text
+into those ids (a character vocabulary or a word-piece tokenizer), says how long a window the network reads at once
+(``max_length``), and counts the characters it cannot represent, so nothing is dropped silently. Layers are named
+and hooked as for image models (``luminate.activations.LayerTap`` works on id batches); a layer's output per text is
+``[T, C]``.
 
-Image-only parts of the Model API (``preprocess``, ``as_batch``, the contract's ``size``) raise an error that says
-the model reads text and points to :mod:`luminate.text`.
+It has none of the image model's image steps: asked for one (``preprocess``, ``as_batch``, ``token_grid``, an image
+setting of the contract), it raises :class:`NotAnImageModel`, which says the model reads text and points to
+:mod:`luminate.text`.
 """
 
 from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from luminate.models.base import LayerInfo, Model
+from luminate.models.base import BaseModel, LayerInfo
 from luminate.models.labels import Labels
 
 
-class NotAnImageModel(TypeError):
-    """An image operation was asked of a text model."""
+class NotAnImageModel(TypeError, AttributeError):
+    """An image operation was asked of a text model (an AttributeError too: a text model has no image steps, so
+    ``hasattr(text_model, "as_batch")`` is False)."""
 
 
 def _image_only(name: str, what: str) -> NotAnImageModel:
@@ -120,7 +123,7 @@ class TextContract:
         return f"TextContract({self.describe()})"
 
 
-class TextModel(Model):
+class TextModel(BaseModel):
     """A network over token ids with a :class:`TextContract`.
 
     ``model(ids)`` takes ``[N, T]`` int64 ids (checked) and returns the network's output. ``prefix`` ids are
@@ -140,17 +143,7 @@ class TextModel(Model):
                  suffix: Sequence[int] = (), pad_id: int = 0, recurrent: bool = False,
                  labels: Labels | Sequence[str] | None = None,
                  readout: Callable[[str], torch.Tensor | None] | None = None):
-        nn.Module.__init__(self)
-        self.network = network
-        self.contract = contract
-        self.labels = labels if isinstance(labels, Labels) or labels is None else Labels(labels)
-        self.name = name
-        self.check_inputs = True
-        self.layout = "channels"
-        self.layer_layouts: dict[str, str] = {}
-        self.prefix_tokens = None
-        self.layer_aliases: Mapping[str, str] | None = None
-        self._layer_cache: dict = {}
+        super().__init__(network, contract, labels, name)
         self.prefix = [int(i) for i in prefix]
         self.suffix = [int(i) for i in suffix]
         self.pad_id = int(pad_id)
@@ -185,11 +178,14 @@ class TextModel(Model):
         size; its image steps refuse a text model with a clear error)."""
         return (1, self.contract.max_length)
 
-    def preprocess(self, image):
-        raise _image_only(self.name, "preprocess images")
+    #: the image model's image steps, which a text model does not have (asked for, they say so)
+    IMAGE_STEPS = {"preprocess": "preprocess images", "as_batch": "take an image batch",
+                   "token_grid": "lay tokens on an image grid"}
 
-    def as_batch(self, images, *, single: bool = False):
-        raise _image_only(self.name, "take an image batch")
+    def __getattr__(self, name: str):
+        if name in TextModel.IMAGE_STEPS:
+            raise _image_only(self.__dict__.get("name", "this model"), TextModel.IMAGE_STEPS[name])
+        return super().__getattr__(name)
 
     def _sample_ids(self, length: int | None = None) -> torch.Tensor:
         enc = self.encode("The quick brown fox (who was 3) jumps over the lazy dog.")

@@ -243,10 +243,10 @@ class _Items(Objective):
     def _check_channels(self, c: int) -> None:
         if self.kind == "channel":
             lo, hi = self._spec_range
-            if lo < -c or hi >= c:
-                bad = lo if lo < -c else hi
+            if lo < 0 or hi >= c:  # one rule everywhere: units count from 0, never from the end
+                bad = lo if lo < 0 else hi
                 raise IndexError(f"{self.name}: channel {bad} is out of range for a layer with {c} channels "
-                                 f"(0..{c - 1})")
+                                 f"(0..{c - 1}; units count from 0, and a negative number is not read from the end)")
         elif self.specs.shape[1] != c:
             raise ValueError(f"{self.name}: the direction has {self.specs.shape[1]} entries but layer "
                              f"{self.layer!r} has {c} channels")

@@ -287,31 +287,3 @@ def maco(size: Size, magnitude: MagnitudeLike = "natural", batch: int = 1) -> Ma
 
 #: Adam learning rate for the phase (radians per step at most, roughly); measured in ``benchmarks/quality.py``.
 MACO_LR = 0.1
-
-#: The parameterizations ``luminate render --param`` offers.
-PARAMETERIZATIONS = ("fourier", "maco", "pixel")
-
-
-def parameterization(name: str, size: Size, batch: int = 1):
-    """``(param, transforms, lr)`` for a parameterization by name: ``"fourier"`` (Lucid's ``param.image``, standard
-    transforms, Adam 0.05), ``"maco"`` (:func:`maco`, :func:`~luminate.transforms.maco_transforms`, :data:`MACO_LR`)
-    or ``"pixel"`` (``param.image(fft=False, decorrelate=True)``, standard transforms, 0.05).
-
-    ``transforms`` is ``None`` where ``render``'s default (Lucid's standard set) applies.
-    """
-    from .spatial import image
-
-    if name == "maco":
-        from luminate.transforms import maco_transforms
-
-        return maco(size, batch=batch), maco_transforms(), MACO_LR
-    if name == "fourier":
-        return image(*_wh(size), batch=batch), None, 0.05
-    if name == "pixel":
-        return image(*_wh(size), batch=batch, fft=False), None, 0.05
-    raise ValueError(f"unknown parameterization {name!r}; choose one of {', '.join(PARAMETERIZATIONS)}")
-
-
-def _wh(size: Size) -> tuple[int, int]:
-    h, w = as_size(size)
-    return w, h

@@ -20,7 +20,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from luminate.images import ImageTooLargeError, UnreadableImageError, open_image
 
 #: Largest accepted upload (bytes).
 MAX_UPLOAD_BYTES = 20 << 20
@@ -31,17 +33,55 @@ FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
 
 
 class UploadError(ValueError):
-    """An upload that is refused: ``status`` is the HTTP status to answer (400 or 413), the message the reason."""
+    """An upload that is refused: ``status`` is the HTTP status to answer (400, 413, or 503 when the server is busy
+    decoding others: ``retry_after`` seconds), the message the reason."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after: int | None = None):
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
-def decode_upload(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """The uploaded bytes as a decoded PIL image, or :class:`UploadError` with the reason.
+#: The short side a large upload is decoded down to at least (JPEG DCT scaling, else an integer ``reduce``), as
+#: file reads are: every model's evaluation crop needs fewer pixels, and memory follows what is kept.
+UPLOAD_MIN_SIDE = 1024
+#: Uploads decoded at the same time; a further one waits up to :data:`DECODE_WAIT_S`, then is answered 503.
+MAX_CONCURRENT_DECODES = 2
+DECODE_WAIT_S = 20.0
 
-    The size in bytes and the dimensions declared in the header are checked before any pixel is decoded.
+
+class DecodeSlots:
+    """A bound on uploads decoded at once (each may briefly hold its full-size pixels): ``with slots:`` waits up
+    to ``wait_s`` seconds for a free slot, then refuses with :class:`UploadError` 503 and a Retry-After."""
+
+    def __init__(self, slots: int = MAX_CONCURRENT_DECODES, wait_s: float = DECODE_WAIT_S):
+        if slots < 1:
+            raise ValueError(f"at least one upload must be able to decode, got slots={slots}")
+        self.slots, self.wait_s = slots, wait_s
+        self._semaphore = threading.BoundedSemaphore(slots)
+
+    def __enter__(self) -> "DecodeSlots":
+        if not self._semaphore.acquire(timeout=self.wait_s):
+            raise UploadError(503, f"the server is decoding {self.slots} uploads already; send this one again in a "
+                                   "few seconds", retry_after=5)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._semaphore.release()
+
+
+#: The server's decode bound (one per process: the memory it protects is the process's).
+UPLOAD_DECODES = DecodeSlots()
+
+
+def decode_upload(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
+                  min_side: int | None = UPLOAD_MIN_SIDE, slots: DecodeSlots | None = None) -> Image.Image:
+    """The uploaded bytes as a decoded upright RGB PIL image, or :class:`UploadError` with the reason.
+
+    The size in bytes and the dimensions declared in the header are checked before any pixel is decoded. The
+    pixels are read by :func:`luminate.images.open_image`, the reader of files: an image over 16 megapixels is
+    decoded at reduced size, its short side kept at ``min_side`` or more (``None``: full size). At most
+    ``slots.slots`` uploads decode at once (default :data:`UPLOAD_DECODES`).
     """
     if len(data) > max_bytes:
         raise UploadError(413, f"the upload is {len(data) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB")
@@ -67,11 +107,14 @@ def decode_upload(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels:
     if width * height > max_pixels:
         raise UploadError(413, f"the image declares {width}x{height} = {width * height / 1e6:.0f} megapixels; the "
                                f"limit is {max_pixels / 1e6:.0f} megapixels (refused before decoding)")
-    try:
-        im.load()
-        return ImageOps.exif_transpose(im)   # upright, as luminate.images.open_image reads files
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise UploadError(400, f"the {im.format} image cannot be decoded: {exc}") from None
+    im.close()
+    with slots or UPLOAD_DECODES:
+        try:
+            return open_image(data, min_side=min_side, max_pixels=max_pixels, formats=FORMATS)
+        except ImageTooLargeError as exc:
+            raise UploadError(413, str(exc)) from None
+        except UnreadableImageError as exc:
+            raise UploadError(400, f"the {im.format} image cannot be decoded: {exc.__cause__ or exc}") from None
 
 
 @dataclass

@@ -22,7 +22,6 @@ import torch
 from luminate.analysis.sprites import channel_icons
 from luminate.images import png_bytes
 from luminate.models.base import Model
-from luminate.runtime import budget_steps
 
 
 @dataclass(eq=False)
@@ -119,7 +118,8 @@ class RenderWorker:
             from luminate.features import render_features
 
             images = render_features(self.model, self.dictionary.layer, self.dictionary.directions, units,
-                                     size=self.size, steps=self.steps, seed=self.seed, progress=False)
+                                     size=self.size, steps=self.steps, seed=self.seed, progress=False,
+                                     callback=progress)
             return {job: images[job.unit]["positive"] for job in jobs}
         icons = channel_icons(self.model, layer, units, size=self.size, steps=self.steps, seed=self.seed,
                               progress=False, callback=progress)
@@ -130,7 +130,7 @@ class RenderWorker:
             jobs = self._next_batch()
             if jobs is None:
                 return
-            total = max(1, budget_steps(self.steps))
+            total = max(1, self.steps)
             for job in jobs:
                 job.status = "rendering"
 

@@ -1,4 +1,4 @@
-"""Text in, activations out: reading text files, encoding, per-token activations, bits per character, embeddings.
+"""Text in, activations out: encoding (texts are read by :func:`luminate.data.inputs.read_texts`), per-token activations, bits per character, embeddings.
 
 Shapes: a text of ``T`` tokens (characters for ``char_rnn``, word pieces for ``minilm_l6``) gives ``[T, C]`` at a
 layer of ``C`` units. Recurrent models (``char_rnn``) run over the whole text with their state carried along;
@@ -8,15 +8,14 @@ text longer than one window is split into consecutive windows (a warning says so
 
 from __future__ import annotations
 
+import inspect
 import math
-import os
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 
+from luminate.data.inputs import Texts, read_texts  # noqa: F401 (the one text reader, re-exported)
 from luminate.models.base import as_model
 from luminate.models.textmodel import Encoded, TextModel
 
@@ -33,85 +32,6 @@ def as_text_model(model) -> TextModel:
                         "minilm_l6: luminate.models.load('char_rnn')). Image models go to luminate.activations, "
                         "render and the image Microscope.")
     return model
-
-
-@dataclass
-class Texts(Sequence):
-    """Texts read from a file or folder, with what was left out and why.
-
-    ``texts[i]`` is a ``str``; ``sources[i]`` says where it came from (``"file.txt:12"``); ``skipped`` lists
-    ``(where, reason)`` for empty lines and lines that are not UTF-8.
-    """
-
-    texts: list[str]
-    sources: list[str]
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    def __getitem__(self, i):
-        return self.texts[i]
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def summary(self) -> str:
-        empty = sum(1 for _, why in self.skipped if why == "empty")
-        bad = [where for where, why in self.skipped if why != "empty"]
-        parts = [f"{len(self.texts)} texts"]
-        if empty:
-            parts.append(f"{empty} empty lines skipped")
-        if bad:
-            parts.append(f"{len(bad)} lines skipped as not UTF-8 ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
-        return ", ".join(parts)
-
-
-def read_texts(path: str | os.PathLike | Iterable[str], per_line: bool | None = None) -> Texts:
-    """Texts from a ``.txt`` file (one text per line), a folder of ``.txt`` files (one text per file; searched
-    recursively) or a list of strings.
-
-    Empty (or whitespace-only) texts are skipped; bytes that are not UTF-8 skip their line (or file), and each skip
-    is listed in ``Texts.skipped`` with its place. Lines keep their content (only the line break is removed).
-    """
-    if not isinstance(path, (str, os.PathLike)):
-        items = list(path)
-        keep = [(t, f"text {i}") for i, t in enumerate(items) if isinstance(t, str) and t.strip()]
-        skipped = [(f"text {i}", "empty") for i, t in enumerate(items) if isinstance(t, str) and not t.strip()]
-        bad = [i for i, t in enumerate(items) if not isinstance(t, str)]
-        if bad:
-            raise TypeError(f"texts must be str; item {bad[0]} is {type(items[bad[0]]).__name__}")
-        return Texts([t for t, _ in keep], [s for _, s in keep], skipped)
-    p = Path(path).expanduser()
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*.txt") if f.is_file())
-        if not files:
-            raise FileNotFoundError(f"{p} holds no .txt files: give a text file (one text per line) or a folder of "
-                                    ".txt files")
-        per_line = False if per_line is None else per_line
-    elif p.is_file():
-        files, per_line = [p], True if per_line is None else per_line
-    else:
-        raise FileNotFoundError(f"no text file or folder at {p}")
-    texts, sources, skipped = [], [], []
-    for f in files:
-        raw = f.read_bytes()
-        chunks = raw.split(b"\n") if per_line else [raw]
-        if per_line and chunks and chunks[-1] == b"":
-            chunks.pop()
-        for n, chunk in enumerate(chunks, 1):
-            where = f"{f.name}:{n}" if per_line else f.name
-            try:
-                s = chunk.decode("utf-8")
-            except UnicodeDecodeError as e:
-                skipped.append((where, f"not UTF-8 (byte {e.start})"))
-                continue
-            s = s.removesuffix("\r") if per_line else s
-            if not s.strip():
-                skipped.append((where, "empty"))
-                continue
-            texts.append(s)
-            sources.append(where)
-    if not texts:
-        raise ValueError(f"{p}: no text left to read ({len(skipped)} empty or unreadable lines)")
-    return Texts(texts, sources, skipped)
 
 
 def encode(model, texts: str | Sequence[str]) -> list[Encoded]:
@@ -173,12 +93,56 @@ def _run(model: TextModel, batch: list[torch.Tensor], layers: Sequence[str]) -> 
     return store
 
 
+CHUNK_TOKENS = 4096  # a recurrent text longer than this is read in chunks of it, the state carried between them
+
+
+def carries_state(model: TextModel) -> bool:
+    """True when the recurrent network can read a sequence in chunks: its ``forward`` takes ``carry`` (a dict the
+    network keeps its state in between calls, as ``char_rnn`` does)."""
+    if not model.recurrent:
+        return False
+    try:
+        return "carry" in inspect.signature(model.network.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def run_carried(model: TextModel, ids: torch.Tensor, carry: dict | None = None) -> torch.Tensor:
+    """``ids`` ``[N, T]`` through a recurrent network in chunks of :data:`CHUNK_TOKENS` with its state carried
+    (``carry``: the state to continue from, updated in place); the outputs of the chunks concatenated along
+    time, as one pass over the whole sequence would give them. Forward hooks fire once per chunk."""
+    carry = {} if carry is None else carry
+    outs = [model(ids[:, s:s + CHUNK_TOKENS], carry=carry) for s in range(0, ids.shape[1], CHUNK_TOKENS)]
+    return torch.cat(outs, 1)
+
+
+def _run_long(model: TextModel, ids: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """One long recurrent text ``[T]`` (prefix included) read in chunks: ``{layer: [1, T', C]}`` (CPU), the
+    chunks' outputs joined, so memory grows with the layers kept, not with the network's whole forward pass."""
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    handles = [model.layer(name).register_forward_hook(
+        lambda mod, inp, out, name=name: parts[name].append(out.detach().cpu())) for name in layers]
+    try:
+        with torch.no_grad(), model.frozen():
+            run_carried(model, ids[None].to(model.device))
+    finally:
+        for h in handles:
+            h.remove()
+    for name in layers:
+        if not parts[name] or not all(isinstance(o, torch.Tensor) and o.ndim == 3 for o in parts[name]):
+            raise ValueError(f"layer {name!r} of {model.name} gives no per-token output; list its layers with "
+                             "luminate.models.layers(model)")
+    store = {name: torch.cat(parts[name], 1) for name in layers}
+    store["_ids_length"] = torch.tensor(len(ids))
+    return store
+
+
 def activations(model, texts: str | Sequence[str], layer: str | Sequence[str], batch_size: int = 16
                 ) -> list[torch.Tensor] | dict[str, list[torch.Tensor]]:
     """Per-token activations: one ``[T_i, C]`` float tensor per text (``T_i`` its characters or word pieces).
 
     A list of layer names gives ``{layer: [[T_i, C], ...]}``. Recurrent models run over each whole text with the
-    state carried; transformers read windows of ``max_length`` tokens. Special tokens (padding, ``[CLS]``,
+    state carried (a text over :data:`CHUNK_TOKENS` tokens in chunks, so memory stays bounded); transformers read windows of ``max_length`` tokens. Special tokens (padding, ``[CLS]``,
     ``[SEP]``) are left out, so row ``t`` belongs to token ``t`` of the text (``char_rnn``: character ``t``).
     Layers whose output is shorter than the input by the readout window (``char_rnn``'s ``attention`` and
     ``output``) give row ``t`` for the prediction made after token ``t``.
@@ -192,9 +156,15 @@ def activations(model, texts: str | Sequence[str], layer: str | Sequence[str], b
     inputs, where = _pieces(model, encoded)
     pieces: dict[str, dict[int, torch.Tensor]] = {n: {} for n in names}
     order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))  # similar lengths share a batch
-    for s in range(0, len(order), batch_size):
-        chunk = order[s:s + batch_size]
-        out = _run(model, [inputs[i] for i in chunk], names)
+    long = carries_state(model)
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    if long:  # each long text alone, in chunks with the state carried
+        batches = ([[i] for i in order if len(inputs[i]) > CHUNK_TOKENS]
+                   + [b for b in ([i for i in order if len(inputs[i]) <= CHUNK_TOKENS][s:s + batch_size]
+                                  for s in range(0, len(order), batch_size)) if b])
+    for chunk in batches:
+        single_long = long and len(chunk) == 1 and len(inputs[chunk[0]]) > CHUNK_TOKENS
+        out = _run_long(model, inputs[chunk[0]], names) if single_long else _run(model, [inputs[i] for i in chunk], names)
         padded = int(out["_ids_length"])
         for j, i in enumerate(chunk):
             k, a, b = where[i]
@@ -227,7 +197,7 @@ def next_token_logits(model, text: str, carried: bool = False, batch_size: int =
     padded = torch.cat([torch.tensor(model.prefix[-w:], dtype=torch.long), enc.ids]).to(model.device)
     with torch.no_grad(), model.frozen():
         if carried:
-            logits = model(padded[None])[0, :len(enc.ids)]
+            logits = (run_carried(model, padded[None]) if carries_state(model) else model(padded[None]))[0, :len(enc.ids)]
         else:
             starts = padded.unfold(0, w, 1)[:len(enc.ids)]          # window ending just before token t
             logits = torch.cat([model(starts[s:s + batch_size])[:, -1] for s in range(0, len(starts), batch_size)])

@@ -5,7 +5,8 @@ Collection streams the texts through the model in shards of ``shard_texts`` text
 and unit, the maximum activation and its token position, the minimum, plus per unit the number of tokens above zero
 and an evenly spaced sample of token activations (for histograms, quantiles and unit similarity). A shard that
 exists is not recomputed, so an interrupted build continues where it stopped; a store made with another model,
-other weights or other texts is refused. Shapes: ``max``/``argmax``/``min`` ``[n_texts, C]``, ``sample``
+other weights or other texts is refused; one written by an older Luminate (another store ``version``: layer folders
+were named differently) is replaced with a warning, never half-read. Shapes: ``max``/``argmax``/``min`` ``[n_texts, C]``, ``sample``
 ``[S, C]``.
 """
 
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,31 +25,23 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from luminate.text.core import LongTextWarning, Texts, activations, as_text_model, read_texts
+from luminate import progress as progress_bars
+from luminate.cache import atomic_write
+from luminate.data.inputs import Texts, read_texts
+from luminate.data.settings import parse_units
+from luminate.data.store import MANIFEST, differences, layer_key, site_lock
+from luminate.text.core import LongTextWarning, activations, as_text_model
+from luminate.units.examples import TEXT as STORE, site_kind, top_examples as _top_examples
 
-STORE = "text"
+logger = logging.getLogger("luminate.text")
 SAMPLE_PER_TEXT = 8
+#: the store's layout: 2 names layer folders with :func:`luminate.data.store.layer_key` (1 used "@" for "#")
+VERSION = 2
 
 
 def is_text_site(site: str | os.PathLike) -> bool:
     """True when ``site`` (a site folder or its data folder) holds a text Microscope."""
-    path = Path(site)
-    return any((p / STORE / "manifest.json").is_file() for p in (path / "data", path))
-
-
-def _store_dir(site: str | os.PathLike) -> Path:
-    path = Path(site)
-    for p in (path / "data", path):
-        if (p / STORE / "manifest.json").is_file():
-            return p / STORE
-    raise FileNotFoundError(f"{path} holds no text Microscope (no data/{STORE}/manifest.json): build one with "
-                            "`luminate microscope char_rnn TEXTS.txt -o SITE`")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    return site_kind(site) == "text"
 
 
 def _texts_digest(texts: Sequence[str]) -> str:
@@ -94,48 +89,51 @@ def collect(model, texts: Texts, out: Path, layers: Sequence[str], shard_texts: 
     store = out / "data" / STORE
     store.mkdir(parents=True, exist_ok=True)
     manifest = {"model": model.name, "weights": model.weights_fingerprint(), "texts": _texts_digest(texts.texts),
-                "n_texts": len(texts), "shard_texts": int(shard_texts)}
-    path = store / "manifest.json"
+                "n_texts": len(texts), "shard_texts": int(shard_texts), "version": VERSION}
+    path = store / MANIFEST
+    layers_done = list(layers)
     if path.is_file():
         old = json.loads(path.read_text())
-        diff = [k for k in manifest if old.get(k) != manifest[k]]
-        if diff:
-            raise ValueError(f"{out} holds a text Microscope made with other {', '.join(diff)} ({old.get('model')}, "
-                             f"{old.get('n_texts')} texts): use another -o folder, or delete {out} to start over")
-        layers_done = list(dict.fromkeys(old.get("layers", []) + list(layers)))
-    else:
-        layers_done = list(layers)
-    _atomic_write(path, json.dumps({**manifest, "layers": layers_done}, indent=1).encode())
-    _atomic_write(store / "texts.json", json.dumps({"texts": texts.texts, "sources": texts.sources,
-                                                    "skipped": texts.skipped}).encode())
+        if old.get("version") != VERSION:
+            logger.warning("replacing the text Microscope store at %s: it was written by another Luminate (%s)", store,
+                           differences({"version": old.get("version")}, {"version": VERSION}))
+            shutil.rmtree(store)
+            store.mkdir(parents=True)
+        else:
+            diff = [k for k in manifest if old.get(k) != manifest[k]]
+            if diff:
+                raise ValueError(f"{out} holds a text Microscope made with other {', '.join(diff)} "
+                                 f"({old.get('model')}, {old.get('n_texts')} texts): use another -o folder, or delete "
+                                 f"{out} to start over")
+            layers_done = list(dict.fromkeys(old.get("layers", []) + list(layers)))
+    _write_if_changed(path, json.dumps({**manifest, "layers": layers_done}, indent=1).encode())
+    _write_if_changed(store / "texts.json", json.dumps({"texts": texts.texts, "sources": texts.sources,
+                                                        "skipped": texts.skipped}).encode())
     n_shards = (len(texts) + shard_texts - 1) // shard_texts
     todo = [(layer, s) for layer in layers for s in range(n_shards)
-            if not (store / _safe(layer) / f"shard_{s:05d}.npz").is_file()]
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc="collect", unit="shard")
-    for layer, s in todo:
-        (store / _safe(layer)).mkdir(exist_ok=True)
-        data = _collect_shard(model, texts.texts[s * shard_texts:(s + 1) * shard_texts], layer)
-        target = store / _safe(layer) / f"shard_{s:05d}.npz"
-        tmp = target.with_name(target.stem + f".tmp{os.getpid()}.npz")
-        np.savez(tmp, **data)
-        os.replace(tmp, target)
+            if not (store / layer_key(layer) / f"shard_{s:05d}.npz").is_file()]
+    bar = progress_bars.bar(len(todo), "collect", unit="shard", enabled=progress and bool(todo))
+    try:
+        for layer, s in todo:
+            data = _collect_shard(model, texts.texts[s * shard_texts:(s + 1) * shard_texts], layer)
+            atomic_write(store / layer_key(layer) / f"shard_{s:05d}.npz", lambda fh, data=data: np.savez(fh, **data))
+            if bar is not None:
+                bar.update(1)
+    finally:
         if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
     return store
 
 
-def _safe(layer: str) -> str:
-    return layer.replace("/", "_").replace("#", "@")
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """Write ``data`` atomically unless the file already holds it (a rerun touches no file)."""
+    if path.is_file() and path.read_bytes() == data:
+        return
+    atomic_write(path, data)
 
 
 def _load_layer(store: Path, layer: str, n_shards: int) -> dict[str, np.ndarray]:
-    parts = [np.load(store / _safe(layer) / f"shard_{s:05d}.npz") for s in range(n_shards)]
+    parts = [np.load(store / layer_key(layer) / f"shard_{s:05d}.npz") for s in range(n_shards)]
     return {"max": np.concatenate([p["max"] for p in parts]), "argmax": np.concatenate([p["argmax"] for p in parts]),
             "min": np.concatenate([p["min"] for p in parts]), "sample": np.concatenate([p["sample"] for p in parts]),
             "fires": sum(p["fires"] for p in parts), "tokens": int(sum(int(p["tokens"]) for p in parts)),
@@ -156,7 +154,7 @@ def summarize(model, texts: Texts, store: Path, layer: str, units: Sequence[int]
     quantile samples, histogram, firing density, output effect, similar units and token attribution of the top
     context. Written to ``store/<layer>/summary.json`` and returned."""
     model = as_text_model(model)
-    manifest = json.loads((store / "manifest.json").read_text())
+    manifest = json.loads((store / MANIFEST).read_text())
     n_shards = (manifest["n_texts"] + manifest["shard_texts"] - 1) // manifest["shard_texts"]
     data = _load_layer(store, layer, n_shards)
     mx, am, sample = data["max"], data["argmax"], data["sample"]
@@ -213,11 +211,11 @@ def summarize(model, texts: Texts, store: Path, layer: str, units: Sequence[int]
         summaries.append(s)
     out = {"layer": layer, "channels": int(channels), "units": summaries, "n_texts": int(len(mx)),
            "tokens": int(data["tokens"])}
-    _atomic_write(store / _safe(layer) / "summary.json", json.dumps(out).encode())
+    atomic_write(store / layer_key(layer) / "summary.json", json.dumps(out).encode())
     return out
 
 
-def build(model, texts, out_dir: str | os.PathLike, layers: str | Sequence[str] | None = None,
+def build(model, texts, out: str | os.PathLike, layers: str | Sequence[str] | None = None,
           units: str | Sequence[int] | None = "0:64", top_k: int = 9, shard_texts: int = 256,
           attribution: bool = True, progress: bool = True) -> TextSite:
     """Collect (resumable) and summarize a text Microscope; draw it with ``luminate.views.text.write_site``.
@@ -225,19 +223,22 @@ def build(model, texts, out_dir: str | os.PathLike, layers: str | Sequence[str] 
     Args:
         model: a text model or its zoo name.
         texts: a ``.txt`` file (one text per line), a folder of ``.txt`` files, or a list of strings.
-        out_dir: the site folder (created or continued).
+        out: the site folder (created or continued; one run at a time owns it: :func:`luminate.data.site_lock`).
         layers: layer names (default the model's default text layer).
         units: ``"0:64"``, ``"3,7"``, a list, or ``None`` for every unit: the units given pages.
     """
-    from luminate.microscope.collect import parse_units
-
     model = as_text_model(model)
     texts = texts if isinstance(texts, Texts) else read_texts(texts)
     names = [layers] if isinstance(layers, str) else list(layers or [model.default_text_layer])
     for name in names:
         model.layer_info(name)  # unknown or non-token layers fail before any work
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    with site_lock(out):
+        return _build(model, texts, out, names, units, top_k, shard_texts, attribution, progress)
+
+
+def _build(model, texts: Texts, out: Path, names: list[str], units, top_k: int, shard_texts: int, attribution: bool,
+           progress: bool) -> TextSite:
     store = collect(model, texts, out, names, shard_texts, progress)
     unknown: dict[str, int] = {}
     long_texts = 0
@@ -257,23 +258,10 @@ def build(model, texts, out_dir: str | os.PathLike, layers: str | Sequence[str] 
 
 def top_examples(site: str | os.PathLike, layer: str, unit: int, k: int | None = None, which: str = "top"
                  ) -> list[dict]:
-    """The texts that excite ``unit`` of ``layer`` most, best first: ``[{"text", "position", "value", "index",
-    "source", "token"}]`` (``position``: the token, for ``char_rnn`` the character, where the unit peaks);
-    ``which="quantiles"``: the samples across the range of peaks (each with its ``quantile``)."""
-    if which not in ("top", "quantiles"):
-        raise ValueError(f"which must be 'top' or 'quantiles', not {which!r}")
-    store = _store_dir(site)
-    path = store / _safe(layer) / "summary.json"
-    if not path.is_file():
-        done = json.loads((store / "manifest.json").read_text()).get("layers", [])
-        raise KeyError(f"layer {layer!r} is not in this text Microscope; it has {', '.join(done)}")
-    summary = json.loads(path.read_text())
-    for s in summary["units"]:
-        if s["unit"] == int(unit):
-            rows = [{"text": e["text"], "position": e["position"], "value": e["value"], "index": e["index"],
-                     "source": e["source"], "token": e["context"]["tokens"][e["context"]["peak"]],
-                     **({"quantile": e["quantile"]} if "quantile" in e else {})} for e in s[which]]
-            return rows[:k] if k is not None else rows
-    shown = [s["unit"] for s in summary["units"]]
-    raise IndexError(f"unit {unit} of {layer!r} has no page in this site (units {shown[0]}..{shown[-1]} do); "
-                     "rebuild with --units covering it")
+    """The texts that excite ``unit`` of ``layer`` most, best first (:func:`luminate.units.examples.top_examples`:
+    ``[{"text", "position", "value", "index", "source", "token"}]``; ``which="quantiles"``: samples across the range
+    of peaks)."""
+    if not is_text_site(site):
+        raise FileNotFoundError(f"{site} holds no text Microscope (no data/{STORE}/{MANIFEST}): build one with "
+                                "`luminate microscope char_rnn TEXTS.txt -o SITE`")
+    return _top_examples(site, layer, unit, k, which)

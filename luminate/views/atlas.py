@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from luminate.atlas.store import ActivationStore
+from luminate.data.store import ActivationStore
 from luminate.images import UnreadableImageError, data_url, load_image, resize
 from luminate.views.html import HTMLView, asset, esc, json_script, page, write
 

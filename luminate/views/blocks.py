@@ -284,8 +284,7 @@ def attribution_section(maps, width: int = PHOTO_WIDTH, n_channels: int = 3, wid
     widget = _widget("attribution", inner, payload, wid)
     if maps.channel is None:
         return widget
-    how = {"integrated": "integrated gradients from zero activation",
-           "layer_integrated_gradients": "integrated gradients from zero activation",
+    how = {"layer_integrated_gradients": "integrated gradients from zero activation",
            "gradcam": "Grad-CAM: each channel's mean gradient &times; its activation"}.get(
         maps.method, "activation &times; gradient (linear approximation)")
     channels = (f'<h3 style="margin-top:24px">Which channels of <code>{esc(maps.layer)}</code> carry each class</h3>'
@@ -305,7 +304,8 @@ def attribution_view(maps, n_channels: int = 3) -> HTMLView:
     """
     lede = (f"How much each position of <code>{esc(maps.layer)}</code> contributes to each class's logit. The photo "
             "is lit where a class's evidence lies; pick a class above the photo, and hover a cell for the numbers.")
-    how = {"integrated": "", "linear": ""}.get(maps.method, f", {maps.method.replace('_', ' ')}")
+    lucid = ("layer_integrated_gradients", "layer_gradient_x_activation")     # the page's own two, named below
+    how = "" if maps.method in lucid else f", {maps.method.replace('_', ' ')}"
     title = f"Attribution: {maps.model_name} {maps.layer}{how}"
     return _blocks_page(title, _section("Where each class comes from", attribution_section(maps, n_channels=n_channels),
                                         lede))

@@ -11,8 +11,6 @@ the folder opens from disk.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -22,7 +20,8 @@ import numpy as np
 from luminate.views.atlas import _patch
 from luminate.views.html import esc, img_tag, json_script, page
 from luminate.views.microscope import CSS as MICROSCOPE_CSS
-from luminate.views.microscope import _crumbs, _histogram_svg, layer_dir, overlay, unit_file, write_if_changed
+from luminate.views.microscope import _crumbs, _histogram_svg, layer_dir, overlay, unit_file
+from luminate.views.site import PageRecord
 
 CSS = MICROSCOPE_CSS + """
 .figures { display: flex; gap: 28px; flex-wrap: wrap; }
@@ -203,35 +202,11 @@ def _microscope_link(site, key: str) -> str | None:
     return os.path.relpath(target, site.path / key).replace(os.sep, "/") + "/"
 
 
-class PageRecord:
-    """The files a site's pages were written as, under a stamp of their inputs (``record``, a JSON file): when the
-    stamp and files are current nothing needs writing; :meth:`put` writes a file only when its bytes change."""
-
-    def __init__(self, root: Path, record: Path, inputs: str):
-        self.root, self.record = Path(root), Path(record)
-        self.stamp = hashlib.sha256(inputs.encode()).hexdigest()[:20]
-        self.files: list[str] = []
-
-    def current(self) -> bool:
-        try:
-            saved = json.loads(self.record.read_text())
-            return saved.get("stamp") == self.stamp and all((self.root / f).is_file() for f in saved["files"])
-        except (OSError, ValueError, KeyError):
-            return False
-
-    def put(self, relative: str, data: bytes) -> None:
-        write_if_changed(self.root / relative, data)
-        self.files.append(relative)
-
-    def finish(self) -> None:
-        write_if_changed(self.record, json.dumps({"stamp": self.stamp, "files": sorted(self.files)}, indent=1).encode())
-
-
 def write_site(site, progress: bool = True) -> Path:
     """Write the pages of a :class:`luminate.features.FeatureSite` into ``site.path``; returns ``index.html``'s
     path. Pages already written for the same inputs are left alone (a rerun of a finished site writes nothing)."""
     from luminate import progress as progress_module
-    from luminate.atlas.store import layer_key
+    from luminate.data.store import layer_key
 
     root = site.path
     key = layer_key(site.layer)
@@ -272,4 +247,4 @@ def write_site(site, progress: bool = True) -> Path:
     return root / "index.html"
 
 
-__all__: Sequence[str] = ["PageRecord", "feature_file", "feature_page", "index_page", "write_site"]
+__all__: Sequence[str] = ["feature_file", "feature_page", "index_page", "write_site"]

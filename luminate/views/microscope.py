@@ -21,6 +21,7 @@ folder can be opened straight from disk or served by any static server.
 
 from __future__ import annotations
 
+import io
 import math
 from typing import Sequence
 
@@ -28,10 +29,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from luminate.cache import atomic_write
 from luminate.images import to_pil
 from luminate.views.atlas import _patch
 from luminate.views.html import esc, img_tag, json_script, page
+from luminate.views.site import PageRecord
 
 CSS = """
 nav.crumbs { font-size: 14px; margin-bottom: 10px; } nav.crumbs a { color: var(--accent); text-decoration: none; }
@@ -192,7 +193,6 @@ def unit_page(model_name: str, layer: dict, unit: dict, prev_unit: int | None, n
     "firing", "mean", "std", "n_images"}, "raised"/"lowered": [(class, value)], "similar": [(unit, corr, has a page)],
     "sanity": optional text}``."""
     u = unit["unit"]
-    grid = tuple(layer["grid"])
     parts = [_crumbs([(model_name, "../index.html"), (layer["name"], "index.html"), (f"unit {u}", None)])]
     steps = []
     if prev_unit is not None:
@@ -201,7 +201,16 @@ def unit_page(model_name: str, layer: dict, unit: dict, prev_unit: int | None, n
         steps.append(f'<a href="{unit_file(next_unit)}" rel="next">unit {next_unit} &rarr;</a>')
     if steps:
         parts.append(f'<p>{" &middot; ".join(steps)}</p>')
-    status = unit["status"]
+    parts += _visualization_cards(unit)
+    parts += _example_cards(unit, tuple(layer["grid"]))
+    parts += _relation_cards(unit, layer)
+    parts.append(_unit_json(layer, unit))
+    return page(f"{layer['name']} unit {u}", "".join(parts), CSS, subtitle=f"{esc(model_name)}")
+
+
+def _visualization_cards(unit: dict) -> list[str]:
+    """The unit's status (dead / constant) and its feature visualizations, or a note that it was not rendered."""
+    u, status, parts = unit["unit"], unit["status"], []
     if status != "ok":
         why = ("it never fires on the image set: its maximum is at most zero on every image"
                if status == "dead" else "its maximum is the same on every image of the set")
@@ -221,6 +230,13 @@ def unit_page(model_name: str, layer: dict, unit: dict, prev_unit: int | None, n
                      f'</figcaption></figure><figure>{img_tag(images["negative"], alt="negative")}<figcaption>'
                      'negative: minimizes it</figcaption></figure></div><h2>Diversity</h2><div class="row">'
                      f'{diversity}</div>{sanity}</div>')
+    return parts
+
+
+def _example_cards(unit: dict, grid: tuple[int, int]) -> list[str]:
+    """Dataset examples: the top ones with activation maps (rendered units), top / bottom thumbnails, and samples
+    across the range."""
+    parts = []
     examples = unit.get("examples", [])
     if examples:
         top = max(max(e["value"] for e in examples), 1e-8)
@@ -254,6 +270,12 @@ def unit_page(model_name: str, layer: dict, unit: dict, prev_unit: int | None, n
         parts.append('<div class="card examples-quantiles"><h2>Across the range</h2><p class="muted">Random samples '
                      'from each fifth of the distribution of the unit\'s maximum over the image set (lowest first): '
                      'what typical, not only extreme, activations look like.</p>' + "".join(rows) + '</div>')
+    return parts
+
+
+def _relation_cards(unit: dict, layer: dict) -> list[str]:
+    """Inputs and outputs (units of the layers below and above), the histogram, classes, similar units."""
+    parts = []
     for title, key, note in (("Inputs", "inputs", "the strongest units of the layer below"),
                              ("Outputs", "outputs", "the units of the layer above this unit drives most")):
         links = unit.get(key) or []
@@ -281,17 +303,21 @@ def unit_page(model_name: str, layer: dict, unit: dict, prev_unit: int | None, n
                         f'r = {c:.2f}</span></a>' for v, c, linked in similar)
         parts.append(f'<div class="card similar"><h2>Similar units</h2><p class="muted">Units of {esc(layer["name"])} '
                      f'whose maxima rise and fall with this one\'s over the image set (correlation).</p>{links}</div>')
+    return parts
+
+
+def _unit_json(layer: dict, unit: dict) -> str:
+    """The page's data for scripts and tests: examples, inputs and outputs as plain values."""
     def plain(items):
         return [{"image": e["name"], "value": round(float(e["value"]), 6), "y": e["y"], "x": e["x"]} for e in items]
-    parts.append(json_script("unit-data", {"layer": layer["name"], "unit": u, "status": status,
-                                           "examples": plain(examples or unit.get("top") or []),
-                                           "bottom": plain(unit.get("bottom") or []),
-                                           "quantiles": plain(unit.get("quantiles") or []),
-                                           "inputs": [{k: e[k] for k in ("layer", "unit", "weight")}
-                                                      for e in unit.get("inputs") or []],
-                                           "outputs": [{k: e[k] for k in ("layer", "unit", "weight")}
-                                                       for e in unit.get("outputs") or []]}))
-    return page(f"{layer['name']} unit {u}", "".join(parts), CSS, subtitle=f"{esc(model_name)}")
+    return json_script("unit-data", {"layer": layer["name"], "unit": unit["unit"], "status": unit["status"],
+                                     "examples": plain(unit.get("examples", []) or unit.get("top") or []),
+                                     "bottom": plain(unit.get("bottom") or []),
+                                     "quantiles": plain(unit.get("quantiles") or []),
+                                     "inputs": [{k: e[k] for k in ("layer", "unit", "weight")}
+                                                for e in unit.get("inputs") or []],
+                                     "outputs": [{k: e[k] for k in ("layer", "unit", "weight")}
+                                                 for e in unit.get("outputs") or []]})
 
 
 def thumb_file(index: int) -> str:
@@ -330,130 +356,116 @@ def _unit_links(links: list[dict]) -> str:
 PAGES_VERSION = 2
 
 
-def write_if_changed(path, data: bytes) -> bool:
-    """Write ``data`` to ``path`` unless it already holds exactly that (a rerun leaves files untouched)."""
-    from pathlib import Path
+class _Icons:
+    """Where each unit's icon is: its tile in the layer's sprite (rendered units), else its top example's
+    thumbnail; and every thumbnail the pages show (:attr:`thumbs`, written once at the end)."""
 
-    path = Path(path)
-    try:
-        if path.stat().st_size == len(data) and path.read_bytes() == data:
-            return False
-    except OSError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, data)
-    return True
+    def __init__(self, site):
+        self.site = site
+        self.keys = {info["name"]: info["key"] for info in site.layers}
+        self.sprites = {info["name"]: ({u: slot for slot, u in enumerate(info["units"])},
+                                       max(1, math.ceil(math.sqrt(len(info["units"])))),
+                                       set(site.renders.get(info["name"], {}))) for info in site.layers}
+        self.thumbs: set[int] = set()
+        self.best: dict[tuple[str, int], int | None] = {}
+
+    def icon(self, layer: str, unit: int) -> str | None:
+        """A CSS background for the unit's icon, or ``None`` when it has neither a render nor an example."""
+        slots, cols, rendered = self.sprites.get(layer, ({}, 1, set()))
+        if unit in rendered and unit in slots:
+            x, y = (slots[unit] % cols) * SPRITE_TILE, (slots[unit] // cols) * SPRITE_TILE
+            return (f"background-image:url(../{layer_dir(self.keys[layer])}/sprite.png);"
+                    f"background-position:-{x}px -{y}px;background-size:auto")
+        if (layer, unit) not in self.best:
+            top = self.site.examples_of(layer, unit, "top")[:1]
+            self.best[layer, unit] = top[0]["index"] if top else None
+        if self.best[layer, unit] is None:
+            return None
+        self.thumbs.add(self.best[layer, unit])
+        return f"background-image:url(../{thumb_file(self.best[layer, unit])})"
+
+    def named(self, items: list[dict]) -> list[dict]:
+        """Examples with their image names; their thumbnails are to be written."""
+        for e in items:
+            self.thumbs.add(e["index"])
+        return [dict(e, name=self.site.examples.image_name(e["index"])) for e in items]
+
+    def linked(self, units: list[dict]) -> list[dict]:
+        """Input / output units with their layer's folder key and icon."""
+        return [dict(e, key=self.keys.get(e["layer"], e["layer"]), icon=self.icon(e["layer"], e["unit"]))
+                for e in units]
+
+
+def _unit_record(site, info: dict, u: int, detailed: dict, icons: _Icons, strata: int) -> dict:
+    """Everything :func:`unit_page` draws for unit ``u`` of the layer ``info``."""
+    name = info["name"]
+    data = detailed.get(u)
+    if data is None:
+        raised, lowered = site.classes(name, u)
+        data = {"unit": u, "status": site.status(name, u), "images": None, "examples": [],
+                "hist": site.histogram(name, u), "raised": raised, "lowered": lowered,
+                "similar": [(v, c, site.has_page(name, v)) for v, c in site.similar(name, u)],
+                "sanity": None, "grid": info["grid"]}
+    return dict(data, top=icons.named(site.examples_of(name, u, "top")),
+                bottom=icons.named(site.examples_of(name, u, "bottom")),
+                quantiles=icons.named(site.examples_of(name, u, "quantiles")), strata=strata,
+                inputs=icons.linked(site.inputs(name, u)), outputs=icons.linked(site.outputs(name, u)),
+                inputs_method=site.circuit_method(name),
+                outputs_method=next((c["method"] for c in site.circuits.values() if c["lower"] == name), None))
+
+
+def _write_layer(site, info: dict, put, icons: _Icons, bar) -> dict:
+    """The layer's sprite, its grid page and one page per unit; returns the layer's entry of the model page."""
+    name, key, units = info["name"], info["key"], info["units"]
+    tiles = {u: r["positive"] for u, r in site.renders[name].items()}
+    sheet, cols = sprite_sheet(tiles, units)
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    put(f"{layer_dir(key)}/sprite.png", buffer.getvalue())
+    grid_units = [{"unit": u, "status": site.status(name, u),
+                   "raised": [c for c, _ in site.classes(name, u)[0]]} for u in units]
+    put(f"{layer_dir(key)}/index.html", layer_page(site.model_name, info, grid_units, cols).encode())
+    rendered = [u for u in units if u in site.renders.get(name, {})]
+    detailed = {d["unit"]: d for d in site.unit_data(name, rendered)}
+    strata = int(site.summaries[name].get("quant_strata", 5))
+    for i, u in enumerate(units):
+        data = _unit_record(site, info, u, detailed, icons, strata)
+        prev_unit = units[i - 1] if i > 0 else None
+        next_unit = units[i + 1] if i + 1 < len(units) else None
+        put(f"{layer_dir(key)}/{unit_file(u)}", unit_page(site.model_name, info, data, prev_unit, next_unit).encode())
+        if bar is not None:
+            bar.update(1)
+    return {**info, "dead": int(sum(1 for u in units if site.status(name, u) != "ok"))}
 
 
 def write_site(site, progress: bool = True):
     """Write the pages of a :class:`luminate.microscope.Site` into ``site.path``; returns the path of
     ``index.html``. Pages already written for the same inputs (``SITE/data/pages.json``) are left alone, so a
     rerun of a finished site writes nothing."""
-    import hashlib
-    import io
-    import json
-
-    from tqdm.auto import tqdm
+    from luminate import progress as progress_bars
 
     root = site.path
-    record_path = root / "data" / "pages.json"
-    stamp = hashlib.sha256(f"{site.stamp}:{PAGES_VERSION}".encode()).hexdigest()[:20]
-    try:
-        record = json.loads(record_path.read_text())
-        if record.get("stamp") == stamp and all((root / f).is_file() for f in record["files"]):
-            return root / "index.html"
-    except (OSError, ValueError, KeyError):
-        pass
-    files: list[str] = []
-
-    def put(relative: str, data: bytes) -> None:
-        write_if_changed(root / relative, data)
-        files.append(relative)
-
-    skipped = site.examples.skipped
+    pages = PageRecord(root, root / "data" / "pages.json", f"{site.stamp}:{PAGES_VERSION}")
+    if pages.current():
+        return root / "index.html"
     read = sum(int(s["n_images"]) for s in list(site.summaries.values())[:1])
-    layers = []
-    total = sum(len(l["units"]) for l in site.layers)
-    keys = {l["name"]: l["key"] for l in site.layers}
-    # where each unit's icon is: its tile in the layer's sprite (rendered units), else its top example
-    sprites = {}
-    for info in site.layers:
-        units = info["units"]
-        sprites[info["name"]] = ({u: slot for slot, u in enumerate(units)},
-                                 max(1, math.ceil(math.sqrt(len(units)))), set(site.renders.get(info["name"], {})))
-
-    def icon(layer: str, unit: int) -> str | None:
-        slots, cols, rendered = sprites.get(layer, ({}, 1, set()))
-        if unit in rendered and unit in slots:
-            x, y = (slots[unit] % cols) * SPRITE_TILE, (slots[unit] // cols) * SPRITE_TILE
-            return (f"background-image:url(../{layer_dir(keys[layer])}/sprite.png);"
-                    f"background-position:-{x}px -{y}px;background-size:auto")
-        if (layer, unit) not in best:
-            top = site.examples_of(layer, unit, "top")[:1]
-            best[layer, unit] = top[0]["index"] if top else None
-        if best[layer, unit] is None:
-            return None
-        thumbs.add(best[layer, unit])
-        return f"background-image:url(../{thumb_file(best[layer, unit])})"
-
-    def named(items: list[dict]) -> list[dict]:
-        for e in items:
-            thumbs.add(e["index"])
-        return [dict(e, name=site.examples.image_name(e["index"])) for e in items]
-
-    thumbs: set[int] = set()
-    best: dict[tuple[str, int], int | None] = {}
-    bar = tqdm(total=total, desc="pages", unit="unit", disable=not progress or not total)
+    total = sum(len(info["units"]) for info in site.layers)
+    icons = _Icons(site)
+    bar = progress_bars.bar(total, "pages", unit="unit", enabled=progress and bool(total))
     try:
-        for info in site.layers:
-            name, key, units = info["name"], info["key"], info["units"]
-            dead = int(sum(1 for u in units if site.status(name, u) != "ok"))
-            layers.append({**info, "dead": dead})
-            tiles = {u: r["positive"] for u, r in site.renders[name].items()}
-            sheet, cols = sprite_sheet(tiles, units)
-            buffer = io.BytesIO()
-            sheet.save(buffer, format="PNG")
-            put(f"{layer_dir(key)}/sprite.png", buffer.getvalue())
-            grid_units = [{"unit": u, "status": site.status(name, u),
-                           "raised": [c for c, _ in site.classes(name, u)[0]]} for u in units]
-            put(f"{layer_dir(key)}/index.html", layer_page(site.model_name, info, grid_units, cols).encode())
-            rendered = [u for u in units if u in site.renders.get(name, {})]
-            detailed = {d["unit"]: d for d in site.unit_data(name, rendered)}
-            strata = int(site.summaries[name].get("quant_strata", 5))
-            for i, u in enumerate(units):
-                data = detailed.get(u)
-                if data is None:
-                    raised, lowered = site.classes(name, u)
-                    data = {"unit": u, "status": site.status(name, u), "images": None, "examples": [],
-                            "hist": site.histogram(name, u), "raised": raised, "lowered": lowered,
-                            "similar": [(v, c, site.has_page(name, v)) for v, c in site.similar(name, u)],
-                            "sanity": None, "grid": info["grid"]}
-                data = dict(data, top=named(site.examples_of(name, u, "top")),
-                            bottom=named(site.examples_of(name, u, "bottom")),
-                            quantiles=named(site.examples_of(name, u, "quantiles")), strata=strata,
-                            inputs=[dict(e, key=keys.get(e["layer"], e["layer"]), icon=icon(e["layer"], e["unit"]))
-                                    for e in site.inputs(name, u)],
-                            outputs=[dict(e, key=keys.get(e["layer"], e["layer"]), icon=icon(e["layer"], e["unit"]))
-                                     for e in site.outputs(name, u)],
-                            inputs_method=site.circuit_method(name),
-                            outputs_method=next((c["method"] for c in site.circuits.values()
-                                                 if c["lower"] == name), None))
-                prev_unit = units[i - 1] if i > 0 else None
-                next_unit = units[i + 1] if i + 1 < len(units) else None
-                html_text = unit_page(site.model_name, info, data, prev_unit, next_unit)
-                put(f"{layer_dir(key)}/{unit_file(u)}", html_text.encode())
-                bar.update(1)
-        for index in sorted(thumbs):
+        layers = [_write_layer(site, info, pages.put, icons, bar) for info in site.layers]
+        for index in sorted(icons.thumbs):
             picture = site.thumbnail(index)
             if picture is not None:
                 buffer = io.BytesIO()
                 to_pil(picture).save(buffer, format="JPEG", quality=85)
-                put(thumb_file(index), buffer.getvalue())
+                pages.put(thumb_file(index), buffer.getvalue())
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     model = {"name": site.model_name, "input": site.model.contract.describe(), "settings": site.settings,
              "images": {"count": site.examples.store.n_images, "source": site.imageset.source, "read": read,
-                        "skipped": skipped}}
-    put("index.html", model_page(model, layers).encode())
-    write_if_changed(record_path, json.dumps({"stamp": stamp, "files": sorted(files)}, indent=1).encode())
+                        "skipped": site.examples.skipped}}
+    pages.put("index.html", model_page(model, layers).encode())
+    pages.finish()
     return root / "index.html"

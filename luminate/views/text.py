@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from luminate.views.html import esc, page
+from luminate.views.site import write_if_changed
 
 CSS = """
 .ctx{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:14px;line-height:1.9;white-space:pre-wrap;
@@ -107,7 +108,7 @@ def unit_page(site, layer: dict, s: dict) -> str:
     body += ["<h2>Across the range</h2>",
              "".join(_example(e, scale, kind, f' &middot; text at the {round(100 * e["quantile"])}th percentile of '
                               "peaks") for e in s["quantiles"]),
-             "<h2>Histogram</h2>", f'<p class="meta">activations of sampled tokens</p>',
+             "<h2>Histogram</h2>", '<p class="meta">activations of sampled tokens</p>',
              histogram_svg(s["histogram"]["counts"], s["histogram"]["edges"])]
     if s.get("effect"):
         rows = lambda items: "".join(f"<tr><td>{esc(repr(t))}</td><td>{w:+.3f}</td></tr>" for t, w in items)
@@ -152,25 +153,15 @@ def index_page(site) -> str:
                 subtitle=f"{len(site.texts)} texts read as {site.kind}")
 
 
-def _write(path: Path, html: str) -> bool:
-    if path.is_file() and path.read_text(encoding="utf-8") == html:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
-    return True
-
-
 def write_site(site) -> Path:
     """Write ``index.html``, a page per layer and a page per unit under ``site.root``; returns the index path."""
     root = Path(site.root)
     for layer in site.layers:
-        _write(root / layer_file(layer["name"]), layer_page(site, layer))
+        write_if_changed(root / layer_file(layer["name"]), layer_page(site, layer).encode("utf-8"))
         for s in layer["units"]:
-            _write(root / unit_file(layer["name"], s["unit"]), unit_page(site, layer, s))
+            write_if_changed(root / unit_file(layer["name"], s["unit"]), unit_page(site, layer, s).encode("utf-8"))
     index = root / "index.html"
-    _write(index, index_page(site))
+    write_if_changed(index, index_page(site).encode("utf-8"))
     return index
 
 

@@ -32,6 +32,10 @@ per process and file). A damaged shard is reported by name, dropped from the man
 result equals a clean run; a garbled manifest is named (reader) or the store is started again (writer). A failed
 write (a full disk, a read-only folder, Ctrl-C) leaves no temporary file, and a full disk is reported as such
 (:class:`StorageError`).
+
+This module also holds what every site folder shares: :func:`layer_key` (the one layer-to-filename function),
+:func:`file_lock` (the one advisory lock: a store's manifest updates, :func:`site_lock` for whole runs) and
+:func:`update_manifest` (a field outside the settings, rewritten under the store's lock).
 """
 
 from __future__ import annotations
@@ -49,21 +53,18 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from luminate.cache import StorageError, atomic_write, fsync_dir as _fsync_dir, storage_error
+from luminate.cache import StorageError  # noqa: F401 (re-exported: a full disk is reported as one)
+from luminate.cache import atomic_write, fsync_dir as _fsync_dir, storage_error
 
-logger = logging.getLogger("luminate.atlas")
+logger = logging.getLogger("luminate.data")
 
 FORMAT = "luminate.activation_store"
 VERSION = 1
 MANIFEST = "manifest.json"
 IMAGES = "images.jsonl"
 SHARDS = "shards"
+LOCK = ".lock"
 META_FIELDS = ("image", "position", "label", "top_classes", "top_logits")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically and durably (:func:`luminate.cache.atomic_write`)."""
-    atomic_write(path, data, durable=True)
 
 
 class StoreSettingsError(ValueError):
@@ -326,7 +327,7 @@ class ActivationStore:
 
 
 class StoreWriter:
-    """Creates or resumes a store and commits finished shards (used by :func:`luminate.atlas.collect`).
+    """Creates or resumes a store and commits finished shards (the atlas, the Microscope, features).
 
     ``header`` is the manifest without shards: it must hold ``settings`` (everything the rows depend
     on) and ``n_shards``. When ``path`` already holds a store with the same ``settings_hash`` the
@@ -354,7 +355,7 @@ class StoreWriter:
                     self._create(header, image_names)
             if old is not None:
                 if old["settings_hash"] != header["settings_hash"]:
-                    changed = _differences(old["settings"], header["settings"])
+                    changed = differences(old["settings"], header["settings"])
                     if not overwrite:
                         raise StoreSettingsError(
                             f"{self.path} already holds activations collected with other settings ({changed}). "
@@ -382,7 +383,8 @@ class StoreWriter:
         if self.shards_dir.exists():
             shutil.rmtree(self.shards_dir)
         self.shards_dir.mkdir(parents=True)
-        _atomic_write(self.path / IMAGES, "".join(json.dumps(name) + "\n" for name in image_names).encode("utf-8"))
+        atomic_write(self.path / IMAGES, "".join(json.dumps(name) + "\n" for name in image_names).encode("utf-8"),
+                     durable=True)
         _write_manifest(self.path, dict(header, shards=[]))
 
     def _remove_store(self) -> None:
@@ -475,28 +477,8 @@ class StoreWriter:
                 raise
         return True
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        try:
-            import fcntl
-        except ImportError:  # Windows: one writer at a time is the user's responsibility
-            yield
-            return
-        try:
-            fh = open(self.path / ".lock", "a")
-        except OSError as exc:
-            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-                raise
-            # a read-only folder: nothing can be written here, so there is no writer to exclude; reading (a finished
-            # store) goes on, and a write that is really needed fails with a clear error (StorageError)
-            yield
-            return
-        with fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    def _lock(self) -> contextlib.AbstractContextManager:
+        return file_lock(self.path / LOCK)
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
@@ -562,7 +544,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def _write_manifest(path: Path, manifest: dict) -> None:
     manifest = dict(manifest, n_finished=len(manifest["shards"]))
-    _atomic_write(path / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
+    atomic_write(path / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"), durable=True)
 
 
 def _host() -> str:
@@ -579,7 +561,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _differences(old: dict, new: dict) -> str:
+def differences(old: dict, new: dict) -> str:
+    """The settings that differ, for people: ``"seed: 0 there, 1 now; ..."`` (what a replaced store's warning and
+    a refusal name)."""
     keys = sorted(set(old) | set(new))
     diffs = [f"{k}: {_short(old.get(k))} there, {_short(new.get(k))} now" for k in keys if old.get(k) != new.get(k)]
     return "; ".join(diffs) or "same settings, other format"
@@ -588,3 +572,113 @@ def _differences(old: dict, new: dict) -> str:
 def _short(value: Any) -> str:
     text = json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ----- the one lock ----------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, *, wait: bool = True) -> Iterator[bool]:
+    """Hold an advisory exclusive lock (POSIX ``flock``) on the file ``path`` (created empty, never written).
+
+    ``wait=False`` does not wait for another holder: the context yields False then (and holds nothing). A folder
+    that cannot be written (read-only, no permission) yields True without a lock: nothing can be written there, so
+    there is no writer to exclude, and a write that is really needed fails with a clear error
+    (:class:`~luminate.cache.StorageError`). Where ``fcntl`` does not exist (Windows) one writer at a time is the
+    user's responsibility.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    fh = None
+    if fcntl is not None:
+        path = Path(path)
+        try:
+            fh = open(path, "a+")
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not path.parent.is_dir():
+                raise
+    if fh is None:
+        yield True
+        return
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
+        except BlockingIOError:
+            held = False
+        if not held:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def lock_owner(path: str | os.PathLike) -> str:
+    """The process holding the lock on ``path``: from ``/proc/locks`` (Linux), else ``"unknown"``."""
+    with contextlib.suppress(OSError):
+        inode = os.stat(path).st_ino
+        with open("/proc/locks") as locks:
+            for line in locks:
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
+                    return fields[4]
+    return "unknown"
+
+
+class SiteInUseError(RuntimeError):
+    """Another process is running into the same site folder (it owns the site until its last page is written)."""
+
+
+#: site folders this process holds the lock of, with how many nested holders (a build inside the CLI's hold)
+_HELD: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def site_lock(out: str | os.PathLike) -> Iterator[None]:
+    """Own the site folder ``out`` for a whole run (collection, renders, pages): a second run into it is refused
+    with :class:`SiteInUseError` naming the owner's process id (the lock file, ``SITE/.lock``, stays empty and
+    unchanged), so two runs with different settings never both report a result only one of them kept.
+    Re-entrant within a process. On a read-only folder nothing can be written, so there is nothing to exclude:
+    reading a finished site goes on without the lock."""
+    path = Path(out)
+    key = os.path.realpath(path)
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not path.is_dir():
+            raise
+    with file_lock(path / LOCK, wait=False) as held:
+        if not held:
+            raise SiteInUseError(f"{path} is in use by process {lock_owner(path / LOCK)} (another luminate run into "
+                                 "the same site); wait for it to finish and run again, or write to another folder "
+                                 "with -o")
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
+
+
+def update_manifest(path: str | os.PathLike, field: str, value: Any) -> None:
+    """Set ``field`` of the store manifest in ``path`` to ``value`` (a field outside the settings: it changes no
+    shard), under the store's lock. The manifest is rewritten only when the value changed, so a rerun touches no
+    file."""
+    path = Path(path)
+    value = json.loads(json.dumps(value))
+    if read_manifest(path).get(field) == value:
+        return
+    with file_lock(path / LOCK):
+        manifest = read_manifest(path)
+        manifest[field] = value
+        atomic_write(path / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"), durable=True)

@@ -1,4 +1,4 @@
-"""Image sets for activation collection: a folder, a list of files, or any torch ``Dataset``.
+"""The inputs of a collection: image sets (a folder, a list of files, any torch ``Dataset``) and text sets.
 
 An :class:`ImageSet` numbers its images ``0..N-1`` and names each one (a path relative to the folder, a
 path, or ``dataset[i]``). :func:`image_loader` decodes and preprocesses them in background workers
@@ -6,6 +6,9 @@ path, or ``dataset[i]``). :func:`image_loader` decodes and preprocesses them in 
 ``model.contract.preprocess`` (centre crop + resize). An item that cannot be read (a corrupt JPEG, a
 text file named ``.png``, an empty file, a dataset item that raises) is *dropped from its batch and
 reported* (index and reason), never fatal.
+
+Text sets: :func:`read_texts` is the one reader of a text file (one text per line) or a folder of ``.txt`` files,
+with the same policy: an empty or non-UTF-8 line (or file) is skipped and named in :attr:`Texts.skipped`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hashlib
 import os
 import signal
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
@@ -197,7 +201,7 @@ class Batch(NamedTuple):
     skipped: list[tuple[int, str]]
 
 
-class _Prepared(Dataset):
+class PreparedImages(Dataset):
     """Item ``i`` -> ``(i, image [C,H,W] or None, label, reason or None)``; runs in loader workers."""
 
     def __init__(self, images: ImageSet, contract: InputContract):
@@ -278,7 +282,7 @@ def image_loader(images: ImageSet, contract: InputContract, batches: Sequence[Se
     dropped from their batch and listed in ``Batch.skipped``.
     """
     workers = default_workers() if num_workers is None else int(num_workers)
-    return DataLoader(_Prepared(images, contract), batch_sampler=[list(b) for b in batches],
+    return DataLoader(PreparedImages(images, contract), batch_sampler=[list(b) for b in batches],
                       collate_fn=collate_images, num_workers=workers, pin_memory=pin_memory,
                       worker_init_fn=ignore_interrupts if workers else None)
 
@@ -297,3 +301,84 @@ def _as_label(value: Any) -> int:
         value = value.item()
     return int(value) if isinstance(value, (int, bool)) else -1
 
+
+# ----- text sets ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Texts(Sequence):
+    """Texts read from a file or folder, with what was left out and why.
+
+    ``texts[i]`` is a ``str``; ``sources[i]`` says where it came from (``"file.txt:12"``); ``skipped`` lists
+    ``(where, reason)`` for empty lines and lines that are not UTF-8.
+    """
+
+    texts: list[str]
+    sources: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __getitem__(self, i):
+        return self.texts[i]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def summary(self) -> str:
+        empty = sum(1 for _, why in self.skipped if why == "empty")
+        bad = [where for where, why in self.skipped if why != "empty"]
+        parts = [f"{len(self.texts)} texts"]
+        if empty:
+            parts.append(f"{empty} empty lines skipped")
+        if bad:
+            parts.append(f"{len(bad)} lines skipped as not UTF-8 ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+        return ", ".join(parts)
+
+
+def read_texts(path: str | os.PathLike | Iterable[str], per_line: bool | None = None) -> Texts:
+    """Texts from a ``.txt`` file (one text per line), a folder of ``.txt`` files (one text per file; searched
+    recursively) or a list of strings.
+
+    Empty (or whitespace-only) texts are skipped; bytes that are not UTF-8 skip their line (or file), and each skip
+    is listed in ``Texts.skipped`` with its place. Lines keep their content (only the line break is removed).
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        items = list(path)
+        keep = [(t, f"text {i}") for i, t in enumerate(items) if isinstance(t, str) and t.strip()]
+        skipped = [(f"text {i}", "empty") for i, t in enumerate(items) if isinstance(t, str) and not t.strip()]
+        bad = [i for i, t in enumerate(items) if not isinstance(t, str)]
+        if bad:
+            raise TypeError(f"texts must be str; item {bad[0]} is {type(items[bad[0]]).__name__}")
+        return Texts([t for t, _ in keep], [s for _, s in keep], skipped)
+    p = Path(path).expanduser()
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*.txt") if f.is_file())
+        if not files:
+            raise FileNotFoundError(f"{p} holds no .txt files: give a text file (one text per line) or a folder of "
+                                    ".txt files")
+        per_line = False if per_line is None else per_line
+    elif p.is_file():
+        files, per_line = [p], True if per_line is None else per_line
+    else:
+        raise FileNotFoundError(f"no text file or folder at {p}")
+    texts, sources, skipped = [], [], []
+    for f in files:
+        raw = f.read_bytes()
+        chunks = raw.split(b"\n") if per_line else [raw]
+        if per_line and chunks and chunks[-1] == b"":
+            chunks.pop()
+        for n, chunk in enumerate(chunks, 1):
+            where = f"{f.name}:{n}" if per_line else f.name
+            try:
+                s = chunk.decode("utf-8")
+            except UnicodeDecodeError as e:
+                skipped.append((where, f"not UTF-8 (byte {e.start})"))
+                continue
+            s = s.removesuffix("\r") if per_line else s
+            if not s.strip():
+                skipped.append((where, "empty"))
+                continue
+            texts.append(s)
+            sources.append(where)
+    if not texts:
+        raise ValueError(f"{p}: no text left to read ({len(skipped)} empty or unreadable lines)")
+    return Texts(texts, sources, skipped)
