@@ -8,6 +8,7 @@ a Python block gets its step-count arguments (:data:`STEP_ARGUMENTS`, default or
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import inspect
 import os
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -119,11 +121,15 @@ def tiny_call(function, steps: int = 2):
     except (TypeError, ValueError):
         return function
     names = [name for name in signature.parameters if name in STEP_ARGUMENTS]
-    if not names:
+    options = _settings_steps(function, signature)
+    if not names and not options:
         return function
 
     @functools.wraps(function)
     def capped(*args, **kwargs):
+        for name in options:   # a settings value's step fields, given as keywords
+            if not (isinstance(kwargs.get(name), int) and kwargs[name] <= steps):
+                kwargs[name] = steps
         bound = signature.bind_partial(*args, **kwargs)
         for name in names:
             value = bound.arguments.get(name, signature.parameters[name].default)
@@ -135,6 +141,21 @@ def tiny_call(function, steps: int = 2):
         return function(*bound.args, **bound.kwargs)
 
     return capped
+
+
+def _settings_steps(function, signature: inspect.Signature) -> list[str]:
+    """The step fields of a function's ``settings`` dataclass when it takes them as keywords too (``**options``)."""
+    if "settings" not in signature.parameters or not any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        return []
+    try:
+        hint = typing.get_type_hints(function).get("settings")
+    except Exception:   # an annotation that does not resolve: no settings to read
+        return []
+    for kind in typing.get_args(hint) or (hint,):
+        if dataclasses.is_dataclass(kind):
+            return [f.name for f in dataclasses.fields(kind) if f.name in STEP_ARGUMENTS]
+    return []
 
 
 class _TinyCalls(ast.NodeTransformer):
