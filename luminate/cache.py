@@ -1,11 +1,12 @@
 """One disk cache for rendered images, addressed by what made them.
 
 Every feature visualization that Luminate keeps between runs (channel icons for the Building Blocks pages, atlas
-cell icons, Microscope units) goes through :class:`RenderCache`. An **entry** is named by a **key**, the SHA-256 of
+cell icons, Microscope units, feature pages; all rendered by :func:`luminate.units.render_directions`, whose settings
+value is the key) goes through :class:`RenderCache`. An **entry** is named by a **key**, the SHA-256 of
 everything the images depend on (model name and weights fingerprint, layer, objective, every render setting; see
 :meth:`RenderCache.key`), so new weights or settings never meet stale images, and a rerun finds what an earlier
-run made. An entry holds one or more equally sized images in numbered **slots** (one image per atlas icon; one
-per channel of a layer for channel icons; six per Microscope unit) and optionally a score per slot.
+run made. An entry holds one or more equally sized images in numbered **slots** (the tiles of one direction: one
+for a channel or atlas icon, five per feature, six per Microscope unit) and optionally a score per slot.
 
 On disk: ``<folder>/<key[:2]>/<key>.png``, the images as 8-bit tiles of one PNG (slot ``s`` at row ``s // cols``,
 column ``s % cols``), and ``<key>.json`` beside it, an index for people and tools (slots present, scores,
@@ -18,7 +19,7 @@ several processes filling one entry lose nothing but a race's last write. Images
 The folder: ``$LUMINATE_CACHE`` (one environment variable for everything Luminate keeps, weights included), else
 ``~/.cache/luminate``; rendered images go to its ``renders`` subfolder (:func:`cache_dir`).
 
-Example (what :func:`luminate.analysis.sprites.channel_icons` does for channel icons)::
+Example (the mechanics; :func:`luminate.units.render_directions` does this for every direction it renders)::
 
     from luminate import models, objectives as obj, param, render
     from luminate.cache import RenderCache, dequantize, quantize

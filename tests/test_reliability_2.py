@@ -233,3 +233,106 @@ def test_decodes_wait_for_a_free_slot_within_their_patience():
         order.append("first")
     t.join(10)
     assert order == ["first", "second"]
+
+
+# ----- a dying image-decoding worker ---------------------------------------------------------------------------
+
+_DYING_WORKER = """
+import contextlib, resource, sys, torch
+from torch import nn
+import luminate
+from luminate.data.inputs import image_set
+from luminate.data.passes import LoaderError, stream
+from luminate.data.settings import PassSettings
+resource.setrlimit(resource.RLIMIT_FSIZE, (150 << 10, resource.RLIM_INFINITY))  # shared-memory files past 150 KB fail
+model = luminate.models.wrap(nn.Conv2d(3, 4, 3), 128, value_range=(0, 1))
+class Work:
+    @contextlib.contextmanager
+    def open(self, model):
+        yield lambda batch: len(batch.indices)
+try:
+    stream(model, image_set(sys.argv[1]), [0], 8, Work(), lambda *a: None,
+           PassSettings(batch_size=8, num_workers=1, progress=False))
+except LoaderError as exc:
+    print("LoaderError:", exc)
+    sys.exit(3)
+"""
+
+
+def test_a_worker_that_cannot_hand_over_its_batch_stops_the_run(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    for i in range(8):
+        Image.new("RGB", (64, 64), (i * 20, 50, 90)).save(tmp_path / f"{i}.png")
+    proc = subprocess.run([sys.executable, "-c", _DYING_WORKER, str(tmp_path)], capture_output=True, text=True,
+                          timeout=240, preexec_fn=lambda: signal.signal(signal.SIGXFSZ, signal.SIG_IGN))
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "ulimit -f" in proc.stdout and "File too large" in proc.stdout
+
+
+def test_utf16_and_bom_text_files_read_as_text(tmp_path):
+    from luminate.data.inputs import read_texts
+
+    lines = "first line (é)\nsecond line\n"
+    for name, data in (("bom8.txt", b"\xef\xbb\xbf" + lines.encode()), ("u16.txt", lines.encode("utf-16")),
+                       ("u16le.txt", lines.encode("utf-16-le")), ("u16be.txt", lines.encode("utf-16-be"))):
+        (tmp_path / name).write_bytes(data)
+        texts = read_texts(tmp_path / name)
+        assert list(texts) == ["first line (é)", "second line"], name
+
+
+# ----- the app --------------------------------------------------------------------------------------------------
+
+
+def _get(base: str, path: str, headers: dict | None = None):
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(base.rstrip("/") + path, headers=headers or {}),
+                                    timeout=60) as resp:
+            return resp.status, resp.read(), resp.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers
+
+
+@pytest.fixture(scope="module")
+def gray_server():
+    serve = pytest.importorskip("luminate.serve")
+    torch.manual_seed(0)
+    model = luminate.models.wrap(_net(1), 32, channels=1, value_range=(0, 1))
+    with serve.running(model, render_steps=2, render_size=32) as base:
+        yield base
+
+
+def test_the_app_refuses_other_sites_and_negative_units_and_serves_grey_models(gray_server):
+    import json
+
+    status, body, _ = _get(gray_server, "/api/units/conv2/5.png", {"Sec-Fetch-Site": "cross-site",
+                                                                    "Sec-Fetch-Dest": "image"})
+    assert status == 403 and b"another site" in body
+    assert _get(gray_server, "/", {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})[0] == 200
+    assert _get(gray_server, "/api/info", {"Sec-Fetch-Site": "same-origin"})[0] == 200
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40), (10, 200, 10)).save(buf, "PNG")
+    from tests.test_serve import upload
+
+    status, body, _ = upload(gray_server, buf.getvalue())
+    assert status == 200, body
+    key = json.loads(body)["id"]
+    status, body, _ = _get(gray_server, f"/api/activations?image={key}&layer=conv2&unit=-1")
+    assert 400 <= status < 500 and b"negative" in body
+    assert _get(gray_server, f"/api/activations?image={key}&layer=conv2&unit=1")[0] == 200
+    assert _get(gray_server, f"/api/classes?image={key}&k=3")[0] == 200
+
+
+def test_the_host_check_stays_on_any_address():
+    serve = pytest.importorskip("luminate.serve")
+    names = serve.served_names("0.0.0.0")
+    assert "127.0.0.1" in names and "localhost" in names and "evil.example" not in names
+    assert "127.0.0.2" in serve.served_names("127.0.0.2")
+    assert "my.box" in serve.served_names("10.0.0.5", ["my.box"])
+    with pytest.raises(OSError, match="--host must be an address of this machine"):
+        serve.bind("192.0.2.77", 0)  # TEST-NET-1: never an address of this machine

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from luminate.circuits.basis import Units
@@ -19,6 +21,9 @@ def node_images(graph: Graph, settings: RenderSettings = ICON_SETTINGS, cache=No
     out: dict[str, torch.Tensor] = {}
     for nodes in graph.nodes:
         if not nodes.kept:
+            continue
+        if len(graph.model.layer_info(nodes.layer).shape) != 3:   # the renderer follows [C, H, W] layers only
+            warnings.warn(f"layer {nodes.layer!r} has no positions, so its nodes are shown without a visualization")
             continue
         basis = graph.bases[nodes.layer]
         if isinstance(basis, Units):

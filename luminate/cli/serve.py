@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8765, help="TCP port (0: a free one, printed)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; anything but loopback exposes the model to the network (a warning)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another name the page may be reached by (the Host header), beyond loopback, --host and, "
+                        "on 0.0.0.0, this machine's own names; repeatable")
     p.add_argument("--site", default=None,
                    help="a Microscope site folder (made by `luminate microscope`): unit panels show its top "
                         "dataset examples and statistics")
@@ -55,10 +58,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = load_model(args)
         app = serve.create_app(model, site=args.site, features=args.features, render_size=args.render_size, render_steps=args.render_steps,
-                               max_images=args.max_images, allowed_hosts=serve.LOOPBACK if loopback else None)
+                               max_images=args.max_images,
+                               allowed_hosts=serve.served_names(args.host, args.allow_host))
         if not loopback:
-            print(f"warning: listening on {args.host}, not loopback: anyone who can reach this machine can use the "
-                  f"model and upload images. Use --host 127.0.0.1 to keep it local.", file=sys.stderr, flush=True)
+            where = "every network interface of this machine" if args.host in ("0.0.0.0", "::") else args.host
+            print(f"warning: listening on {args.host} ({where}), not loopback: anyone on a network that reaches "
+                  f"this machine can use the model, upload images and start renders, with no password. Web pages "
+                  f"in a browser cannot (requests from other sites and Host names other than "
+                  f"{', '.join(serve.served_names(args.host, args.allow_host))} are refused). Use --host 127.0.0.1 "
+                  "to keep it to this machine.", file=sys.stderr, flush=True)
         print(f"Luminate toolbox for {model.name}: {serve.url_for(sock)}  (Ctrl-C stops it)", flush=True)
         with _stop_quietly():
             serve.run(app, sock=sock)

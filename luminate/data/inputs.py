@@ -250,7 +250,18 @@ def collate_images(items: list) -> Batch:
         images = torch.zeros(0)
     indices = torch.tensor([item[0] for item in good], dtype=torch.int64)
     labels = torch.tensor([item[2] for item in good], dtype=torch.int64)
+    if torch.utils.data.get_worker_info() is not None:
+        # in a loader worker: the batch goes to shared memory here, where a failure (a full /dev/shm, a file-size
+        # limit) reaches the main process as this batch's error; in the queue's feeder thread it would be printed
+        # and the batch lost, leaving the main process waiting for it
+        for tensor in (indices, images, labels):
+            tensor.share_memory_()
     return Batch(indices, images, labels, skipped)
+
+
+#: Seconds the main process waits for one batch from the decoding workers before it stops the run (a worker
+#: stuck or gone without a word); a batch of 32 huge photos on a busy machine takes well under this.
+LOADER_TIMEOUT_S = 600
 
 
 def default_workers() -> int:
@@ -284,7 +295,8 @@ def image_loader(images: ImageSet, contract: InputContract, batches: Sequence[Se
     workers = default_workers() if num_workers is None else int(num_workers)
     return DataLoader(PreparedImages(images, contract), batch_sampler=[list(b) for b in batches],
                       collate_fn=collate_images, num_workers=workers, pin_memory=pin_memory,
-                      worker_init_fn=ignore_interrupts if workers else None)
+                      worker_init_fn=ignore_interrupts if workers else None,
+                      timeout=LOADER_TIMEOUT_S if workers else 0)
 
 
 def ignore_interrupts(worker_id: int = 0) -> None:
@@ -334,12 +346,32 @@ class Texts(Sequence):
         return ", ".join(parts)
 
 
+def _as_utf8(raw: bytes) -> bytes:
+    """A text file's bytes as UTF-8: a UTF-8 byte-order mark is dropped (it is not part of the first text), and a
+    UTF-16 file (its BOM, or NULs in every other byte as UTF-16 without one has) is decoded; else as they are."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return raw[3:]
+    head = raw[:4096]
+    encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else None
+    if encoding is None and len(head) >= 4:
+        odd, even = head[1::2].count(0), head[0::2].count(0)
+        if max(odd, even) > 0.3 * (len(head) // 2) and min(odd, even) == 0:
+            encoding = "utf-16-le" if odd else "utf-16-be"
+    if encoding is None:
+        return raw
+    try:
+        return raw.decode(encoding).encode("utf-8")
+    except UnicodeDecodeError:
+        return raw  # not UTF-16 after all: its lines are named as not UTF-8 below
+
+
 def read_texts(path: str | os.PathLike | Iterable[str], per_line: bool | None = None) -> Texts:
     """Texts from a ``.txt`` file (one text per line), a folder of ``.txt`` files (one text per file; searched
     recursively) or a list of strings.
 
     Empty (or whitespace-only) texts are skipped; bytes that are not UTF-8 skip their line (or file), and each skip
-    is listed in ``Texts.skipped`` with its place. Lines keep their content (only the line break is removed).
+    is listed in ``Texts.skipped`` with its place. Lines keep their content (only the line break is removed). A
+    UTF-8 byte-order mark is dropped and UTF-16 files are decoded (:func:`_as_utf8`).
     """
     if not isinstance(path, (str, os.PathLike)):
         items = list(path)
@@ -362,7 +394,7 @@ def read_texts(path: str | os.PathLike | Iterable[str], per_line: bool | None = 
         raise FileNotFoundError(f"no text file or folder at {p}")
     texts, sources, skipped = [], [], []
     for f in files:
-        raw = f.read_bytes()
+        raw = _as_utf8(f.read_bytes())
         chunks = raw.split(b"\n") if per_line else [raw]
         if per_line and chunks and chunks[-1] == b"":
             chunks.pop()

@@ -19,6 +19,7 @@ Microscope's per-unit peaks) and how to keep a finished shard (``commit(shard, p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -74,7 +75,7 @@ def _in_process(model: Model, imageset: ImageSet, plan, work: BatchWork, commit:
     skipped: list[tuple[str, str]] = []
     n_skipped = 0
     try:
-        with work.open(model) as fn:
+        with work.open(model) as fn, _loader_failures(run):
             for ((shard, indices), batch), last in zip(zip(plan, loader), _shard_ends(plan)):
                 skipped += [(imageset.name(i), reason) for i, reason in batch.skipped]
                 n_skipped += len(batch.skipped)
@@ -89,6 +90,30 @@ def _in_process(model: Model, imageset: ImageSet, plan, work: BatchWork, commit:
     finally:
         if bar is not None:
             bar.close()
+
+
+class LoaderError(RuntimeError):
+    """An image-decoding worker died or could not hand over its batch: the run stops, with the reason and the fix,
+    instead of waiting for a batch that never comes."""
+
+
+@contextlib.contextmanager
+def _loader_failures(run: PassSettings):
+    """Torch's DataLoader failures (a worker killed, a batch that could not go through shared memory, no batch
+    within the loader's timeout) as one :class:`LoaderError` naming the likely cause and the fix."""
+    try:
+        yield
+    except RuntimeError as exc:
+        text = str(exc)
+        if "DataLoader" not in text and "shared memory" not in text and "unable to resize file" not in text \
+                and "_share_" not in text:
+            raise
+        cause = text.strip().splitlines()[-1][:300]
+        raise LoaderError(f"an image-decoding worker failed ({cause}); the usual causes are a full /dev/shm, a "
+                          "file-size limit (ulimit -f) or the memory limit killing the worker: free /dev/shm or "
+                          "raise the limit (or decode in this process: `luminate collect --workers 0`, "
+                          "PassSettings(num_workers=0)), then rerun the same command (finished shards are kept)"
+                          ) from None
 
 
 # ----- Ray Data --------------------------------------------------------------------------------------------------

@@ -26,14 +26,18 @@ COLOR_MEAN: tuple[float, float, float] = (0.48, 0.46, 0.41)
 
 
 def color_correlation(normalized: bool = True, dtype: torch.dtype = torch.float32,
-                      device: torch.device | str | None = None) -> Tensor:
+                      device: torch.device | str | None = None, chroma: float = 1.0) -> Tensor:
     """The ``[3, 3]`` colour matrix; ``normalized`` divides it by its largest column norm (0.46195), as Lucid does.
 
-    Computed in float32 (Lucid's precision) and then cast, so every dtype uses the same matrix.
+    ``chroma`` multiplies the two colour-difference columns (1 and 2; column 0 is the luminance): with Adam every raw
+    value moves about as fast, so the image's colour contrast relative to its light-dark contrast scales with it
+    (1: Lucid's matrix). Computed in float32 (Lucid's precision) and then cast, so every dtype uses the same matrix.
     """
     matrix = torch.tensor(COLOR_CORRELATION_SVD_SQRT, dtype=torch.float32)
     if normalized:
         matrix = matrix / matrix.norm(dim=0).max()
+    if chroma != 1.0:
+        matrix = matrix * torch.tensor([1.0, float(chroma), float(chroma)])
     return matrix.to(dtype=dtype, device=device)
 
 
@@ -123,7 +127,8 @@ class ImageParam(Parameterization):
     resolution when the raw image supports it (only :class:`~luminate.param.cppn.CPPN`).
     """
 
-    def __init__(self, raw: RawImage, decorrelate: bool = True, alpha: bool = False, sigmoid: bool = True) -> None:
+    def __init__(self, raw: RawImage, decorrelate: bool = True, alpha: bool = False, sigmoid: bool = True,
+                 chroma: float = 1.0) -> None:
         if not isinstance(raw, RawImage):
             raise TypeError(f"ImageParam wraps a RawImage (FourierImage, PixelImage, Combined, ...), got {type(raw)}")
         super().__init__(raw.batch, raw.channels, raw.size)
@@ -137,7 +142,11 @@ class ImageParam(Parameterization):
         self.decorrelate = bool(decorrelate)
         self.alpha = bool(alpha)
         self.sigmoid = bool(sigmoid)
-        self.register_buffer("color_matrix", color_correlation(), persistent=False)
+        if not float(chroma) > 0:
+            raise ValueError(f"chroma scales the colour-difference columns of the colour matrix and must be > 0, "
+                             f"got {chroma!r}")
+        self.chroma = float(chroma)
+        self.register_buffer("color_matrix", color_correlation(chroma=self.chroma), persistent=False)
         self.register_buffer("color_mean", torch.tensor(COLOR_MEAN), persistent=False)
         self.reset_parameters(torch.Generator().manual_seed(INIT_SEED))
 
@@ -158,7 +167,8 @@ class ImageParam(Parameterization):
         return torch.cat([rgb, torch.sigmoid(a) if self.sigmoid else clip_projected(a)], dim=1)
 
     def extra_repr(self) -> str:
-        return f"decorrelate={self.decorrelate}, alpha={self.alpha}, sigmoid={self.sigmoid}"
+        chroma = f", chroma={self.chroma:g}" if self.chroma != 1.0 else ""
+        return f"decorrelate={self.decorrelate}, alpha={self.alpha}, sigmoid={self.sigmoid}{chroma}"
 
 
 class Grayscale(Parameterization):

@@ -187,7 +187,7 @@ def random_image(size: Size, batch: int = 1, *, generator: torch.Generator, sd: 
 
 def image(w: int, h: int | None = None, batch: int = 1, sd: float | None = 0.01, decorrelate: bool = True,
           fft: bool = True, alpha: bool = False, channels: int | None = None, decay_power: float = 1.0,
-          mean_colour: bool = False) -> ImageParam:
+          mean_colour: bool = False, chroma: float = 1.0) -> ImageParam:
     """Lucid's ``param.image``: a batch of ``[batch, C, h, w]`` images in [0, 1] (note the ``w, h`` argument order).
 
     * ``fft`` (default): :class:`FourierImage`; otherwise :class:`PixelImage`. Both start at ``N(0, sd)``, so the
@@ -198,6 +198,9 @@ def image(w: int, h: int | None = None, batch: int = 1, sd: float | None = 0.01,
     * ``mean_colour=True`` adds a free colour per item (a 1 x 1 :class:`~luminate.param.lowres.LowResTensor`, the
       coarsest of Lucid's low-resolution components): a Fourier image's mean colour barely moves in a few hundred
       steps, so its pictures stay grey on average even where the unit prefers warm or dark photos.
+    * ``chroma``: the colour-difference columns of the colour matrix are multiplied by it (RGB, decorrelated only;
+      1 is Lucid's matrix). Lucid's images are greyer than the photos they stand for; render's default image uses
+      :data:`NATURAL_CHROMA` (``docs/quality.md``: colour statistics against the demo photos).
     """
     if channels is not None and alpha:
         raise ValueError("alpha=True cannot be combined with channels=k; ask for channels=k+1 and treat the last "
@@ -216,7 +219,7 @@ def image(w: int, h: int | None = None, batch: int = 1, sd: float | None = 0.01,
         raw = Combined([raw, LowResTensor((h, w), (batch, 1, 1), batch, ch, sd=sd)])
     if channels is not None:
         return ImageParam(raw, decorrelate=False)
-    return ImageParam(raw, decorrelate=decorrelate, alpha=alpha)
+    return ImageParam(raw, decorrelate=decorrelate, alpha=alpha, chroma=chroma)
 
 
 def grayscale(w: int, h: int | None = None, batch: int = 1, sd: float | None = 0.01, fft: bool = True,

@@ -11,18 +11,19 @@ Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart). See :mod:`lumina
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import socket
 import threading
 import time
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from luminate.serve.app import LOOPBACK, Toolbox, create_app
 from luminate.serve.uploads import ImageStore, UploadError, decode_upload
 from luminate.serve.worker import RenderJob, RenderWorker
 
 __all__ = ["create_app", "Toolbox", "ImageStore", "UploadError", "decode_upload", "RenderJob", "RenderWorker",
-           "bind", "run", "running", "is_loopback", "url_for"]
+           "bind", "run", "running", "is_loopback", "served_names", "url_for"]
 
 
 def is_loopback(host: str) -> bool:
@@ -35,6 +36,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def served_names(host: str, extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """The ``Host`` header names a server listening on ``host`` answers (DNS rebinding: a page of another name that
+    resolves to this machine is refused): the loopback names, ``host`` itself and, on a wildcard address
+    (``0.0.0.0``, ``::``), this machine's own names and addresses; plus ``extra`` (``--allow-host``)."""
+    names = [*LOOPBACK, host.strip("[]"), *extra]
+    if host in ("0.0.0.0", "::", ""):
+        for name in {socket.gethostname(), socket.getfqdn()}:
+            names.append(name)
+            try:
+                names += [info[4][0] for info in socket.getaddrinfo(name, None)]
+            except OSError:
+                pass
+    return tuple(dict.fromkeys(n.lower() for n in names if n))
+
+
 def bind(host: str = "127.0.0.1", port: int = 8765) -> socket.socket:
     """A listening socket on ``host:port`` (``port=0``: a free port), or an OSError that names the fix."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -44,8 +60,12 @@ def bind(host: str = "127.0.0.1", port: int = 8765) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise OSError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another port with --port "
-                      "(0 picks a free one)") from None
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            fix = "choose another port with --port (0 picks a free one)"
+        else:   # an address this machine does not have, or a name that does not resolve
+            fix = ("--host must be an address of this machine: 127.0.0.1 (this machine only), 0.0.0.0 (every "
+                   "network interface) or one of its own IP addresses")
+        raise OSError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); {fix}") from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock

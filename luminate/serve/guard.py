@@ -39,6 +39,19 @@ def too_large(size: int, limit: int) -> JSONResponse:
                                    f"{limit / 2**20:.0f} MB"}, status_code=413, headers={"Connection": "close"})
 
 
+def cross_site(request: Request) -> str | None:
+    """Why a request sent by another site's page is refused (``None``: it is not one). Browsers say where a request
+    comes from in ``Sec-Fetch-Site``; another site's ``<img>`` or form could otherwise queue renders and uploads
+    here. Only a top-level visit to the page itself (a link followed) is let through."""
+    site = request.headers.get("sec-fetch-site")
+    if site not in ("cross-site", "same-site"):
+        return None   # same-origin, a typed address or bookmark ("none"), or a client that is not a browser
+    if request.method == "GET" and request.url.path == "/" and request.headers.get("sec-fetch-mode") == "navigate":
+        return None
+    return (f"a request from another site's page ({site}) is refused: the toolbox answers its own page only; "
+            "open the toolbox's address yourself")
+
+
 def add_guard(app: FastAPI, max_upload: int, allowed_hosts: Sequence[str] | None) -> None:
     """Guard every request of ``app``: ``Host`` among ``allowed_hosts`` (``None``: any), same origin only, bodies up
     to ``max_upload`` bytes plus the form's overhead; answers carry no-sniff, no-referrer and no-framing headers."""
@@ -49,7 +62,11 @@ def add_guard(app: FastAPI, max_upload: int, allowed_hosts: Sequence[str] | None
         name = urlsplit(f"//{host}").hostname or ""
         if allowed_hosts is not None and name not in allowed_hosts:
             return JSONResponse({"detail": f"unexpected Host header {host!r}: this server answers "
-                                           f"{', '.join(allowed_hosts)} only"}, status_code=400)
+                                           f"{', '.join(allowed_hosts)} only (luminate serve --allow-host NAME "
+                                           "adds a name)"}, status_code=400)
+        refused = cross_site(request)
+        if refused:
+            return JSONResponse({"detail": refused}, status_code=403)
         origin = request.headers.get("origin")
         if origin is not None and urlsplit(origin).netloc != host:
             return JSONResponse({"detail": f"cross-origin request from {origin!r} refused: the toolbox answers "

@@ -53,7 +53,8 @@ async def upload(request: Request, box: Toolbox = ToolboxDep):
     try:
         return await run_in_threadpool(box.add_image, data)
     except UploadError as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+        retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        raise HTTPException(exc.status, str(exc), headers=retry) from None
 
 
 @router.get("/api/images/{name}")
