@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextvars
 import os
-import sys
 import threading
 import warnings
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import os
 
-import torch
 from torch import Tensor
 
 from luminate.models.base import Model, as_model

@@ -158,6 +158,9 @@ class Toolbox:
         from luminate.analysis import attribution
 
         layer = layer or self.model.default_layer("attribution")
+        if layer.startswith(FEATURES):
+            raise HTTPException(400, f"attribution maps are computed on the model's layers, not on a dictionary's "
+                                     f"features: ask for layer={layer[len(FEATURES):]} (the dictionary's layer)")
         self.layer(layer, spatial=True)
         item = self.image(key)
         try:

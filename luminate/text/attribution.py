@@ -143,8 +143,14 @@ def attribute_tokens(model, text: str, layer: str | None = None, unit: int | Non
             handle.remove()
     scores = attr.sum(-1)[0, len(pre):len(pre) + b - a].detach().cpu()
     if (a, b) != (0, n):
-        what += (f"; attributed over tokens {a}..{b - 1} of the text's {n}, a window of at most {WINDOW_TOKENS} "
-                 + ("ending at the target (the text before it read first and held fixed)" if a else "tokens"))
+        if not model.recurrent:
+            why = f"the window of at most {model.contract.max_length} tokens its activations were read in"
+        elif a:
+            why = (f"a window of {WINDOW_TOKENS} ending at the target; the text before it was read first and "
+                   "its state held fixed")
+        else:
+            why = f"a window of at most {WINDOW_TOKENS} tokens"
+        what += f"; attributed over tokens {a}..{b - 1} of the text's {n}, {why}"
     c0, c1 = enc.offsets[a][0], enc.offsets[b - 1][1]
     offsets = [(s - c0, e - c0) for s, e in enc.offsets[a:b]]
     return TokenAttribution(enc.text[c0:c1], enc.tokens[a:b], offsets, scores.tolist(), what, value, baseline,

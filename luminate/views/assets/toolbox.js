@@ -252,6 +252,11 @@
         return;
       }
       const body = await r.json().catch(() => ({}));
+      if (r.status === 429) {   // the render queue is full: wait as the server says, then ask again
+        $("vis-note").textContent = "the render queue is full: waiting for a place";
+        await new Promise((res) => setTimeout(res, 1000 * (Number(r.headers.get("Retry-After")) || 5)));
+        continue;
+      }
       if (r.status !== 202) { $("vis-note").textContent = "could not render: " + (body.error || body.detail || r.status); return; }
       $("vis-bar").style.width = Math.round(body.progress * 100) + "%";
       $("vis-note").textContent = "rendering in the background: " + Math.round(body.progress * 100) + "% (" + body.status + ")";
