@@ -100,7 +100,7 @@ def child_atlas(store: str, steps: int, cells: int) -> dict:
     model = models.load(MODEL)
     directions = np.stack([c.mean for c in found[:cells]])
     start = time.perf_counter()
-    render_icons(model, LAYER, directions, size=80, steps=steps, progress=False)
+    render_icons(model, LAYER, directions, size=80, steps=steps, progress=False, cache_dir=False)   # times renders, not cache hits
     icons_s = time.perf_counter() - start
     return {"points": len(acts), "method": layout.method, "layout_s": layout_s, "grid": grid, "cells": len(found),
             "rendered": len(directions), "steps": steps, "s_per_cell": icons_s / len(directions),

@@ -86,7 +86,20 @@ _ADVICE = {
                                                              "read-write"),
     errno.EACCES: ("permission denied", "write to a folder you own (-o), or fix its permissions"),
     errno.EPERM: ("operation not permitted", "write to a folder you own (-o), or fix its permissions"),
+    errno.EFBIG: ("the file is over this process's file-size limit (ulimit -f)", "raise the limit (ulimit -f "
+                                                                                  "unlimited), then rerun the same "
+                                                                                  "command: finished work is kept"),
 }
+
+
+def _file_size_limited() -> bool:
+    """Whether this process has a finite file-size limit (``ulimit -f``): a short write is then that limit."""
+    try:
+        import resource
+
+        return resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY
+    except (ImportError, OSError, ValueError):
+        return False
 
 
 def storage_error(exc: OSError, path: str | os.PathLike) -> StorageError | None:
@@ -97,7 +110,7 @@ def storage_error(exc: OSError, path: str | os.PathLike) -> StorageError | None:
         return exc
     code = exc.errno
     if code is None and "requested and" in str(exc) and "written" in str(exc):
-        code = errno.ENOSPC
+        code = errno.EFBIG if _file_size_limited() else errno.ENOSPC
     if code not in _ADVICE:
         return None
     what, fix = _ADVICE[code]
@@ -170,6 +183,20 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[IO[bytes]], No
     if durable:
         fsync_dir(path.parent)
     return path
+
+
+def write_if_changed(path: str | os.PathLike, data: bytes) -> bool:
+    """Write ``data`` to ``path`` unless it already holds exactly that (a rerun leaves files untouched); returns
+    whether it wrote. Folders are made as needed; the write is :func:`atomic_write` (no half-written file is ever
+    read). The one writer of site pages and site metadata (:mod:`luminate.views.site`, the text Microscope)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    atomic_write(path, data)
+    return True
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -386,4 +413,4 @@ def load_keyed_npz(path: str | os.PathLike, key: str) -> dict | None:
 
 
 __all__ = ["ENV_VAR", "CachedImages", "RenderCache", "StorageError", "atomic_write", "cache_dir", "dequantize",
-           "fsync_dir", "load_keyed_npz", "quantize", "save_keyed_npz", "storage_error"]
+           "fsync_dir", "load_keyed_npz", "quantize", "save_keyed_npz", "storage_error", "write_if_changed"]

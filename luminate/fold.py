@@ -32,10 +32,12 @@ Safety
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 _BN = (nn.BatchNorm2d,)
@@ -123,6 +125,52 @@ def _identity(x: Tensor) -> Tensor:
     return x
 
 
+class _SamePadded:
+    """A stride-``s`` convolution that pads like TensorFlow's ``"SAME"`` (``F.pad`` with one pixel more at the
+    bottom/right, then a convolution without padding), computed without the pad: where the padding is one pixel
+    longer at the end, the kernel gets a leading row (column) of zeros and the convolution pads both sides by the
+    longer amount, which gives the same windows. A separate padded copy of the input (and the zero-filled gradient of
+    it) cost more than the convolution itself in a batch of 16 at 96 px (``benchmarks/render_speed.py``)."""
+
+    def __init__(self, conv: nn.Conv2d, weight: Tensor, bias: Tensor):
+        self.stride, self.groups = tuple(conv.stride), conv.groups
+        self.kernel = tuple(weight.shape[-2:])
+        self.weight, self.bias = weight, bias
+        self.extended: dict[tuple[int, int], Tensor] = {}
+
+    def _weight(self, grow_h: int, grow_w: int) -> Tensor:
+        if (grow_h, grow_w) not in self.extended:
+            w = F.pad(self.weight, (grow_w, 0, grow_h, 0))
+            self.extended[(grow_h, grow_w)] = w.contiguous(memory_format=torch.channels_last) \
+                if self.weight.is_contiguous(memory_format=torch.channels_last) else w.contiguous()
+        return self.extended[(grow_h, grow_w)]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        pads = []
+        for size, k, s in zip(x.shape[-2:], self.kernel, self.stride):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads.append((total // 2, total - total // 2))
+        (top, bottom), (left, right) = pads
+        grow_h, grow_w = bottom - top, right - left
+        return F.conv2d(x, self._weight(grow_h, grow_w), self.bias, self.stride, (bottom, right), 1, self.groups)
+
+
+def _same_padded(conv: nn.Conv2d, weight: Tensor, bias: Tensor, device, dtype) -> _SamePadded | None:
+    """A :class:`_SamePadded` forward for ``conv`` (with the folded ``weight`` and ``bias``) when it computes what
+    ``conv``'s own forward plus ``bias`` computes on inputs of even and odd size, else None."""
+    if conv.padding != (0, 0) or conv.dilation != (1, 1) or max(conv.stride) < 2 or conv.padding_mode != "zeros":
+        return None
+    fast = _SamePadded(conv, weight, bias)
+    g = torch.Generator().manual_seed(1)
+    for side in (16, 17):
+        x = torch.rand(1, conv.in_channels, side, side + 1, generator=g).to(device=device, dtype=dtype)
+        want = type(conv).forward(conv, x) + bias[:, None, None]
+        got = fast(x)
+        if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max())):
+            return None
+    return fast
+
+
 class _Shift:
     """A BatchNorm folded into a convolution that ignores its bias: adds the per-channel shift."""
 
@@ -197,13 +245,18 @@ def folded_batchnorm(network: nn.Module, keep: Iterable[str] = (), size: tuple[i
                 bias_in_conv = _uses_bias(conv)
                 if old_b is not None:
                     shift = shift + old_b * scale
-                undo.append((conv, old_w, old_b, bn, "forward" in bn.__dict__, bn.__dict__.get("forward")))
+                undo.append((conv, old_w, old_b, bn, "forward" in bn.__dict__, bn.__dict__.get("forward"),
+                             "forward" in conv.__dict__, conv.__dict__.get("forward")))
                 w = old_w * scale.reshape(-1, *([1] * (old_w.ndim - 1)))
                 if channels_last and w.ndim == 4:
                     w = w.contiguous(memory_format=torch.channels_last)
                 conv.weight = nn.Parameter(w.to(old_w.dtype), requires_grad=False)
                 if bias_in_conv:
                     conv.bias = nn.Parameter(shift.to(old_w.dtype), requires_grad=False)
+                    bn.forward = _identity
+                elif (fast := _same_padded(conv, conv.weight, shift.to(old_w.dtype), old_w.device,
+                                           old_w.dtype)) is not None:
+                    conv.forward = fast            # the shift goes into the convolution as its bias
                     bn.forward = _identity
                 else:
                     if old_b is not None:
@@ -224,13 +277,14 @@ def folded_batchnorm(network: nn.Module, keep: Iterable[str] = (), size: tuple[i
 
 
 def _restore(undo: list) -> None:
-    for conv, old_w, old_b, bn, had_forward, old_forward in reversed(undo):
+    for conv, old_w, old_b, bn, had_forward, old_forward, conv_had_forward, conv_forward in reversed(undo):
         conv.weight = old_w
         conv.bias = old_b
-        if had_forward:
-            bn.forward = old_forward
-        else:
-            bn.__dict__.pop("forward", None)
+        for module, had, forward in ((bn, had_forward, old_forward), (conv, conv_had_forward, conv_forward)):
+            if had:
+                module.forward = forward
+            else:
+                module.__dict__.pop("forward", None)
 
 
 def units_per_batch(device: torch.device | str, wanted: int = 16) -> int:

@@ -23,8 +23,21 @@ import torch
 from torch import Tensor
 
 from luminate.activations import activations
-from luminate.models.base import Model, as_model
+from luminate.models.base import Model, as_model, block_layers
 from luminate.objectives import Objective
+
+
+def blocks_below(model: Model, layer: str) -> list[str]:
+    """The model's blocks (:func:`~luminate.models.base.block_layers`) computed before ``layer``, in order: the
+    layers a natural-path guide and the sanity check compare."""
+    blocks = block_layers(model)
+    if layer in blocks:
+        return blocks[:blocks.index(layer)]
+    order = [info.name for info in model.layers()]
+    if layer not in order:
+        model.layer(layer)  # raises with the closest names
+    position = order.index(layer)
+    return [b for b in blocks if b in order and order.index(b) < position and not layer.startswith(b + ".")]
 
 
 def channel_statistics(model: Model, images: Tensor, layers: Sequence[str]) -> dict[str, tuple[Tensor, Tensor]]:

@@ -40,7 +40,7 @@ from luminate.fold import folded_batchnorm
 from luminate.models.base import Model, as_model
 from luminate.objectives import Objective, as_objective
 from luminate.overrides import RedirectedReLU
-from luminate.param import MACO_LR, Parameterization, as_size, image, maco
+from luminate.param import MACO_LR, NATURAL_CHROMA, Parameterization, as_size, image, maco
 from luminate.transforms import Transform, compose, default_transforms, end_at_size, maco_transforms
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -118,8 +118,9 @@ def render(model: Model | str,
         model: a :class:`~luminate.models.Model` or a zoo name (a bare module is refused: wrap it once).
         objective: an :class:`~luminate.objectives.Objective`, or a shorthand/expression string
             (``"blocks.9:7"``, ``"class:daisy"``, ``"-blocks.10:7 + 0.5*blocks.10:11"``).
-        param: the image parameterization; default ``param.image(size, batch=batch)``
-            (Fourier + decorrelated colour, sd 0.01) with the model's input channels.
+        param: the image parameterization; default ``param.image(size, batch=batch, chroma=NATURAL_CHROMA)``
+            (Fourier + decorrelated colour at twice Lucid's colour contrast, so class images have the photos'
+            saturation and colourfulness, sd 0.01) with the model's input channels.
         transforms: a list of transforms (or one); ``None`` gives :func:`~luminate.transforms.default_transforms`
             (a random 50-100% box resized back, and a mirror; Lucid's set is ``standard_transforms()``), ``[]``
             none. For a model with a fixed input size (``contract.fixed_size``) ``fit_to(size)`` (crop or resize)
@@ -234,7 +235,7 @@ def _parameterization(model: Model, param: Parameterization | None, size, batch:
         size = model.size if model.contract.fixed_size else 128
     channels = model.contract.channels
     h, w = as_size(size)
-    return image(w, h, batch=batch, channels=None if channels == 3 else channels)
+    return image(w, h, batch=batch, channels=None if channels == 3 else channels, chroma=NATURAL_CHROMA)
 
 
 def _transform(model: Model, transforms: Sequence[Transform] | Transform | None) -> Transform:
@@ -353,9 +354,9 @@ def parameterization(name: str, size: int | tuple[int, int], batch: int = 1,
     if name == "maco":
         return maco(size, batch=batch), maco_transforms(), MACO_LR
     if name == "fourier":
-        return image(*_width_height(size), batch=batch, channels=rgb), None, 0.05
+        return image(*_width_height(size), batch=batch, channels=rgb, chroma=NATURAL_CHROMA), None, 0.05
     if name == "pixel":
-        return image(*_width_height(size), batch=batch, fft=False, channels=rgb), None, 0.05
+        return image(*_width_height(size), batch=batch, fft=False, channels=rgb, chroma=NATURAL_CHROMA), None, 0.05
     raise ValueError(f"unknown parameterization {name!r}; choose one of {', '.join(PARAMETERIZATIONS)}")
 
 

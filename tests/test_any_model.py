@@ -369,7 +369,7 @@ def test_atlas_collection_reads_token_layers_and_one_call(vit, tmp_path):
     net = ResNet().eval()
     model = wrap(net, 16, value_range=(0, 1), labels=["a", "b", "c"])
     store = collect(model, images, "res.relu#1", tmp_path / "res", positions_per_image=1, progress=False,
-                    attribution=False)
+                    attribute=False)
     second = activations(model, images, "res.relu#1")
     yx = store.positions("res.relu#1")
     expected = torch.stack([second[i, :, y, x] for i, (y, x) in enumerate(yx.tolist())])

@@ -112,6 +112,20 @@ def test_icon_cache_hit_renders_nothing(lite0, store, tmp_path, monkeypatch):
     assert calls == [4, 1, 1, 2]                               # other settings, other keys
 
 
+def test_no_cache_means_no_cache(lite0, store, tmp_path):
+    """``cache_dir=False`` caches nothing (``None`` is the default cache): the renderer reads the same meaning."""
+    import os
+    from pathlib import Path
+
+    renders = Path(os.environ["LUMINATE_CACHE"]) / "renders"
+    before = sorted(renders.rglob("*.png")) if renders.is_dir() else []
+    nothing = activation_atlas(store, lite0, grid_size=2, min_count=1, cache_dir=False, **TINY)
+    assert nothing.settings["cache_dir"] is None and len(nothing.cells) >= 1
+    assert (sorted(renders.rglob("*.png")) if renders.is_dir() else []) == before
+    folder = activation_atlas(store, lite0, grid_size=2, min_count=1, cache_dir=tmp_path / "icons", **TINY)
+    assert folder.settings["cache_dir"] == str(tmp_path / "icons") and any((tmp_path / "icons").rglob("*.png"))
+
+
 def test_more_attempts_keep_the_best_icon(lite0, store):
     dirs = store.activations(LAYER)[:3]
     one, s1 = render_icons(lite0, LAYER, dirs, size=32, steps=2, attempts=1, progress=False, scores=True)

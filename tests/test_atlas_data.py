@@ -165,7 +165,7 @@ def test_dataset_source_several_layers_without_attribution(lite0, tmp_path, flow
 
     with pytest.warns(atlas.UnreadableImagesWarning, match=r"dataset\[1\].*this item is broken"):
         store = atlas.collect(lite0, Photos(), ["blocks.10", "blocks.12"], tmp_path / "ds", positions_per_image=3,
-                              attribution=False, progress=False, num_workers=0)
+                              attribute=False, progress=False, num_workers=0)
     assert [name for name, _ in store.skipped] == ["dataset[1]", "dataset[2]"]
     assert len(store) == 6 and not store.has_attributions
     meta = store.meta()
@@ -181,23 +181,38 @@ def test_dataset_source_several_layers_without_attribution(lite0, tmp_path, flow
     assert store.image_path(0) is None
 
 
+def test_the_old_attribution_name_still_works_for_one_release(lite0, tmp_path, flower_path):
+    """``attribute`` is the one spelling; ``attribution=`` warns (DeprecationWarning) and means the same."""
+    from luminate.atlas import CollectSettings
+
+    with pytest.warns(DeprecationWarning, match="attribute="):
+        old = CollectSettings(attribution=False, seed=3)
+    assert old == CollectSettings(attribute=False, seed=3)
+    with pytest.warns(DeprecationWarning, match="attribute="):
+        store = atlas.collect(lite0, [flower_path], LAYER, tmp_path / "old", attribution=False, progress=False,
+                              num_workers=0)
+    assert len(store) == 1 and not store.has_attributions
+    with pytest.raises(ValueError, match="attribute=True"):
+        store.attributions(LAYER)
+
+
 def test_other_settings_are_refused_then_overwritten(lite0, tmp_path, image_dir, store, caplog):
     with pytest.raises(atlas.StoreSettingsError, match="seed"):
         atlas.collect(lite0, image_dir, LAYER, store.path, seed=1, progress=False, **SETTINGS)
     assert atlas.ActivationStore.open(store.path).settings["seed"] == 0
     paths = sorted(image_dir.rglob("img00[0-1].*"))
     small = tmp_path / "small"
-    first = atlas.collect(lite0, paths, LAYER, small, attribution=False, progress=False, num_workers=0)
+    first = atlas.collect(lite0, paths, LAYER, small, attribute=False, progress=False, num_workers=0)
     assert len(first) == 2 and first.settings["seed"] == 0
     with caplog.at_level(logging.WARNING, logger="luminate.data"):
-        second = atlas.collect(lite0, paths, LAYER, small, seed=5, attribution=False, progress=False,
+        second = atlas.collect(lite0, paths, LAYER, small, seed=5, attribute=False, progress=False,
                                num_workers=0, overwrite=True)
     assert second.settings["seed"] == 5 and len(second) == 2
     assert "replacing the store" in caplog.text and "seed" in caplog.text   # replaced out loud, not silently
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not an activation store"):
-        atlas.collect(lite0, paths, LAYER, tmp_path / "notes", attribution=False, progress=False, overwrite=True)
+        atlas.collect(lite0, paths, LAYER, tmp_path / "notes", attribute=False, progress=False, overwrite=True)
     assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
 
 

@@ -278,3 +278,173 @@ def test_page_and_toolbox_route(tmp_path):
     live = client.post("/api/circuit/intervene", json={"image": image_id, "target": "class0", "nodes": [node]})
     assert live.status_code == 200 and live.json()["drop"] == pytest.approx(
         next(n for n in data["nodes"] if n["id"] == node)["ablate"]["drop"], abs=1e-5)
+
+
+class TinyViT(nn.Module):
+    """Patch embedding, a class token, two transformer blocks; the head reads the class token only."""
+
+    def __init__(self, d: int = 16):
+        super().__init__()
+        self.patch = nn.Conv2d(3, d, 8, 8)
+        self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, 5, d) * 0.02)
+        self.blocks = nn.Sequential(*[nn.TransformerEncoderLayer(d, 2, 32, dropout=0.0, batch_first=True)
+                                      for _ in range(2)])
+        self.head = nn.Linear(d, 5)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(len(t), -1, -1), t], 1) + self.pos
+        return self.head(self.blocks(t)[:, 0])
+
+
+def test_token_layers_read_every_token_as_a_position():
+    torch.manual_seed(0)
+    vit = luminate.models.wrap(TinyViT().eval(), 16, value_range=(0, 1), layout="tokens", labels=LABELS)
+    x = _image()
+    g = trace(vit, x, "class1", layers=["patch", "blocks.0", "blocks.1"], settings=ALL)
+    last = g.layer_nodes("blocks.1")
+    assert last.codes.shape == (16, 1, 5)                     # 1 class token + 2 x 2 patch tokens
+    # the head reads the class token through a linear layer: the last block's scores add up to logit - bias
+    bias = float(vit.network.head.bias[1].detach())
+    assert last.kept and float(last.scores.sum()) == pytest.approx(g.score - bias, abs=1e-5)
+    assert [e for e in g.edges if e.source[0] == "blocks.0" and e.target[0] == "blocks.1"]
+    # removing a unit removes its channel at every token, the class token included
+    unit = last.kept[0]
+
+    def zero(m, i, o):
+        o = o.clone()
+        o[..., unit] = 0
+        return o
+
+    handle = vit.network.blocks[1].register_forward_hook(zero)
+    with torch.no_grad():
+        manual = vit(x)[0, 1]
+    handle.remove()
+    assert g.ablate([("blocks.1", unit)])["score"] == pytest.approx(float(manual), abs=1e-5)
+    # the page's maps are the patch grid; the class token comes apart
+    node = next(n for n in g.to_json()["nodes"] if n["id"] == f"blocks.1/{unit}")
+    assert len(node["map"]) == 2 and len(node["map"][0]) == 2 and len(node["prefix"]) == 1
+    assert node["prefix_attribution"][0] == pytest.approx(float(last.contributions[unit, 0, 0]), rel=1e-3, abs=1e-6)
+    # integrated gradients on a token layer still add up to the change from a zero layer
+    ig = trace(vit, x, "class1", layers=["blocks.1"], settings=ALL.replace(method="integrated", steps=64))
+    zeroed = ig.amplify([("blocks.1", u) for u in range(16)], 0.0)["score"]
+    assert float(ig.layer_nodes("blocks.1").scores.sum()) == pytest.approx(ig.score - zeroed, abs=1e-3)
+
+
+def test_nodes_link_to_pages_the_sites_wrote(tmp_path):
+    """A tiny Microscope site and a tiny features site: every node link on the page is a file the site wrote."""
+    import re
+
+    from luminate import features, microscope
+    from luminate.atlas import demo_images
+    from luminate.cli.circuits import node_links
+    from luminate.views import features as feature_views
+    from luminate.views import microscope as microscope_views
+    from luminate.views.circuits import circuit_page
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
+    model = luminate.models.wrap(net, 32, value_range=(0, 1), labels=LABELS, name="tiny")
+    photos = demo_images(tmp_path / "photos", 12, size=(36, 48))
+    site = microscope.build(model, photos, tmp_path / "scope", layers=["3"], units="0:6", top_k=2, steps=2, size=32,
+                            cache_dir=tmp_path / "cache", progress=False, num_workers=0)
+    microscope_views.write_site(site, progress=False)
+    feats = features.build(model, photos, tmp_path / "feats", "1", 8, 2, top_k=2, pages="0:8", steps=2, size=32,
+                           train_steps=60, progress=False, num_workers=0, cache_dir=tmp_path / "cache")
+    feature_views.write_site(feats, progress=False)
+    x = _image().repeat_interleave(2, -1).repeat_interleave(2, -2)
+    g = trace(model, x, "class2", layers=["1", "3"], basis=str(tmp_path / "feats"),
+              settings=CircuitSettings(node_share=1.0))
+    out = tmp_path / "out"
+    out.mkdir()
+    links = node_links(g, str(tmp_path / "scope"), str(tmp_path / "feats"), out)
+    kept = {f"{n.layer}/{u}" for n in g.nodes for u in n.kept}
+    assert set(links) == kept and {n.kind for n in g.nodes} == {"feature", "unit"}
+    html = circuit_page(g.to_json(), {}, x[0], links)
+    hrefs = json.loads(re.search(r'id="circuit-data"[^>]*>(.*?)</script>', html, re.S).group(1))
+    linked = [n for n in hrefs["nodes"] if n.get("link")]
+    assert len(linked) == len(kept)
+    for node in linked:   # each resolves from the page's folder to the page the site wrote for that node
+        page = (out / node["link"]).resolve()
+        assert page.is_file(), node["link"]
+        prefix = "feature" if node["kind"] == "feature" else "unit"
+        assert page.name == f"{prefix}-{node['unit']:05d}.html" and page.parent.name == node["layer"]
+
+
+@pytest.mark.browser
+def test_toolbox_circuit_panel_in_chromium(browser, tmp_path):
+    """The toolbox's circuit panel: progress, the graph by layer with unit icons, hover draws where a unit fires,
+    a click removes the unit live and the probabilities shown are the server's."""
+    pytest.importorskip("uvicorn")
+    from PIL import Image
+
+    from luminate import serve
+
+    model = _resnet()
+    photo = tmp_path / "photo.png"
+    Image.fromarray((_image(2)[0].permute(1, 2, 0).numpy() * 255).astype("uint8")).save(photo)
+    with serve.running(model, render_steps=4, render_size=32) as base:
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        elsewhere, errors = [], []
+        context.route("**/*", lambda route: route.continue_() if route.request.url.startswith((base, "blob:", "data:"))
+                      else (elsewhere.append(route.request.url), route.abort()))
+        page = context.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            page.goto(base)
+            page.set_input_files("input[type=file]", str(photo))
+            page.wait_for_function("Number(document.querySelector('#grid').dataset.frame) >= 1", timeout=20000)
+            page.select_option("#circuit-class", "class3")
+            page.click("#circuit-trace")
+            page.wait_for_function("document.querySelector('#circuit-graph').dataset.status === 'done'", timeout=60000)
+            assert page.eval_on_selector("#circuit-bar", "b => b.style.width") == "100%"
+            layers = page.eval_on_selector_all(".ccol", "cs => cs.map(c => c.dataset.layer)")
+            assert layers[0] == "input" and layers[-1] == "target" and len(layers) >= 3
+            ids = page.eval_on_selector_all(".cnode:not(.fixed)", "ns => ns.map(n => n.dataset.id)")
+            assert ids and page.eval_on_selector_all("#circuit-edges path", "ps => ps.length") > 0
+            page.wait_for_function("document.querySelectorAll('.cnode img').length >= 1", timeout=60000)
+            assert page.eval_on_selector(".cnode img", "i => i.naturalWidth") == 32
+            # hovering a unit draws where it fires over the photo; leaving clears it
+            alpha = "c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)" \
+                    ".filter((v, k) => k % 4 === 3).reduce((a, b) => a + b, 0)"
+            node = f".cnode[data-id='{ids[0]}']"
+            page.hover(node)
+            assert page.eval_on_selector("#photo-map", alpha) > 0
+            page.mouse.move(5, 5)
+            assert page.eval_on_selector("#photo-map", alpha) == 0
+            page.click(node)
+            page.wait_for_function(f"document.querySelector('#circuit-readout').dataset.live === '{ids[0]}@0'")
+            shown = float(page.eval_on_selector("#circuit-readout", "r => r.dataset.score"))
+            layer, unit = ids[0].rsplit("/", 1)
+            g = trace(model, model.preprocess(str(photo)), "class3", layers=layers[1:-1])
+            assert shown == pytest.approx(g.ablate([(layer, int(unit))])["score"], abs=1e-3)
+            assert "was" in page.text_content("#circuit-readout")
+            assert not errors and not elsewhere, (errors, elsewhere)
+        finally:
+            context.close()
+
+
+@pytest.mark.browser
+def test_page_hover_draws_where_a_node_fires(page, tmp_path):
+    from luminate.views.circuits import circuit_page
+
+    model, x = _resnet(), _image()
+    g = trace(model, x, "class0", layers=["layer1", "layer2"], settings=CircuitSettings(max_nodes=3))
+    icons = {circuits.node_id(n.layer, u): torch.rand(3, 8, 8) for n in g.nodes for u in n.kept}
+    path = tmp_path / "circuit.html"
+    path.write_text(circuit_page(g.to_json(), icons, x[0]), encoding="utf-8")
+    page.goto(path.as_uri())
+    alpha = "c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)" \
+            ".filter((v, k) => k % 4 === 3).reduce((a, b) => a + b, 0)"
+    assert page.eval_on_selector("#heat", alpha) == 0
+    node = f".node[data-id='layer2/{g.kept('layer2')[0]}']"
+    page.hover(node)
+    assert page.eval_on_selector("#heat", alpha) > 0              # the heat map over the photo
+    assert page.eval_on_selector_all("#edges path.on", "ps => ps.length") > 0
+    page.mouse.move(2, 2)
+    assert page.eval_on_selector("#heat", alpha) == 0
+    page.click(node)
+    assert "removed" in page.text_content("#readout")
+    assert not page.remote_requests

@@ -17,6 +17,7 @@ from luminate import models
 from luminate.atlas import demo_images
 from luminate.microscope import build, collect_examples, merge_top_k, parse_units, summarize, top_examples
 from luminate.microscope import collect as collect_module
+from luminate.units import examples as examples_module   # the examples pass (its peaks are counted)
 
 TESTS = Path(__file__).parent
 LAYER = "4"   # the second ReLU of the tiny network: [6, 32, 32] at 32 px
@@ -141,13 +142,14 @@ import torch
 torch.set_num_threads(1)
 from test_microscope import tiny_model, LAYER
 from luminate.microscope import collect as c
-original = c.peaks
+from luminate.units import examples as e
+original = e.peaks
 def stop_in_second_shard(act):
     if json.loads(Path({str(out / 'examples' / 'manifest.json')!r}).read_text())["shards"]:
         Path({str(marker)!r}).write_text("in the second shard")
         time.sleep(600)
     return original(act)
-c.peaks = stop_in_second_shard
+e.peaks = stop_in_second_shard
 c.collect_examples(tiny_model(), {str(photos)!r}, LAYER, {str(out)!r}, units="1:3", top_k=4, batch_size=4,
                    shard_images=8, progress=False, num_workers=0)
 """
@@ -167,18 +169,18 @@ c.collect_examples(tiny_model(), {str(photos)!r}, LAYER, {str(out)!r}, units="1:
     assert [s["index"] for s in killed["shards"]] == [0]
     first = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "examples" / "shards" / "00000").iterdir()}
     seen = []
-    original = collect_module.peaks
+    original = examples_module.peaks
 
     def counting(act):
         seen.append(act.shape[0])
         return original(act)
 
-    collect_module.peaks = counting
+    examples_module.peaks = counting
     try:
         resumed = collect_examples(tiny, photos, LAYER, out, units="1:3", top_k=4, batch_size=4, shard_images=8,
                                    progress=False, num_workers=0)
     finally:
-        collect_module.peaks = original
+        examples_module.peaks = original
     readable_in_first = 8 - len(killed["shards"][0]["skipped"])
     assert sum(seen) == 22 - readable_in_first          # only the images of the unfinished shards
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in first} == first
@@ -233,12 +235,12 @@ def test_ray_matches_in_process_and_survives_a_killed_worker(ray_local, tiny, ph
     assert run_tasks(flaky_collect, tasks, ray="local", max_retries=2, progress=False) == [0, 1]
     assert all((tmp_path / f"died-{k}").exists() for k in range(2))
     seen = []
-    original = collect_module.peaks
-    collect_module.peaks = lambda act: seen.append(1) or original(act)
+    original = examples_module.peaks
+    examples_module.peaks = lambda act: seen.append(1) or original(act)
     try:
         finished = collect_examples(tiny, photos, LAYER, out, **common)
     finally:
-        collect_module.peaks = original
+        examples_module.peaks = original
     assert not seen and finished.complete
     np.testing.assert_array_equal(finished.summary(LAYER)["top_images"], a["top_images"])
     # the same engine collects atlas stores: Ray shards equal in-process shards

@@ -326,6 +326,14 @@ def test_the_app_refuses_other_sites_and_negative_units_and_serves_grey_models(g
     assert 400 <= status < 500 and b"negative" in body
     assert _get(gray_server, f"/api/activations?image={key}&layer=conv2&unit=1")[0] == 200
     assert _get(gray_server, f"/api/classes?image={key}&k=3")[0] == 200
+    import time
+
+    for _ in range(300):   # a unit of a one-channel model renders with one channel
+        status, body, _ = _get(gray_server, "/api/units/conv2/1.png")
+        if status != 202:
+            break
+        time.sleep(0.1)
+    assert status == 200, body
 
 
 def test_the_host_check_stays_on_any_address():
@@ -336,3 +344,94 @@ def test_the_host_check_stays_on_any_address():
     assert "my.box" in serve.served_names("10.0.0.5", ["my.box"])
     with pytest.raises(OSError, match="--host must be an address of this machine"):
         serve.bind("192.0.2.77", 0)  # TEST-NET-1: never an address of this machine
+
+
+# ----- features: damaged dictionaries, one run per site, settings checked first ---------------------------------
+
+
+def test_a_damaged_or_truncated_dictionary_is_never_read(tmp_path):
+    import struct
+
+    from luminate.features.dictionary import Dictionary, DictionaryDamagedError, read_dictionary
+
+    torch.manual_seed(0)
+    d = Dictionary({"components": torch.rand(8, 5)}, "nmf", 0, "conv2", "net", "w0")
+    path = d.save(tmp_path / "dictionary.safetensors")
+    assert torch.equal(read_dictionary(path).tensors["components"], d.tensors["components"])
+    data = bytearray(path.read_bytes())
+    start = 8 + struct.unpack("<Q", data[:8])[0]
+    data[start + 10:start + 14] = b"\x7f" * 4   # same size, other bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(DictionaryDamagedError, match="SHA-256"):
+        read_dictionary(path)
+    path.write_bytes(bytes(data[:start + 20]))   # truncated
+    with pytest.raises(DictionaryDamagedError, match="damaged"):
+        read_dictionary(path)
+
+
+def test_features_refuses_bad_counts_before_any_work(tmp_path, capsys):
+    for flag, value in (("--k", "0"), ("--features", "0"), ("--k", "99")):
+        out = tmp_path / f"site{flag}{value}"
+        rc = main(["features", "efficientnet_lite0", str(tmp_path), "--layer", "blocks.10", "--features", "16",
+                   flag, value, "-o", str(out)])
+        assert rc == 2 and not out.exists()
+        assert flag in capsys.readouterr().err
+
+
+def test_a_rebuilt_site_removes_the_pages_it_no_longer_has(tmp_path):
+    from luminate.views.site import PageRecord
+
+    record = tmp_path / "data" / "pages.json"
+    record.parent.mkdir()
+    first = PageRecord(tmp_path, record, "settings A")
+    for name in ("a/feature-00001.html", "a/feature-00002.html", "index.html"):
+        first.put(name, b"x")
+    first.finish()
+    second = PageRecord(tmp_path, record, "settings B")
+    second.put("a/feature-00001.html", b"y")
+    second.put("index.html", b"y")
+    second.finish()
+    assert (tmp_path / "a/feature-00001.html").is_file() and not (tmp_path / "a/feature-00002.html").exists()
+
+
+def test_the_render_queue_is_bounded_and_close_stops_a_render():
+    import time
+
+    from luminate.serve.worker import QueueFull, RenderWorker
+
+    torch.manual_seed(0)
+    model = luminate.models.wrap(_net(), 32, value_range=(0, 1))
+    worker = RenderWorker(model, size=32, steps=100000, batch=1, max_queued=2)
+    try:
+        first = worker.request("conv2", 0)
+        for _ in range(400):
+            if first.status != "queued":
+                break
+            time.sleep(0.05)
+        assert first.status == "rendering"
+        queued = [worker.request("conv2", u) for u in (1, 2)]
+        with pytest.raises(QueueFull) as info:
+            worker.request("conv2", 3)
+        assert info.value.retry_after >= 1
+        assert worker.request("conv2", 1) is queued[0]   # a unit already queued is not queued twice
+    finally:
+        worker.close(timeout=30)
+    assert not worker._thread.is_alive()   # the long render stopped at its next step
+
+
+def test_a_file_size_limit_is_named_as_such():
+    import errno
+
+    from luminate.cache import storage_error
+
+    found = storage_error(OSError(errno.EFBIG, "File too large", "/x/shard.npy"), "/x")
+    assert found is not None and "ulimit -f" in str(found) and "no space" not in str(found)
+
+
+def test_a_unit_slice_that_selects_nothing_is_refused():
+    from luminate.data.settings import parse_units
+
+    assert parse_units("2:5", 8) == [2, 3, 4] and parse_units("0:100", 4) == [0, 1, 2, 3]
+    for spec in ("20:30", "5:2"):
+        with pytest.raises(IndexError, match="selects nothing"):
+            parse_units(spec, 16)

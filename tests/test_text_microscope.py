@@ -109,6 +109,29 @@ def test_a_store_from_before_layer_keys_is_replaced_out_loud(site, corpus, tmp_p
     assert microscope.top_examples(old, "rnn_1", 1) == microscope.top_examples(site, "rnn_1", 1)
 
 
+def test_build_takes_a_settings_value_and_the_old_attribution_name(site, corpus, char_model, tmp_path):
+    """The Python entry point takes a TextMicroscopeSettings (any field also by name); ``attribution=`` still
+    works for one release, with a DeprecationWarning, and means ``attribute=``."""
+    import shutil
+
+    from luminate.text.microscope import TextMicroscopeSettings, build
+
+    copy = tmp_path / "copy"
+    shutil.copytree(site, copy)   # the collected shards are reused: only the summaries are made again
+    settings = TextMicroscopeSettings(units=[1, 2], top_k=3, shard_texts=3, attribute=False)
+    built = build(char_model, corpus, copy, settings, layers="rnn_1", progress=False)
+    units = built.layers[0]["units"]
+    assert [u["unit"] for u in units] == [1, 2] and all("attribution" not in u for u in units)
+    assert [e["text"] for e in units[0]["top"]] == [e["text"] for e in microscope.top_examples(site, "rnn_1", 1)]
+    with pytest.warns(DeprecationWarning, match="attribute="):
+        old = build(char_model, corpus, copy, layers="rnn_1", units="1", top_k=3, shard_texts=3, attribution=False)
+    assert "attribution" not in old.layers[0]["units"][0]
+    with pytest.raises(TypeError, match="layers="):
+        build(char_model, corpus, copy, "rnn_1")
+    with pytest.raises(TypeError, match="unknown option 'topk'"):
+        build(char_model, corpus, copy, layers="rnn_1", topk=3)
+
+
 def test_colouring():
     assert shade(0.0, 1.0) == "rgba(255,140,0,0.000)"
     assert shade(2.0, 1.0) == "rgba(255,140,0,1.000)"     # clipped

@@ -40,7 +40,8 @@ from torch import Tensor
 
 from luminate.activations import activations
 from luminate.images import load_image, to_tensor
-from luminate.models.base import Model, as_model, block_layers
+from luminate.models.base import Model, as_model
+from luminate.priors import blocks_below
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -140,17 +141,8 @@ def load_images(model: Model, images, min_images: int = 16, seed: int = 0) -> Te
 
 
 def path_layers_below(model: Model, layer: str) -> list[str]:
-    """The model's blocks computed before ``layer`` (by :func:`~luminate.models.base.block_layers`), then ``layer``."""
-    blocks = block_layers(model)
-    if layer in blocks:
-        below = blocks[:blocks.index(layer)]
-    else:
-        order = [info.name for info in model.layers()]
-        if layer not in order:
-            model.layer(layer)  # raises with the closest names
-        position = order.index(layer)
-        below = [b for b in blocks if b in order and order.index(b) < position and not layer.startswith(b + ".")]
-    return below + [layer]
+    """The model's blocks computed before ``layer`` (:func:`luminate.priors.blocks_below`), then ``layer``."""
+    return blocks_below(model, layer) + [layer]
 
 
 def _pooled(acts: Tensor) -> Tensor:

@@ -77,5 +77,5 @@ def channel_icons(model: Model | str, layer: str, channels: Sequence[int] | None
     wanted = list(dict.fromkeys(c % n_channels for c in wanted))
     settings = icon_settings(size, steps, lr, seed, transforms, batch_size)
     icons = render_directions(model, Directions.for_units(layer, wanted, n_channels), settings,
-                              cache=False if cache_dir is False else cache_dir, progress=progress, callback=callback)
+                              cache=cache_dir, progress=progress, callback=callback)
     return dict(zip(wanted, icons))

@@ -366,7 +366,8 @@ def _build(store: ActivationStore, points: _Points, model, layer: str, s: AtlasS
         whiten = len(store) >= WHITEN_MIN_ROWS_PER_CHANNEL * store.layer_info(layer)["channels"]
     if whiten:
         S = whitening_matrix(points.all_acts if points.all_acts is not None else store.activations(layer))
-    cache = None if s.cache_dir is False else Path(s.cache_dir) if s.cache_dir is not None else RenderCache().folder
+    # False: no cache (render_icons reads None as the default cache); a folder as given; None: the render cache's
+    cache = False if s.cache_dir is False else Path(s.cache_dir) if s.cache_dir is not None else RenderCache().folder
     directions = np.stack([c.mean for c in cells])
     icons, scores = render_icons(model, layer, directions, size=s.icon_size, steps=s.steps, attempts=s.attempts,
                                  cossim_pow=s.cossim_pow, S=S, batch_size=s.batch_size, seed=s.seed, cache_dir=cache,
@@ -381,7 +382,7 @@ def _build(store: ActivationStore, points: _Points, model, layer: str, s: AtlasS
                                  [int(rows[members[j]]) for j in samples], float(scores[k])))
     settings = {"grid_size": grid, "min_count": threshold, "icon_size": s.icon_size, "steps": s.steps,
                 "attempts": s.attempts, "cossim_pow": s.cossim_pow, "whiten": whiten, "seed": s.seed,
-                "layout_method": points.method, "cache_dir": None if cache is None else str(cache), "points": n}
+                "layout_method": points.method, "cache_dir": None if cache is False else str(cache), "points": n}
     return Atlas(points.kind, grid, records, icons, np.asarray(coords, dtype=np.float32),
                  np.asarray(rows, dtype=np.int64), points.labels, tuple(map(tuple, points.extent)), store.model_name,
                  layer, points.method, str(store.path), source, settings, model.contract)

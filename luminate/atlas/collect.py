@@ -1,7 +1,7 @@
 """Collect activations and their logit attributions over an image set into a resumable store.
 
 For each image, ``positions_per_image`` spatial positions of each layer are drawn; each gives one row:
-the activation vector there and (``attribution=True``) the position's attribution to every logit,
+the activation vector there and (``attribute=True``) the position's attribution to every logit,
 
     attr[c] = J_c · a_masked = Σ_{ch,y,x} ∂logit_c/∂act[ch,y,x] · act[ch,y,x] · [(y,x) = position]
 
@@ -34,7 +34,7 @@ import hashlib
 import logging
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -52,6 +52,9 @@ from luminate.models.base import Model, as_model
 logger = logging.getLogger("luminate.atlas")
 
 
+_RENAMED = "attribution= is now attribute= (the one spelling of the pipelines); the old name goes in the next release"
+
+
 class UnreadableImagesWarning(UserWarning):
     """Some images of a collection could not be read and were skipped."""
 
@@ -65,7 +68,8 @@ class CollectSettings:
         shard_size: rows per shard; a shard holds ``shard_size // positions_per_image`` images. At most one
             shard's rows are held in memory.
         seed: seeds the position draws (per image, from ``(seed, image index)``).
-        attribution: also store each position's attribution to every logit (forward-mode AD).
+        attribute: also store each position's attribution to every logit (forward-mode AD). The old name
+            ``attribution=`` is still accepted, with a ``DeprecationWarning``, for one release.
         top_k: how many of each image's top classes (by logit) to store.
         activation_dtype, attribution_dtype: storage dtypes (``"float32"`` / ``"float16"``).
     """
@@ -73,12 +77,16 @@ class CollectSettings:
     positions_per_image: int = 1
     shard_size: int = 1024
     seed: int = 0
-    attribution: bool = True
+    attribute: bool = True
     top_k: int = 5
     activation_dtype: str = "float32"
     attribution_dtype: str = "float16"
+    attribution: InitVar[bool | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, attribution: bool | None = None) -> None:
+        if attribution is not None:
+            warnings.warn(_RENAMED, DeprecationWarning, stacklevel=3)
+            object.__setattr__(self, "attribute", bool(attribution))
         if self.positions_per_image < 1 or self.shard_size < 1:
             raise ValueError("positions_per_image, batch_size and shard_size must be at least 1")
         for dtype in (self.activation_dtype, self.attribution_dtype):
@@ -105,7 +113,7 @@ def collect(model: Model | str, images, layers: str | Sequence[str], out, settin
             as they are and only missing ones are computed. Other settings raise
             :class:`~luminate.data.store.StoreSettingsError` unless ``overwrite=True``.
         settings: what the rows depend on (:class:`CollectSettings`: positions per image, shard size, seed,
-            attribution, top classes, storage dtypes).
+            ``attribute``, top classes, storage dtypes).
         run: how the pass runs (:class:`~luminate.data.PassSettings`: ``batch_size``, decoding ``num_workers``,
             ``progress``, ``ray``: ``None`` this process, ``"local"`` or a Ray address: the pass runs on Ray Data,
             or one Ray task per shard with ``engine="tasks"``; results do not depend on any of it).
@@ -119,6 +127,9 @@ def collect(model: Model | str, images, layers: str | Sequence[str], out, settin
         named in an :class:`UnreadableImagesWarning`, in ``store.skipped`` (``(name, reason)``) and in
         ``store.summary()``.
     """
+    if "attribution" in options:
+        warnings.warn(_RENAMED, DeprecationWarning, stacklevel=2)
+        options["attribute"] = options.pop("attribution")
     mine, theirs = split_options(options, CollectSettings, PassSettings)
     settings, run = with_options(settings, CollectSettings, mine), with_options(run, PassSettings, theirs)
     model = as_model(model)
@@ -135,7 +146,7 @@ def collect(model: Model | str, images, layers: str | Sequence[str], out, settin
     imageset = image_set(images)
     collection = CollectionSettings.of(
         model, imageset, names, settings.shard_images, positions_per_image=settings.positions_per_image,
-        seed=settings.seed, sampling="uniform-v1", attribution=bool(settings.attribution),
+        seed=settings.seed, sampling="uniform-v1", attribution=bool(settings.attribute),
         activation_dtype=settings.activation_dtype, attribution_dtype=settings.attribution_dtype, top_k=top_k)
     writer = StoreWriter(out, collection.header(model, imageset, specs, n_classes), imageset.names(),
                          overwrite=overwrite)
@@ -210,7 +221,7 @@ class AtlasRows:
         warned = []
 
         def rows_of(batch: Batch) -> dict[str, np.ndarray]:
-            rows = _batch_rows(model, batch, specs, ref_grid, s.positions_per_image, s.seed, s.attribution,
+            rows = _batch_rows(model, batch, specs, ref_grid, s.positions_per_image, s.seed, s.attribute,
                                self.top_k, self.n_classes)
             for field, value in rows.items():
                 dtype = s.attribution_dtype if field.startswith("attr.") else s.activation_dtype \
@@ -233,7 +244,7 @@ class AtlasRows:
         rows: dict[str, np.ndarray] = {}
         for spec in specs:
             rows[f"acts.{spec.key}"] = np.zeros((0, spec.channels), dtype=s.activation_dtype)
-            if s.attribution:
+            if s.attribute:
                 rows[f"attr.{spec.key}"] = np.zeros((0, self.n_classes), dtype=s.attribution_dtype)
             rows[f"yx.{spec.key}"] = np.zeros((0, 2), dtype=np.int16)
         rows.update(image=np.zeros(0, np.int64), position=np.zeros(0, np.int16), label=np.zeros(0, np.int64),

@@ -1,7 +1,8 @@
 """The graph :func:`luminate.circuits.trace` returns: nodes, edges, interventions and the JSON of a page.
 
 Interventions rerun the network on the photo with nodes scaled (0 removes a unit, or a feature's component
-``z_k D_k`` at every position; ``k`` multiplies it) through :func:`luminate.activations.replace_output`, many
+``z_k D_k`` at every position, a token layer's class token included; ``k`` multiplies it) through
+:func:`luminate.circuits.positions.replace_positions`, many
 intervention sets as one batch; the hooks end with the call, so the network is exactly as it was.
 """
 
@@ -16,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from luminate.activations import replace_output
+from luminate.circuits.positions import patch_grid, replace_positions
 from luminate.models.base import Model
 
 NodeRef = tuple[str, Any]
@@ -26,8 +27,8 @@ INPUT, TARGET = "input", "target"
 @dataclass
 class LayerNodes:
     """One layer's nodes: every node's ``scores`` ``[K]``, the ``kept`` ones (indices, strongest first), codes
-    ``[K, h, w]`` (the activation for units), score maps ``contributions`` ``[K, h, w]``, ``total`` (the layer's
-    ``Σ a · g``) and, for kept nodes, ``inflow`` (the sum of the edges into the node from every node below)."""
+    ``[K, h, w]`` over the layer's positions (the activation for units; ``[K, 1, T]`` for a token layer), score
+    maps ``contributions`` ``[K, h, w]``, ``total`` (the layer's ``Σ a · g``) and, for kept nodes, ``inflow`` (the sum of the edges into the node from every node below)."""
 
     layer: str
     kind: str
@@ -116,8 +117,8 @@ class Graph:
                 stack.enter_context(self.model.frozen())
                 for layer, table in factors.items():
                     basis, table = self.bases[layer], table.to(self.image.device)
-                    stack.enter_context(replace_output(self.model, layer,
-                                                       lambda a, b=basis, t=table: b.scale(a, t)))
+                    stack.enter_context(replace_positions(self.model, layer,
+                                                          lambda a, b=basis, t=table: b.scale(a, t)))
                 out.append(self.model(self.image.expand(len(chunk), *self.image.shape[1:])).float().cpu())
         return torch.cat(out) if out else torch.empty(0)
 
@@ -215,8 +216,13 @@ class Graph:
                "share": float(layer.scores[unit].abs() / layer.scores.abs().sum().clamp_min(1e-12))}
         out.update(self.effects.get(name, {}))
         if maps:
-            out["map"] = _rounded(layer.codes[unit])
-            out["attribution"] = _rounded(layer.contributions[unit])
+            size = tuple(self.image.shape[-2:])
+            (codes, prefix), (contributions, prefix_contributions) = (
+                patch_grid(self.model, layer.layer, t[unit], size) for t in (layer.codes, layer.contributions))
+            out["map"], out["attribution"] = _rounded(codes), _rounded(contributions)
+            if prefix is not None:   # a token layer's class / register tokens, which have no place on the photo
+                out["prefix"] = [float(f"{v:.4g}") for v in prefix.tolist()]
+                out["prefix_attribution"] = [float(f"{v:.4g}") for v in prefix_contributions.tolist()]
         return out
 
     def save_json(self, path: str | Path, maps: bool = True) -> Path:

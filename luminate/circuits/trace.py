@@ -1,8 +1,8 @@
 """Tracing a graph: node scores, edges and pruning for one photo and one target (definitions in the package doc).
 
-One forward pass keeps every chosen layer's activation in the autograd graph (each layer's output is captured
-through :func:`luminate.activations.replace_output` and passed on as a copy, so an in-place activation after it
-cannot overwrite what was captured). One backward pass gives every layer's gradient of the target; the edges into
+One forward pass keeps every chosen layer's activation in the autograd graph (each layer's output is captured,
+read as positions by :func:`luminate.circuits.positions.replace_positions`, and passed on as a copy, so an
+in-place activation after it cannot overwrite what was captured). One backward pass gives every layer's gradient of the target; the edges into
 the kept nodes of a layer then take one batched backward pass per layer pair (``is_grads_batched``: every kept
 node's cotangent at once).
 """
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from luminate.activations import output_as_leaf, replace_output
 from luminate.circuits.basis import Directions, Units, dictionary_basis, groups_basis
 from luminate.circuits.graph import Edge, Graph, LayerNodes
+from luminate.circuits.positions import replace_positions
 from luminate.circuits.settings import CircuitSettings
 from luminate.circuits.target import Target, parse_target
 from luminate.models.base import Model, as_model
@@ -27,7 +27,8 @@ INPUT, TARGET = "input", "target"
 
 
 def trace(model: Model | str, image, target=None, layers: Sequence[str] | None = None, basis="units",
-          settings: CircuitSettings | None = None, groups: int = 6) -> Graph:
+          settings: CircuitSettings | None = None, groups: int = 6,
+          on_stage: Callable[[float, str], None] | None = None) -> Graph:
     """The attribution graph of ``target`` for one ``image``, from the input through ``layers`` to the target.
 
     Args:
@@ -40,27 +41,35 @@ def trace(model: Model | str, image, target=None, layers: Sequence[str] | None =
             :class:`luminate.features.Dictionary` or a features site folder (its dictionary's layer is read in
             features, the other layers in units; the layer is added when missing); or ``{layer: basis}``.
         settings: scoring, pruning and checking (:class:`CircuitSettings`).
+        on_stage: called with ``(share of the work done, the stage starting)`` as the trace goes on (the toolbox's
+            progress).
 
     Returns a :class:`Graph` with its faithfulness figures computed.
     """
     model = as_model(model)
     settings = settings or CircuitSettings()
+    stage = on_stage or (lambda done, name: None)
     _check_image_model(model)
     x = model.as_batch(image, single=True).detach()
     tgt = parse_target(model, target, x)
     layers, bases_spec = _layers_and_bases(model, layers, basis)
     with model.frozen(), torch.enable_grad():
+        stage(0.05, "forward pass")
         acts, x_leaf, logits, order = _capture(model, x, layers)
         layers = sorted(layers, key=order.index)
         score = tgt.score(logits)[0]
+        stage(0.15, "gradients")
         grads = _gradients(model, x, tgt, layers, acts, score, settings)
         bases = {layer: _basis(bases_spec.get(layer, "units"), acts[layer], groups, settings.seed) for layer in layers}
         nodes = [_layer_nodes(layer, acts[layer], grads[layer], bases[layer], settings) for layer in layers]
+        stage(0.35, "edges")
         edges = _edges(x_leaf, layers, acts, grads, bases, nodes)
     edges = prune_edges(edges + _target_edges(nodes), settings.edge_share)
     graph = Graph(model=model, image=x, target=tgt, layers=layers, nodes=nodes, edges=edges, bases=bases,
                   score=float(score.detach()), logits=logits.detach()[0].cpu(), settings=settings)
+    stage(0.55, "faithfulness and interventions")
     graph.check()
+    stage(1.0, "done")
     return graph
 
 
@@ -100,12 +109,16 @@ def _layers_and_bases(model: Model, layers, basis) -> tuple[list[str], dict]:
 
 
 def _dictionary(model: Model, basis):
+    from pathlib import Path
+
     from luminate.features import Dictionary, load_dictionary
+    from luminate.features.dictionary import FILE
 
     if isinstance(basis, Dictionary):
         dictionary = basis
-    elif isinstance(basis, str):
-        dictionary = load_dictionary(basis, model=model)
+    elif isinstance(basis, str):   # a features site keeps its one dictionary in data/<layer>/
+        found = sorted(Path(basis).expanduser().glob(f"data/*/{FILE}"))
+        dictionary = load_dictionary(found[0] if len(found) == 1 else basis, model=model)
     else:
         raise TypeError(f"basis must be 'units', 'groups', a features Dictionary, a features site folder or "
                         f"{{layer: basis}}, got {type(basis).__name__}")
@@ -153,7 +166,7 @@ def _capture(model: Model, x: torch.Tensor, layers: Sequence[str]):
     x_leaf = x.clone().requires_grad_(True)
     with contextlib.ExitStack() as stack:
         for name in layers:
-            stack.enter_context(replace_output(model, name, keep(name)))
+            stack.enter_context(replace_positions(model, name, keep(name)))
         logits = model(x_leaf)
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
         raise ValueError(f"{model.name} does not output [N, classes] logits, so it has no class to trace to")
@@ -184,9 +197,10 @@ def integrated_gradient(model: Model, x: torch.Tensor, tgt: Target, layer: str, 
     midpoint rule's error."""
     alphas = (torch.arange(steps, device=a.device, dtype=a.dtype) + 0.5) / steps
     value = alphas.view(-1, *[1] * (a.ndim - 1)) * a
-    with output_as_leaf(model, layer, value) as held:
+    leaf = value.detach().requires_grad_(True)
+    with replace_positions(model, layer, lambda _: leaf):
         logits = model(x.expand(steps, *x.shape[1:]))
-    (grad,) = torch.autograd.grad(tgt.score(logits).sum(), held["leaf"])
+    (grad,) = torch.autograd.grad(tgt.score(logits).sum(), leaf)
     return grad.mean(0, keepdim=True)
 
 

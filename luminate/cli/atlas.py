@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-size", type=int, default=1024, help="rows per shard, the unit of resumption (default 1024)")
     p.add_argument("--seed", type=int, default=0, help="seeds the position draws (default 0)")
     p.add_argument("--workers", type=int, default=None, help="image-decoding processes (default min(2, CPUs))")
-    p.add_argument("--no-attribution", action="store_true", help="store activations only (no class attributions)")
+    p.add_argument("--no-attribute", "--no-attribution", dest="no_attribute", action="store_true",
+                   help="store activations only (no class attributions)")
     p.add_argument("--overwrite", action="store_true", help="replace a store collected with other settings")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="collect shards as Ray tasks: 'local' (a bare --ray) starts a local Ray instance, an address "
@@ -90,7 +91,7 @@ def run_collect(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnreadableImagesWarning)  # reported below, by name
         settings = CollectSettings(positions_per_image=args.positions, shard_size=args.shard_size, seed=args.seed,
-                                   attribution=not args.no_attribution)
+                                   attribute=not args.no_attribute)
         run = PassSettings(batch_size=args.batch_size, num_workers=args.workers, progress=not args.quiet,
                            ray=args.ray, num_cpus=args.num_cpus)
         store = collect(model, args.images, args.layer, args.output, settings, run=run, overwrite=args.overwrite)

@@ -67,7 +67,7 @@ def run_circuit(args: argparse.Namespace) -> int:
         Path(args.json).write_text(__import__("json").dumps(data, indent=1), encoding="utf-8")
     icons = node_images(graph, ICON_SETTINGS.replace(size=args.icon_size, steps=args.icon_steps, seed=args.seed),
                         args.cache, progress=not args.quiet)
-    links = _links(graph, args.site, args.features, Path(args.output).parent)
+    links = node_links(graph, args.site, args.features, Path(args.output).parent)
     write(args.output, circuit_page(data, icons, graph.image[0].cpu(), links))
     deepest = graph.layers[-1]
     f = graph.faithfulness.get(deepest, {})
@@ -78,9 +78,9 @@ def run_circuit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _links(graph, site: str | None, features: str | None, out_dir) -> dict[str, str]:
+def node_links(graph, site: str | None, features: str | None, out_dir) -> dict[str, str]:
     """``{node id: relative url}``: unit nodes to a Microscope site's unit pages, feature nodes to the features
-    site's pages, where the page exists."""
+    site's pages, where the site wrote that page (not every unit of a Microscope layer has one)."""
     import os
     from pathlib import Path
 
@@ -90,16 +90,21 @@ def _links(graph, site: str | None, features: str | None, out_dir) -> dict[str, 
         if not root:
             continue
         for unit in nodes.kept:
-            for page in _pages(Path(root), nodes.layer, unit):
-                if page.is_file():
-                    links[f"{nodes.layer}/{unit}"] = Path(os.path.relpath(page, out_dir)).as_posix()
-                    break
+            page = node_page(Path(root), nodes.kind, nodes.layer, unit)
+            if page.is_file():
+                links[f"{nodes.layer}/{unit}"] = Path(os.path.relpath(page, out_dir)).as_posix()
     return links
 
 
-def _pages(root, layer: str, unit: int):
-    """Where a site keeps the page of ``unit`` of ``layer`` (its layer folder is the layer's name with ``#``
-    spelled ``_``; Microscope unit pages are ``unit-00017.html``, feature pages ``feature-00017.html``)."""
-    for folder in (layer, layer.replace("#", "_")):
-        for name in (f"unit-{unit:05d}.html", f"feature-{unit:05d}.html"):
-            yield root / folder / name
+def node_page(root, kind: str, layer: str, index: int):
+    """Where a site writes the page of one node, by the sites' own naming: a Microscope site's unit page
+    (:func:`luminate.views.microscope.layer_dir` / :func:`~luminate.views.microscope.unit_file`) or a features
+    site's feature page (:func:`luminate.views.features.feature_file`), in the layer's folder
+    (:func:`luminate.data.store.layer_key`)."""
+    from luminate.data.store import layer_key
+    from luminate.views.features import feature_file
+    from luminate.views.microscope import layer_dir, unit_file
+
+    if kind == "feature":
+        return root / layer_key(layer) / feature_file(index)
+    return root / layer_dir(layer_key(layer)) / unit_file(index)

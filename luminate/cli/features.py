@@ -49,14 +49,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_features(args: argparse.Namespace) -> int:
+    from luminate.cli.checks import UsageError, at_least
     from luminate.cli.common import load_model
-    from luminate.features import FeatureSettings, build
-    from luminate.views.features import write_site
+    from luminate.data.store import site_lock
 
     start = time.perf_counter()
+    for option, value in (("--features", args.features), ("--k", args.k), ("--top", args.top),
+                          ("--steps", args.steps), ("--train-steps", args.train_steps)):
+        at_least(option, value, 1)   # before any collection, and before the output folder is made
+    if args.method != "nmf" and args.k > args.features:
+        raise UsageError(f"--k {args.k}: more active codes than the {args.features} features; give --k <= --features")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
     model = load_model(args)
+    with site_lock(args.output):   # one run per site folder: a second run into it is refused (exit 2)
+        return _build_and_write(args, model, start)
+
+
+def _build_and_write(args: argparse.Namespace, model, start: float) -> int:
+    from luminate.features import FeatureSettings, build
+    from luminate.views.features import write_site
+
     pages = None if args.pages.strip().lower() == "all" else args.pages
     settings = FeatureSettings().replace(n_features=args.features, k=args.k, method=args.method, top_k=args.top,
                                          pages=pages, steps=args.steps, size=args.size, seed=args.seed,

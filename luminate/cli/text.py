@@ -31,16 +31,15 @@ def _check_pair(model, source: str, command: str) -> None:
 
 def run_text_microscope(args: argparse.Namespace, model, start: float) -> int:
     """``luminate microscope TEXT_MODEL TEXTS -o SITE``: the text Microscope (luminate.text.microscope)."""
-    from luminate.text.microscope import build
+    from luminate.data.store import site_lock
+    from luminate.text.microscope import TextMicroscopeSettings, build
     from luminate.views.text import write_site
 
     _check_pair(model, args.images, "microscope")
     units = None if args.units.strip().lower() == "all" else args.units
-    from luminate.data.store import site_lock
-
+    settings = TextMicroscopeSettings(units=units, top_k=args.top, shard_texts=args.shard_size)
     with site_lock(args.output):  # one run per site folder, as for image sites
-        site = build(model, args.images, args.output, layers=args.layers, units=units, top_k=args.top,
-                     shard_texts=args.shard_size, progress=not args.quiet)
+        site = build(model, args.images, args.output, settings, layers=args.layers, progress=not args.quiet)
         index = write_site(site)
     n_units = sum(len(layer["units"]) for layer in site.layers)
     print(f"{index}: {n_units} units of {', '.join(l['name'] for l in site.layers)} over {len(site.texts)} texts "

@@ -253,7 +253,10 @@ def parse_units(spec: str | Sequence[int] | range | None, channels: int) -> list
         text = spec.strip()
         try:
             if ":" in text:
-                return list(range(channels))[slice(*_slice_parts(text))]
+                chosen = list(range(channels))[slice(*_slice_parts(text))]
+                if not chosen:   # 20:30 past the layer, or 5:2: nothing to do must not pass without a word
+                    raise IndexError(f"the slice selects nothing of {channels} units (0..{channels - 1})")
+                return chosen
             units = _unit_list(text, channels, "the layer")
         except IndexError as exc:
             raise IndexError(f"units {spec!r}: {exc}") from None

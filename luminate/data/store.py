@@ -237,8 +237,8 @@ class ActivationStore:
     def attributions(self, layer: str | None = None, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Attribution of each row's position to every logit, ``[N, n_classes]``."""
         if not self.has_attributions:
-            raise ValueError(f"{self.path} was collected without attributions (attribution=False); "
-                             "collect again with attribution=True into another folder")
+            raise ValueError(f"{self.path} was collected without attributions (attribute=False); "
+                             "collect again with attribute=True into another folder")
         return self.read(f"attr.{self.layer_info(layer)['key']}", rows)
 
     def positions(self, layer: str | None = None, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:

@@ -6,6 +6,7 @@ activations of another width, and :func:`load_dictionary` refuses it for another
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -189,23 +190,50 @@ class Dictionary:
         if path.suffix != ".safetensors":
             path = path / FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = {"format": FORMAT, "method": self.method, "k": str(self.k), "layer": self.layer,
+        header = {"format": FORMAT, "sha256": tensors_digest(self.tensors), "method": self.method, "k": str(self.k),
+                  "layer": self.layer,
                   "model": self.model_name, "weights": self.weights, "metrics": json.dumps(self.metrics),
                   "info": json.dumps(self.info, default=str), "encoding": json.dumps(self.encoding)}
         atomic_write(path, save(self.tensors, metadata=header))
         return path
 
 
+class DictionaryDamagedError(ValueError):
+    """A dictionary file whose bytes are not the ones written (truncated, or changed in place)."""
+
+
+def tensors_digest(tensors: dict[str, Tensor]) -> str:
+    """SHA-256 of every tensor's name, shape, dtype and bytes, in name order: what a dictionary file records of
+    itself, so a change to its bytes is found on read."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}\n".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def read_dictionary(path: str | os.PathLike) -> Dictionary:
-    """A :class:`Dictionary` from a file written by :meth:`Dictionary.save` (no checks)."""
+    """A :class:`Dictionary` from a file written by :meth:`Dictionary.save`, its bytes checked against the SHA-256
+    it records (:class:`DictionaryDamagedError` for a truncated or changed file)."""
     from safetensors import safe_open
 
     path = Path(path)
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a Luminate feature dictionary (format {meta.get('format')!r})")
-        tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"{path} is not a Luminate feature dictionary (format {meta.get('format')!r})")
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+    except (ValueError, OSError):
+        raise
+    except Exception as exc:   # safetensors' own error: a truncated file or a garbled header
+        raise DictionaryDamagedError(f"the dictionary {path} is damaged ({exc}); rerun the command that made it "
+                                     "(the same arguments learn it again), or delete the file") from None
+    if "sha256" in meta and tensors_digest(tensors) != meta["sha256"]:
+        raise DictionaryDamagedError(f"the dictionary {path} is damaged: its bytes differ from the ones written "
+                                     "(SHA-256 mismatch); rerun the command that made it (the same arguments learn "
+                                     "it again), or delete the file")
     return Dictionary(tensors, meta["method"], int(meta["k"]), meta["layer"], meta["model"], meta["weights"],
                       json.loads(meta.get("metrics", "{}")), json.loads(meta.get("info", "{}")),
                       json.loads(meta.get("encoding", "{}")))

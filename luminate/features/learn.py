@@ -24,6 +24,7 @@ from luminate.data.store import ActivationStore
 from luminate.features.dictionary import FILE, Dictionary, read_dictionary, stability
 from luminate.features.sae import TrainSettings, fit_nmf, settings_key, train_sae
 from luminate.models.base import Model, as_model
+from luminate.units.examples import NonFiniteActivationsError
 
 logger = logging.getLogger("luminate.features")
 
@@ -31,10 +32,6 @@ logger = logging.getLogger("luminate.features")
 ROWS_PER_FEATURE = 4
 STORE = "store"
 CHECKPOINT = "checkpoint.pt"
-
-
-class NonFiniteActivationsError(ValueError):
-    """A layer's activations hold NaN or infinity (named with the image)."""
 
 
 def _layer_grid(model: Model, layer: str) -> tuple[int, int, int]:
@@ -64,7 +61,7 @@ def open_store(model: Model, images_or_store, layer: str, folder: Path, position
 
     channels, h, w = _layer_grid(model, layer)
     positions = min(h * w, positions_per_image or 256)
-    return collect(model, given, layer, folder / STORE, positions_per_image=positions, attribution=False,
+    return collect(model, given, layer, folder / STORE, positions_per_image=positions, attribute=False,
                    shard_size=positions * 64, seed=seed, progress=progress, num_workers=num_workers)
 
 
@@ -194,10 +191,14 @@ def learn(model, images_or_store, layer: str, n_features: int | None = None, k: 
         if saved.is_file():
             try:
                 found = read_dictionary(saved)
-            except (OSError, ValueError):
+            except (OSError, ValueError) as exc:   # damaged: never used, learned again, and said so
+                logger.warning("%s; learning it again", exc)
                 found = None
             if found is not None and found.info.get("key") == key:
                 return found
+            if found is not None:   # another run's settings: replaced, out loud
+                logger.warning("%s was learned with other settings (%s); learning a new one in its place", saved,
+                               describe_change(found.info.get("settings", {}), record))
         check_finite(store, layer)
         train_rows, held_rows = split_rows(store, settings.holdout_every)
         _check_rows(store, layer, settings, len(train_rows))
@@ -227,6 +228,13 @@ def learn(model, images_or_store, layer: str, n_features: int | None = None, k: 
     finally:
         if temporary is not None:
             temporary.cleanup()
+
+
+def describe_change(before: dict, after: dict) -> str:
+    """``"k 8 -> 4, steps 1500 -> 500"``: the training settings that differ between two records."""
+    changed = [f"{name} {before.get(name)} -> {after.get(name)}" for name in after
+               if name != "kind" and before.get(name) != after.get(name)]
+    return ", ".join(changed) or "an older format"
 
 
 def training_record(store: ActivationStore, layer: str, settings: TrainSettings) -> dict:

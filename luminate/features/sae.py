@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,8 +231,31 @@ def batch_rows(seed: int, step: int, n_rows: int, batch_size: int) -> np.ndarray
 def save_checkpoint(path: Path, trainer: Trainer, key: str) -> None:
     """The trainer's whole state under ``key`` (the run's settings hash), written atomically."""
     buffer = io.BytesIO()
-    torch.save({"key": key, "state": trainer.state_dict()}, buffer)
+    state = trainer.state_dict()   # its SHA-256 beside it: a checkpoint changed in place is found on read
+    torch.save({"key": key, "state": state, "sha256": state_digest(state)}, buffer)
     atomic_write(path, buffer.getvalue())
+
+
+def state_digest(state) -> str:
+    """SHA-256 of a (nested) state: every key, tensor byte and number, in a fixed order."""
+    digest = hashlib.sha256()
+
+    def feed(value) -> None:
+        if isinstance(value, dict):
+            for name in sorted(value, key=str):
+                digest.update(f"<{name}>".encode())
+                feed(value[name])
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                feed(item)
+        elif isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"{tuple(t.shape)}:{t.dtype}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(repr(value).encode())
+    feed(state)
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: Path, trainer: Trainer, key: str) -> bool:
@@ -240,7 +264,11 @@ def load_checkpoint(path: Path, trainer: Trainer, key: str) -> bool:
         return False
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:   # a truncated file from an old crash: start again
+        if saved.get("key") == key and "sha256" in saved and state_digest(saved["state"]) != saved["sha256"]:
+            raise ValueError("its values differ from the ones written (SHA-256 mismatch)")
+    except Exception as exc:   # truncated by a crash, or changed in place: never resumed from
+        logging.getLogger("luminate.features").warning("the training checkpoint %s is damaged (%s); training "
+                                                       "from the start", path, exc)
         return False
     if saved.get("key") != key:
         return False

@@ -5,9 +5,9 @@
 1. activations at positions into the activation store (:func:`luminate.atlas.collect`), resumed by shard;
 2. the dictionary (:func:`luminate.features.learn`, checkpointed; a finished one is loaded, not retrained), with
    a second seed for the stability figure;
-3. the examples pass: every image's codes at every position (:meth:`Dictionary.encode` of the layer's
-   activations), each feature's maximum over positions per image and where it is, and how many positions it fires
-   at (``examples.npz``);
+3. the examples pass (:func:`luminate.units.examples.examples_pass`, the Microscope's with the dictionary's
+   :meth:`Dictionary.encode` as encoder): every image's codes at every position, each feature's maximum over
+   positions per image and where it is, and how many positions it fires at (``examples.npz``);
 4. for the features given pages: their effect on the classes (forward-mode gradient x the feature's own share of
    the activations, ``code map x decoder direction``, on its top images) and feature visualizations of their
    directions (:func:`luminate.features.render.render_features`, in the render cache).
@@ -30,17 +30,17 @@ import numpy as np
 import torch
 
 from luminate.activations import LayerTap
-from luminate.data.inputs import ImageList, ImageSet, image_loader, image_set
+from luminate.data.inputs import ImageList, ImageSet, image_set
 from luminate.cache import atomic_write, load_keyed_npz, save_keyed_npz
 from luminate.features.dictionary import Dictionary, dictionary_dir, load_dictionary
-from luminate.features.learn import NonFiniteActivationsError, learn
+from luminate.features.learn import learn
 from luminate.features.render import FEATURE_IMAGES
 from luminate.features.sae import TrainSettings
 from luminate.images import UnreadableImageError
-from luminate.data.settings import parse_units
+from luminate.data.settings import LayerSpec, PassSettings, parse_units
 from luminate.models.base import Model, as_model
 from luminate.units.render import RenderSettings
-from luminate.units.examples import peaks, quantile_samples, ranked  # noqa: F401 (the one reading of examples)
+from luminate.units.examples import examples_pass, quantile_samples, ranked
 from luminate.units.examples import top_examples as _site_top_examples
 
 EXAMPLES = "examples.npz"
@@ -62,58 +62,25 @@ def _imageset_of(images, store) -> ImageSet:
     return ImageList(paths)
 
 
-def examples_pass(model: Model, dictionary: Dictionary, imageset: ImageSet, path: Path, *, batch_size: int = 32,
-                  progress: bool = True, num_workers: int | None = None) -> dict:
-    """Codes of every image at every position, reduced to ``peak`` ``[I, N]`` (each feature's maximum over
-    positions), ``argmax`` ``[I, N]`` (flat ``y * W + x``), ``image`` ``[I]`` (indices of the readable images),
-    ``fires`` ``[N]`` (positions where the feature is non-zero), ``positions`` (their total), ``grid``, ``names``,
-    ``paths`` and ``skipped`` — saved in ``path`` and read back when the dictionary and images are the same."""
-    from luminate import progress as progress_module
-
+def feature_examples(model: Model, dictionary: Dictionary, imageset: ImageSet, path: Path,
+                     run: PassSettings = PassSettings()) -> dict:
+    """The examples pass of the dictionary's features (:func:`luminate.units.examples.examples_pass` with the
+    dictionary's ``encode``: its codes of every image at every position), as the site keeps it: ``peak`` ``[I, N]``
+    (each feature's maximum over positions), ``argmax`` ``[I, N]`` (flat ``y * W + x``), ``image`` ``[I]``
+    (indices of the readable images), ``fires`` ``[N]`` (positions where the feature is non-zero), ``positions``
+    (their total), ``grid``, ``names``, ``paths`` and ``skipped``: saved in ``path`` and read back when the
+    dictionary and images are the same."""
     key = _digest([VERSION, dictionary.info.get("key"), imageset.fingerprint(), model.weights_fingerprint()])
     found = load_keyed_npz(path, key)
     if found is not None:
         return found
-    layer = dictionary.layer
+    codes, skipped = examples_pass(model, imageset, dictionary.layer, dictionary.encode, run, "codes of every image")
+    grid = LayerSpec.of(model, dictionary.layer).grid
     n = len(imageset)
-    batches = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
-    loader = image_loader(imageset, model.contract, batches, num_workers=num_workers,
-                          pin_memory=model.device.type == "cuda")
-    peak_parts, arg_parts, index_parts, skipped = [], [], [], []
-    fires = torch.zeros(dictionary.n_features, dtype=torch.float64)
-    positions = 0
-    grid = (1, 1)
-    bar = progress_module.bar(n, "codes of every image", unit="img", enabled=progress)
-    try:
-        with torch.no_grad(), model.frozen(), LayerTap(model, [layer], detach=True) as tap:
-            for batch in loader:
-                skipped += [(imageset.name(i), reason) for i, reason in batch.skipped]
-                if len(batch.indices):
-                    acts = tap(batch.images.to(model.device))[layer].float().cpu()
-                    bad = ~torch.isfinite(acts).flatten(1).all(1)
-                    if bool(bad.any()):
-                        index = int(batch.indices[bad][0])
-                        raise NonFiniteActivationsError(
-                            f"activations of {layer} hold NaN or infinity for image {imageset.name(index)}: check "
-                            "that image; remove it from the set to go on")
-                    codes = dictionary.encode(acts)                              # [B, N, H, W]
-                    grid = tuple(codes.shape[-2:])
-                    value, where = peaks(codes)
-                    peak_parts.append(value.numpy().astype(np.float32))
-                    arg_parts.append(where.numpy().astype(np.int32))
-                    index_parts.append(batch.indices.numpy().astype(np.int64))
-                    fires += (codes > 0).sum((0, 2, 3)).double()
-                    positions += codes.shape[0] * grid[0] * grid[1]
-                if bar is not None:
-                    bar.update(len(batch.indices) + len(batch.skipped))
-    finally:
-        if bar is not None:
-            bar.close()
-    if not index_parts:
-        raise ValueError(f"none of the {n} images could be read ({'; '.join(f'{a}: {b}' for a, b in skipped[:3])})")
     paths = [str(imageset.path(i)) if hasattr(imageset, "path") else imageset.name(i) for i in range(n)]
-    result = {"key": np.array(key), "peak": np.concatenate(peak_parts), "argmax": np.concatenate(arg_parts),
-              "image": np.concatenate(index_parts), "fires": fires.numpy(), "positions": np.array(positions),
+    result = {"key": np.array(key), "peak": codes["peak"], "argmax": codes["argmax"], "image": codes["image"],
+              "fires": codes["fires"].sum(0, dtype=np.int64).astype(np.float64),
+              "positions": np.array(len(codes["image"]) * grid[0] * grid[1]),
               "grid": np.array(grid, dtype=np.int64), "names": np.array(imageset.names()), "paths": np.array(paths),
               "skipped": np.array([f"{a}\t{b}" for a, b in skipped] or [""])}
     save_keyed_npz(path, result)
@@ -159,7 +126,7 @@ def load_pictures(model: Model, imageset: ImageSet, indices: Sequence[int]) -> d
 class FeatureSite:
     """Everything the pages of a features site show (see :func:`luminate.views.features.write_site`).
 
-    Attributes: path, model, dictionary, examples (:func:`examples_pass`), pages (features given pages), renders
+    Attributes: path, model, dictionary, examples (:func:`feature_examples`), pages (features given pages), renders
     ``{feature: {"positive", "diversity"}}``, effects ``{feature: [classes]}``, top_k, settings, microscope (a
     Microscope site to link neurons to, or None), stamp (a hash of everything the pages depend on).
     """
@@ -352,8 +319,8 @@ def build(model, images, out: str | os.PathLike, layer: str, n_features: int | N
         else:
             imageset = image_set(images)
         job.stage("codes of every image", f"{len(imageset)} images")
-        examples = examples_pass(model, dictionary, imageset, folder / EXAMPLES, progress=progress,
-                                 num_workers=num_workers)
+        examples = feature_examples(model, dictionary, imageset, folder / EXAMPLES,
+                                    PassSettings(progress=progress, num_workers=num_workers))
         chosen = parse_units(list(settings.pages) if isinstance(settings.pages, tuple) else settings.pages,
                              dictionary.n_features)
         job.stage("classes", f"{len(chosen)} features")

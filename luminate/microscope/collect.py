@@ -1,9 +1,10 @@
 """The Microscope's collection: every unit's peak activation per image, streamed once into resumable stores.
 
 For every image and every unit (channel) of the chosen layers, the pass records the unit's **maximum activation
-over positions** and where it is (:func:`luminate.units.examples.peaks`), with the model's evaluation
-preprocessing; :func:`luminate.units.examples.summarize` then merges the shards into per-unit results (top,
-bottom, quantile samples, histograms, co-activation).
+over positions** and where it is (:func:`luminate.units.examples.examples_part`, the examples pass a features site
+runs too, here with the identity encoder), with the model's evaluation preprocessing;
+:func:`luminate.units.examples.summarize` then merges the shards into per-unit results (top, bottom, quantile
+samples, histograms, co-activation).
 
 Class attribution (optional): the unit's attribution to every logit, averaged over the images,
 ``attr[k] = Σ_{y,x} ∂logit_k/∂a[c,y,x] · a[c,y,x]`` (gradient x activation of the unit's whole map, the linear
@@ -47,7 +48,7 @@ from luminate.data.settings import (CollectionSettings, LayerSpec, PassSettings,
                                     resolve_layers, split_options, with_options)
 from luminate.data.store import StoreWriter, update_manifest
 from luminate.models.base import Model, as_model
-from luminate.units.examples import ATTRIBUTION, EXAMPLES, Examples, peaks  # noqa: F401 (peaks: patched by tests)
+from luminate.units.examples import ATTRIBUTION, EXAMPLES, Examples, examples_part
 
 logger = logging.getLogger("luminate.microscope")
 
@@ -197,12 +198,7 @@ def batch_results(model: Model, tap: LayerTap, specs: Sequence[LayerSpec], batch
     indices = batch.indices.numpy()
     images = batch.images.to(model.device, non_blocking=True)
     with torch.no_grad():
-        acts = tap(images)
-    part = {"image": np.asarray(indices, dtype=np.int64)}
-    for spec in specs:
-        peak, argmax = peaks(acts[spec.name])
-        part[f"peak.{spec.key}"] = peak.float().cpu().numpy()
-        part[f"argmax.{spec.key}"] = argmax.cpu().numpy().astype(np.int32)
+        part = examples_part(tap(images), batch.indices, [spec.name for spec in specs])   # units: the channels
     attr_part: dict[str, np.ndarray] = {}
     if every:
         sampled = [j for j, i in enumerate(np.asarray(indices).tolist()) if i % every == 0]

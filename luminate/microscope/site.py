@@ -53,7 +53,7 @@ class Site:
 
     def __init__(self, path: Path, model: Model, imageset: ImageSet, examples: Examples, layers: list[dict],
                  summaries: dict, renders: dict, settings: dict, sanity: dict | None = None,
-                 circuits: dict | None = None):
+                 circuits: dict | None = None, shown: dict | None = None):
         self.path = path
         self.model = model
         self.imageset = imageset
@@ -64,7 +64,8 @@ class Site:
         self.settings = settings
         self.sanity = sanity or {}
         self.circuits = circuits or {}   # {upper layer: {"lower", "matrix" [C, C'], "method", "key"}}
-        payload = [settings, {name: str(s["key"]) for name, s in summaries.items()},
+        self.shown = shown or {}         # {(layer, unit): {"guided" / "unguided": {"path_score", "ratio", ...}}}
+        payload = [sorted(self.shown.items()), settings, {name: str(s["key"]) for name, s in summaries.items()},
                    {layer: sorted(units) for layer, units in renders.items()}, sorted(self.sanity.items()),
                    {layer: c.get("key") for layer, c in self.circuits.items()}]
         self.stamp = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -169,7 +170,8 @@ class Site:
                 yield {"unit": u, "status": self.status(layer, u), "images": self.renders[layer].get(u),
                        "examples": examples, "hist": self.histogram(layer, u), "raised": raised, "lowered": lowered,
                        "similar": [(v, c, self.has_page(layer, v)) for v, c in self.similar(layer, u)],
-                       "sanity": self.sanity.get((layer, u)), "grid": info["grid"]}
+                       "sanity": self.sanity.get((layer, u)), "grid": info["grid"],
+                       "shown": self.shown.get((layer, u))}
 
     def thumbnail(self, index: int, size: int = 112) -> torch.Tensor | None:
         """Image ``index`` as the model saw it (preprocessed), ``[3, size, size]``; None when it cannot be read."""
@@ -214,6 +216,8 @@ class MicroscopeSettings:
         cache_dir: the unit render cache (default: Luminate's render cache, ``$LUMINATE_CACHE/renders``).
         sanity: show Geirhos et al.'s sanity check of each unit's visualization on its page (the path score of
             :mod:`luminate.analysis.sanity`, when that module is available).
+        guided: render each rendered unit's guided image (shown first) from half of the sampled photos and score
+            both images on the other half (:mod:`luminate.microscope.shown`).
     """
 
     units: str | Sequence[int] | None = "0:64"
@@ -229,6 +233,7 @@ class MicroscopeSettings:
     units_per_batch: int = 8
     cache_dir: str | os.PathLike | None = None
     sanity: bool = False
+    guided: bool = True
 
     @property
     def examples(self) -> ExamplesSettings:
@@ -306,10 +311,13 @@ def _build(model: Model, imageset: ImageSet, out, names: list[str], settings: Mi
     cache_dir = RenderCache(settings.cache_dir).folder
     layer_info = [dict(examples.store.layer_info(name), units=examples.units(name)) for name in names]
     renders = _renders(model, names, plan, summaries, settings, cache_dir, run)
+    shown = _shown(model, out, renders, imageset, examples, settings, cache_dir, run) if settings.guided else {}
     s = settings
     site_settings = {"model": model.name, "weights": model.weights_fingerprint(), "input": model.contract.describe(),
                      "layers": ", ".join(names), "top examples": s.top_k, "visualizations":
                          f"{s.size} px, {s.steps} steps, seed {s.seed}, {s.units_per_batch} units per batch",
+                     "shown first": ("guided by half of each unit's top photos (ranks 0, 2, 4, 6), scored on the "
+                                     "others" if s.guided else "the unguided visualization"),
                      "rendered units": render_note, "render cache": str(cache_dir),
                      "class attribution": f"gradient x activation, mean over "
                                           f"{int(next(iter(summaries.values()))['attr_count'])} images"}
@@ -323,7 +331,34 @@ def _build(model: Model, imageset: ImageSet, out, names: list[str], settings: Mi
         methods = sorted({c["method"] for c in circuits.values()})
         site_settings["inputs"] = f"{', '.join(methods)} (gradient x activation over {len(sample)} images)"
     scores = _sanity_scores(model, renders, _natural_sample(model, imageset, examples)) if s.sanity else None
-    return Site(out, model, imageset, examples, layer_info, summaries, renders, site_settings, scores, circuits)
+    return Site(out, model, imageset, examples, layer_info, summaries, renders, site_settings, scores, circuits, shown)
+
+
+def _shown(model: Model, out: Path, renders: dict, imageset: ImageSet, examples: Examples,
+           settings: MicroscopeSettings, cache_dir, run: PassSettings) -> dict:
+    """``{(layer, unit): {name: scores}}``: each rendered unit's guided image (added to ``renders`` as ``"guided"``)
+    and the scores of the guided and unguided images on the photos held out from the guide
+    (:mod:`luminate.microscope.shown`); saved beside the site's data."""
+    from luminate.microscope.shown import MIN_PHOTOS, render_guided, save_shown, score_shown
+
+    photos = _natural_sample(model, imageset, examples)
+    if photos.shape[0] < MIN_PHOTOS:
+        logger.warning("luminate microscope: %d photos are too few to guide unit images (%d needed); the pages show "
+                       "the unguided images", photos.shape[0], MIN_PHOTOS)
+        return {}
+    out_scores = {}
+    for layer, rendered in renders.items():
+        if not rendered:
+            continue
+        guided = render_guided(model, layer, sorted(rendered), photos, cache_dir, batch=settings.units_per_batch,
+                               progress=run.progress)
+        shown = {u: {"guided": guided[u], "unguided": rendered[u]["positive"]} for u in sorted(rendered)}
+        scores = score_shown(model, layer, shown, photos)
+        save_shown(out, layer, shown, scores)
+        for u in shown:
+            rendered[u]["guided"] = guided[u]
+            out_scores[(layer, u)] = scores[u]
+    return out_scores
 
 
 def _renders(model: Model, names: list[str], plan: dict, summaries: dict, settings: MicroscopeSettings, cache_dir,

@@ -15,7 +15,7 @@ from .cppn import CPPN, cppn
 from .lowres import LaplacianPyramid, LowResTensor, interpolation_matrix
 from .maco import MACO_LR, MacoImage, MacoParam, maco, magnitude_from_images, natural_magnitude
 from .photo import from_image
-from .spatial import (FourierImage, PixelImage, fft_scale, grayscale, image, image_to_spectrum, random_image,
+from .spatial import (NATURAL_CHROMA, FourierImage, PixelImage, fft_scale, grayscale, image, image_to_spectrum, random_image,
                       rfft2d_freqs, spectrum_to_image)
 
 __all__ = [
@@ -27,6 +27,6 @@ __all__ = [
     "LaplacianPyramid", "LowResTensor", "interpolation_matrix",
     "MACO_LR", "MacoImage", "MacoParam", "maco", "magnitude_from_images", "natural_magnitude",
     "from_image",
-    "FourierImage", "PixelImage", "fft_scale", "grayscale", "image", "image_to_spectrum", "random_image",
+    "NATURAL_CHROMA", "FourierImage", "PixelImage", "fft_scale", "grayscale", "image", "image_to_spectrum", "random_image",
     "rfft2d_freqs", "spectrum_to_image",
 ]

@@ -33,6 +33,9 @@ from .color import Grayscale, ImageParam, to_valid_rgb
 
 #: Lucid's constant divisor of the inverse FFT (``spatial.py``: ``image_t / 4.0``).
 FFT_DIVISOR = 4.0
+#: ``chroma`` of render's default image: class images of lite0 then have the saturation and colourfulness of the demo
+#: photos (inside their interquartile range) and keep every one of 64 crops in Lite2's top 5 (``docs/quality.md``)
+NATURAL_CHROMA = 2.0
 
 
 def rfft2d_freqs(h: int, w: int) -> Tensor:

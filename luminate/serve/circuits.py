@@ -1,7 +1,7 @@
 """The toolbox's circuit panel: ``GET /api/circuit?image=ID&target=NAME[&layers=a,b]`` -> the attribution graph's
 JSON (:meth:`luminate.circuits.Graph.to_json`), traced in a background thread: 202 with ``{"status",
-"progress"}`` while it runs, 200 with the graph when done (kept for the most recent graphs), 400 for a bad target
-or layer, 500 with the reason when it failed. ``POST /api/circuit/intervene`` with ``{"image", "target",
+"progress", "stage"}`` while it runs, 200 with the graph when done (kept for the most recent graphs), 400 for a
+bad target or layer, 500 with the reason when it failed. ``POST /api/circuit/intervene`` with ``{"image", "target",
 "nodes": ["head/17", ...], "factor": 0}`` reruns that graph's photo with the nodes removed (0) or scaled, live.
 
 The tracer works on its own copy of the model, so the requests that read activations meanwhile never meet its
@@ -33,13 +33,15 @@ class CircuitJob:
     layers: tuple[str, ...] | None
     status: str = "queued"
     progress: float = 0.0
+    stage: str = "waiting for the tracer"
     graph: Graph | None = None
     result: dict | None = None
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
     def state(self) -> dict:
-        out = {"status": self.status, "progress": self.progress, "image": self.image, "target": self.target}
+        out = {"status": self.status, "progress": self.progress, "stage": self.stage, "image": self.image,
+               "target": self.target}
         if self.error:
             out["error"] = self.error
         return out
@@ -79,13 +81,17 @@ class CircuitWorker:
     def _run(self) -> None:
         while True:
             job, pixels = self.queue.get()
-            job.status, job.progress = "tracing", 0.1
+            job.status, job.progress = "tracing", 0.02
+
+            def on_stage(done: float, name: str, job: CircuitJob = job) -> None:
+                job.progress, job.stage = 0.95 * done, name   # the last 5%: the graph's JSON
+
             try:
                 with self.model_lock:
                     job.graph = trace(self.model, pixels, job.target, layers=list(job.layers) if job.layers else None,
-                                      settings=self.settings)
+                                      settings=self.settings, on_stage=on_stage)
                 job.result = {**job.graph.to_json(), "image": job.image}
-                job.progress, job.status = 1.0, "done"
+                job.progress, job.stage, job.status = 1.0, "done", "done"
             except Exception as exc:   # the job carries the reason to the client; the worker keeps serving
                 job.error, job.status = f"{type(exc).__name__}: {exc}", "failed"
             finally:

@@ -46,6 +46,18 @@ class RenderJob:
         return out
 
 
+class QueueFull(RuntimeError):
+    """The render queue holds ``max_queued`` units already: ask again in ``retry_after`` seconds (HTTP 429)."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _Stopped(Exception):
+    """Raised from a render's progress callback when the worker is closing: the batch ends mid-render."""
+
+
 class RenderWorker:
     """Renders units of ``model`` in a background thread (see the module docstring).
 
@@ -55,13 +67,17 @@ class RenderWorker:
         dictionary: a feature dictionary: its features (layer ``features:L``) render as directions.
         keep: finished units kept in memory (oldest evicted); the render cache keeps them on disk.
         batch: most units rendered together.
+        max_queued: most units waiting to render; a further request raises :class:`QueueFull` (any web page could
+            otherwise queue every unit of a model).
     """
 
     def __init__(self, model: Model, *, size: int = 96, steps: int = 256, seed: int = 0, keep: int = 256,
-                 batch: int = 8, dictionary=None):
+                 batch: int = 8, dictionary=None, max_queued: int = 64):
         self.model = copy.deepcopy(model)
         self.dictionary = dictionary
         self.size, self.steps, self.seed, self.keep, self.batch = size, steps, seed, keep, batch
+        self.max_queued = max_queued
+        self._stop = threading.Event()
         self._jobs: OrderedDict[tuple[str, int], RenderJob] = OrderedDict()
         self._queue: queue.Queue[RenderJob | None] = queue.Queue()
         self._lock = threading.Lock()
@@ -76,13 +92,19 @@ class RenderWorker:
             if job is not None and job.status != "failed":
                 self._jobs.move_to_end(key)
                 return job
+            queued = sum(1 for j in self._jobs.values() if j.status == "queued")
+            if queued >= self.max_queued:
+                raise QueueFull(f"the render queue holds {queued} units already; ask again in a few seconds",
+                                retry_after=max(1, queued // max(self.batch, 1)))
             job = self._jobs[key] = RenderJob(layer, int(unit))
             self._evict()
         self._queue.put(job)
         return job
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop after the batch being rendered (queued jobs are dropped)."""
+        """Stop now: the batch being rendered ends at its next step, queued jobs are dropped (a render thread left
+        running while the interpreter exits aborts the process)."""
+        self._stop.set()
         self._queue.put(None)
         self._thread.join(timeout)
 
@@ -126,15 +148,17 @@ class RenderWorker:
         return {job: icons[job.unit] for job in jobs}
 
     def _run(self) -> None:
-        while True:
+        while not self._stop.is_set():
             jobs = self._next_batch()
-            if jobs is None:
+            if jobs is None or self._stop.is_set():
                 return
             total = max(1, self.steps)
             for job in jobs:
                 job.status = "rendering"
 
             def progress(step, images, scores, jobs=jobs) -> None:
+                if self._stop.is_set():
+                    raise _Stopped("the server is stopping")
                 for job in jobs:
                     job.progress = min(step / total, 0.999)
 

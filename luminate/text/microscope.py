@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from luminate import progress as progress_bars
-from luminate.cache import atomic_write
+from luminate.cache import atomic_write, write_if_changed
 from luminate.data.inputs import Texts, read_texts
-from luminate.data.settings import parse_units
+from luminate.data.settings import parse_units, split_options, with_options
 from luminate.data.store import MANIFEST, differences, layer_key, site_lock
 from luminate.text.core import LongTextWarning, activations, as_text_model
 from luminate.units.examples import TEXT as STORE, site_kind, top_examples as _top_examples
@@ -106,8 +106,8 @@ def collect(model, texts: Texts, out: Path, layers: Sequence[str], shard_texts: 
                                  f"({old.get('model')}, {old.get('n_texts')} texts): use another -o folder, or delete "
                                  f"{out} to start over")
             layers_done = list(dict.fromkeys(old.get("layers", []) + list(layers)))
-    _write_if_changed(path, json.dumps({**manifest, "layers": layers_done}, indent=1).encode())
-    _write_if_changed(store / "texts.json", json.dumps({"texts": texts.texts, "sources": texts.sources,
+    write_if_changed(path, json.dumps({**manifest, "layers": layers_done}, indent=1).encode())
+    write_if_changed(store / "texts.json", json.dumps({"texts": texts.texts, "sources": texts.sources,
                                                         "skipped": texts.skipped}).encode())
     n_shards = (len(texts) + shard_texts - 1) // shard_texts
     todo = [(layer, s) for layer in layers for s in range(n_shards)
@@ -123,13 +123,6 @@ def collect(model, texts: Texts, out: Path, layers: Sequence[str], shard_texts: 
         if bar is not None:
             bar.close()
     return store
-
-
-def _write_if_changed(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically unless the file already holds it (a rerun touches no file)."""
-    if path.is_file() and path.read_bytes() == data:
-        return
-    atomic_write(path, data)
 
 
 def _load_layer(store: Path, layer: str, n_shards: int) -> dict[str, np.ndarray]:
@@ -149,7 +142,7 @@ def _context(model, text: str, values: torch.Tensor, position: int, radius: int)
 
 
 def summarize(model, texts: Texts, store: Path, layer: str, units: Sequence[int], top_k: int = 9,
-              quantiles: int = 5, radius: int = 40, attribution: bool = True, n_steps: int = 16) -> dict:
+              quantiles: int = 5, radius: int = 40, attribute: bool = True, n_steps: int = 16) -> dict:
     """Per-unit summaries of one collected layer: top contexts (recomputed activations, coloured per token),
     quantile samples, histogram, firing density, output effect, similar units and token attribution of the top
     context. Written to ``store/<layer>/summary.json`` and returned."""
@@ -199,7 +192,7 @@ def summarize(model, texts: Texts, store: Path, layer: str, units: Sequence[int]
             up, down = torch.topk(w, 10).indices.tolist(), torch.topk(-w, 10).indices.tolist()
             s["effect"] = {"raises": [(model.contract.decode(i), float(w[i])) for i in up],
                            "lowers": [(model.contract.decode(i), float(w[i])) for i in down]}
-        if attribution and top:
+        if attribute and top:
             from luminate.text.attribution import attribute_tokens
 
             best = top[0]
@@ -215,18 +208,50 @@ def summarize(model, texts: Texts, store: Path, layer: str, units: Sequence[int]
     return out
 
 
-def build(model, texts, out: str | os.PathLike, layers: str | Sequence[str] | None = None,
-          units: str | Sequence[int] | None = "0:64", top_k: int = 9, shard_texts: int = 256,
-          attribution: bool = True, progress: bool = True) -> TextSite:
+@dataclass(frozen=True)
+class TextMicroscopeSettings:
+    """What a text Microscope shows (besides the model, texts and layers).
+
+    Attributes:
+        units: the units given pages (``"0:64"``, ``"3,7"``, a list, ``None``: every unit).
+        top_k: top contexts per unit.
+        shard_texts: texts per shard (the unit of resumption; a shard's texts go through the model together).
+        attribute: token attribution (integrated gradients) of each unit's top context.
+    """
+
+    units: str | tuple[int, ...] | None = "0:64"
+    top_k: int = 9
+    shard_texts: int = 256
+    attribute: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.units, list):
+            object.__setattr__(self, "units", tuple(self.units))
+        if self.top_k < 1 or self.shard_texts < 1:
+            raise ValueError(f"top_k and shard_texts must be at least 1, not {self.top_k} and {self.shard_texts}")
+
+
+def build(model, texts, out: str | os.PathLike, settings: TextMicroscopeSettings | None = None, *,
+          layers: str | Sequence[str] | None = None, progress: bool = True, **options) -> TextSite:
     """Collect (resumable) and summarize a text Microscope; draw it with ``luminate.views.text.write_site``.
 
     Args:
         model: a text model or its zoo name.
         texts: a ``.txt`` file (one text per line), a folder of ``.txt`` files, or a list of strings.
         out: the site folder (created or continued; one run at a time owns it: :func:`luminate.data.site_lock`).
+        settings: :class:`TextMicroscopeSettings` (units with pages, top contexts, shard size, attribution).
         layers: layer names (default the model's default text layer).
-        units: ``"0:64"``, ``"3,7"``, a list, or ``None`` for every unit: the units given pages.
+        options: any field of the settings by name (``units="0:3", top_k=5, attribute=False``); the old
+            ``attribution=`` is still accepted, with a ``DeprecationWarning``, for one release.
     """
+    if "attribution" in options:
+        warnings.warn("attribution= is now attribute= (the one spelling of the pipelines); the old name goes in the "
+                      "next release", DeprecationWarning, stacklevel=2)
+        options["attribute"] = options.pop("attribution")
+    if settings is not None and not isinstance(settings, TextMicroscopeSettings):
+        raise TypeError(f"settings must be a TextMicroscopeSettings, not {type(settings).__name__}: give the layers "
+                        "by name (build(model, texts, out, layers='rnn_1'))")
+    settings = with_options(settings, TextMicroscopeSettings, split_options(options, TextMicroscopeSettings)[0])
     model = as_text_model(model)
     texts = texts if isinstance(texts, Texts) else read_texts(texts)
     names = [layers] if isinstance(layers, str) else list(layers or [model.default_text_layer])
@@ -234,25 +259,27 @@ def build(model, texts, out: str | os.PathLike, layers: str | Sequence[str] | No
         model.layer_info(name)  # unknown or non-token layers fail before any work
     out = Path(out)
     with site_lock(out):
-        return _build(model, texts, out, names, units, top_k, shard_texts, attribution, progress)
+        return _build(model, texts, out, names, settings, progress)
 
 
-def _build(model, texts: Texts, out: Path, names: list[str], units, top_k: int, shard_texts: int, attribution: bool,
+def _build(model, texts: Texts, out: Path, names: list[str], settings: TextMicroscopeSettings,
            progress: bool) -> TextSite:
-    store = collect(model, texts, out, names, shard_texts, progress)
+    store = collect(model, texts, out, names, settings.shard_texts, progress)
     unknown: dict[str, int] = {}
     long_texts = 0
     for t in texts.texts:
         enc = model.encode(t)
         for ch, n in enc.unknown_chars.items():
             unknown[ch] = unknown.get(ch, 0) + n
-        long_texts += (not model.recurrent) and len(enc.ids) > model.contract.max_length - len(model.prefix) - len(model.suffix)
+        window = model.contract.max_length - len(model.prefix) - len(model.suffix)
+        long_texts += (not model.recurrent) and len(enc.ids) > window
+    units = list(settings.units) if isinstance(settings.units, tuple) else settings.units
     summaries = []
     for name in names:
         info = model.layer_info(name)
         chosen = parse_units(units, info.channels)
-        summaries.append({"name": name, "channels": info.channels,
-                          "units": summarize(model, texts, store, name, chosen, top_k, attribution=attribution)["units"]})
+        summary = summarize(model, texts, store, name, chosen, settings.top_k, attribute=settings.attribute)
+        summaries.append({"name": name, "channels": info.channels, "units": summary["units"]})
     return TextSite(out, model.name, texts, summaries, model.contract.kind, unknown, long_texts)
 
 

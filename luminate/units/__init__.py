@@ -1,4 +1,5 @@
-"""Units are directions: one way to render "directions at a layer" (and, from ``examples``, one examples pass).
+"""Units are directions: one way to render "directions at a layer" (and, from ``examples``, one examples pass for
+any encoder: the identity for a Microscope's units, a dictionary's ``encode`` for features).
 
 A unit is a one-hot direction, a dictionary feature a learned direction, an atlas cell an average activation, a
 neuron group a factor; all of them render through :func:`render_directions`::
@@ -17,8 +18,9 @@ direction, else ``[K, T, 3, S, S]`` in ``settings.tiles`` order (positive, negat
 folder or a :class:`~luminate.cache.RenderCache` another one, ``cache=False`` none.
 """
 
-from luminate.units.examples import Examples, open_examples, peaks, ranked, summarize, top_examples
+from luminate.units.examples import (Examples, ExamplesWork, examples_pass, open_examples, peaks, ranked, summarize,
+                                     top_examples)
 from luminate.units.render import Directions, RenderSettings, direction_keys, render_directions
 
-__all__ = ["Directions", "Examples", "RenderSettings", "direction_keys", "open_examples", "peaks", "ranked",
-           "render_directions", "summarize", "top_examples"]
+__all__ = ["Directions", "Examples", "ExamplesWork", "RenderSettings", "direction_keys", "examples_pass",
+           "open_examples", "peaks", "ranked", "render_directions", "summarize", "top_examples"]

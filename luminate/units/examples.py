@@ -27,14 +27,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from luminate.activations import LayerTap
 from luminate.cache import load_keyed_npz, save_keyed_npz
+from luminate.data.inputs import Batch, ImageSet
+from luminate.data.passes import stream
+from luminate.data.settings import PassSettings
 from luminate.data.store import MANIFEST, ActivationStore, layer_key
+from luminate.models.base import Model
 
 EXAMPLES = "examples"
 ATTRIBUTION = "attribution"
@@ -56,6 +63,97 @@ def peaks(act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if act.ndim != 4:
         raise ValueError(f"activations of shape {tuple(act.shape)}: the Microscope needs [N, C, H, W] or [N, C]")
     return act.flatten(2).max(2)
+
+
+class NonFiniteActivationsError(ValueError):
+    """A layer's activations hold NaN or infinity (named with the image; ``index``: the image's index)."""
+
+    def __init__(self, message: str, index: int | None = None):
+        super().__init__(message)
+        self.index = index
+
+
+#: ``encode(activations [B, C, H, W]) -> units [B, N, H, W]``: None (identity) makes the units the layer's channels
+#: (the Microscope); a dictionary's ``encode`` makes them its features (a features site). It must pickle for Ray.
+Encoder = Callable[[torch.Tensor], torch.Tensor]
+
+
+def examples_part(acts: dict[str, torch.Tensor], indices: torch.Tensor, layers: Sequence[str],
+                  encode: Encoder | None = None, firing: bool = False, finite: bool = False
+                  ) -> dict[str, np.ndarray]:
+    """One batch of the examples pass, keyed like a store's shard: ``image`` ``[B]`` (indices), and per layer
+    ``peak.<key>`` ``[B, N]`` float32 (each unit's maximum over positions, :func:`peaks`), ``argmax.<key>``
+    ``[B, N]`` int32 (flat ``y * W + x``); with ``firing``, ``fires.<key>`` ``[B, N]`` int32 (positions where the
+    unit is above zero). ``acts``: ``{layer: [B, C, H, W]}``; ``encode`` maps them to units first; ``finite``
+    refuses activations holding NaN or infinity (:class:`NonFiniteActivationsError` naming the first image)."""
+    part = {"image": np.asarray(indices.numpy(), dtype=np.int64)}
+    for name in layers:
+        units = acts[name]
+        if finite:
+            bad = ~torch.isfinite(units).flatten(1).all(1)
+            if bool(bad.any()):
+                index = int(indices[bad.cpu()][0])
+                raise NonFiniteActivationsError(f"activations of {name} hold NaN or infinity for image {index}",
+                                                index)
+        if encode is not None:
+            units = encode(units.float())
+        peak, argmax = peaks(units)
+        key = layer_key(name)
+        part[f"peak.{key}"] = peak.float().cpu().numpy()
+        part[f"argmax.{key}"] = argmax.cpu().numpy().astype(np.int32)
+        if firing:
+            part[f"fires.{key}"] = (units > 0).flatten(2).sum(2).cpu().numpy().astype(np.int32)
+    return part
+
+
+@dataclass(frozen=True)
+class ExamplesWork:
+    """The examples pass's work on a batch (a :class:`luminate.data.passes.BatchWork`): :func:`examples_part` of
+    ``layers`` under no gradients. ``encode`` must pickle when the pass runs on Ray."""
+
+    layers: tuple[str, ...]
+    encode: Encoder | None = None
+    firing: bool = False
+    finite: bool = False
+
+    @contextmanager
+    def open(self, model: Model) -> Iterator[Callable[[Batch], dict[str, np.ndarray]]]:
+        with torch.no_grad(), model.frozen(), LayerTap(model, list(self.layers), detach=True) as tap:
+            yield lambda batch: examples_part(tap(batch.images.to(model.device, non_blocking=True)), batch.indices,
+                                              self.layers, self.encode, self.firing, self.finite)
+
+
+def examples_pass(model: Model, imageset: ImageSet, layer: str, encode: Encoder | None = None,
+                  run: PassSettings = PassSettings(), desc: str = "examples") -> tuple[dict, list[tuple[str, str]]]:
+    """The examples pass of one layer over every image, kept in memory (a features site; the Microscope streams
+    the same :class:`ExamplesWork` parts into a sharded store): ``({"image" [I], "peak" [I, N], "argmax" [I, N],
+    "fires" [I, N]}, skipped)`` over the ``I`` readable images in order, ``skipped`` the ``(name, reason)`` of the
+    unreadable ones. Activations holding NaN or infinity raise :class:`NonFiniteActivationsError` naming the image.
+    """
+    parts: list[dict] = []
+    skipped: list[tuple[str, str]] = []
+
+    def keep(shard: int, shard_parts: list, shard_skipped: list[tuple[str, str]]) -> None:
+        parts.extend(shard_parts)
+        skipped.extend(shard_skipped)
+
+    work = ExamplesWork((layer,), encode, firing=True, finite=True)
+    try:
+        stream(model, imageset, [0], max(len(imageset), 1), work, keep, run, desc)
+    except NonFiniteActivationsError as error:
+        if error.index is None:
+            raise
+        raise NonFiniteActivationsError(f"activations of {layer} hold NaN or infinity for image "
+                                        f"{imageset.name(error.index)}: check that image; remove it from the set to "
+                                        "go on", error.index) from None
+    if not parts:
+        raise ValueError(f"none of the {len(imageset)} images could be read "
+                         f"({'; '.join(f'{a}: {b}' for a, b in skipped[:3])})")
+    key = layer_key(layer)
+    return ({"image": np.concatenate([p["image"] for p in parts]),
+             "peak": np.concatenate([p[f"peak.{key}"] for p in parts]),
+             "argmax": np.concatenate([p[f"argmax.{key}"] for p in parts]),
+             "fires": np.concatenate([p[f"fires.{key}"] for p in parts])}, skipped)
 
 
 class Examples:

@@ -124,6 +124,66 @@ class Directions:
 
 
 @dataclass(frozen=True)
+class Guide:
+    """Natural photos that guide each direction's image along their path (VITAL-style, :mod:`luminate.priors`).
+
+    Each direction's image is also pulled, at ``layers`` (default: the model's blocks below the direction's layer),
+    towards the channel means of ``top_k`` of the photos that drive the direction most (ranked by the unit's channel
+    mean, or the dot product of the direction with the channel means: ranks ``0, stride, 2 stride, ...``; with
+    ``stride=2`` the other half of its top photos is left to score the image on), with the spread of all the photos,
+    weighted by ``weight``: the objective is ``direction_i - weight * natural_statistics_i``. The key records the
+    photos' fingerprint (SHA-256 of their 8-bit values) with ``weight``, ``top_k``, ``stride`` and ``layers``.
+
+    Attributes:
+        photos: ``[N, 3, H, W]`` in [0, 1] (CPU, at least 4). fingerprint: filled in from ``photos``.
+    """
+
+    photos: Tensor = field(repr=False, compare=False)
+    weight: float = 30.0
+    top_k: int = 4
+    layers: tuple[str, ...] | None = None
+    stride: int = 1
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        photos = self.photos
+        if not isinstance(photos, Tensor) or photos.ndim != 4 or photos.shape[1] != 3 or photos.shape[0] < 4:
+            raise ValueError(f"a guide needs at least 4 RGB photos [N, 3, H, W] in [0, 1], got "
+                             f"{tuple(photos.shape) if isinstance(photos, Tensor) else type(photos).__name__}")
+        photos = photos.detach().float().cpu().clamp(0, 1)
+        object.__setattr__(self, "photos", photos)
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.fingerprint:
+            data = quantize(photos).numpy().tobytes()
+            digest = hashlib.sha256(f"{tuple(photos.shape)}:".encode() + data).hexdigest()
+            object.__setattr__(self, "fingerprint", digest)
+
+    def key(self) -> str:
+        """What enters the cache key."""
+        return (f"Guide({self.fingerprint}, weight={self.weight:g}, top_k={self.top_k}, stride={self.stride}, "
+                f"layers={self.layers})")
+
+    def targets(self, model: Model, directions: "Directions") -> list[Tensor]:
+        """Each direction's guiding photos: indices into ``photos`` (ranks ``0, stride, ...`` of its top photos)."""
+        with torch.no_grad(), LayerTap(model, [directions.layer], check_inputs=False) as tap:
+            pooled = torch.cat([tap(part.to(model.device))[directions.layer].float().flatten(2).mean(2).cpu()
+                                for part in self.photos.split(16)])                        # [N, C]
+        drive = pooled @ directions.vectors.T                                              # [N, K]
+        stride = max(1, int(self.stride))
+        k = max(1, min(int(self.top_k), self.photos.shape[0] // (2 * stride)))
+        return [drive[:, i].argsort(descending=True)[:k * stride:stride] for i in range(len(directions))]
+
+    def objective(self, model: Model, directions: "Directions") -> obj.Objective:
+        """``natural_statistics`` with each direction's guiding photos as its target (one item per direction)."""
+        from luminate.priors import blocks_below, natural_statistics
+
+        layers = list(self.layers) if self.layers is not None else blocks_below(model, directions.layer)
+        targets = [self.photos[t] for t in self.targets(model, directions)]
+        return natural_statistics(model, self.photos, layers, targets=targets)
+
+
+@dataclass(frozen=True)
 class RenderSettings:
     """Everything a direction's images depend on besides model, weights, layer and direction; the cache key.
 
@@ -141,6 +201,9 @@ class RenderSettings:
             attempt ``k`` is the same render whatever ``attempts`` is); else every batch uses ``seed``.
         redirect_relu_steps: see :func:`luminate.render.render`.
         batch: directions per render batch; None: :func:`luminate.fold.units_per_batch` of the model's device.
+        guide: a :class:`Guide` (natural photos each direction's image is pulled towards; positive tiles only).
+        mean_colour: the image gets a free mean colour (``param.image(mean_colour=True)``), so a guide can give it
+            the photos' colour. chroma: the colour contrast of ``param.image`` (1: Lucid's colour matrix).
     """
 
     size: int = 96
@@ -158,6 +221,9 @@ class RenderSettings:
     content_seeds: bool = False
     redirect_relu_steps: int = 16
     batch: int | None = None
+    guide: Guide | None = None
+    mean_colour: bool = False
+    chroma: float = 1.0
 
     def __post_init__(self) -> None:
         if self.size < 8:
@@ -172,6 +238,9 @@ class RenderSettings:
                              "transforms")
         if isinstance(self.transforms, list):
             object.__setattr__(self, "transforms", tuple(self.transforms))
+        if self.guide is not None and (self.negative or self.diversity):
+            raise ValueError("a guide pulls positive images towards their top photos; render guided images without "
+                             "negative or diversity tiles")
 
     def replace(self, **changes) -> "RenderSettings":
         """A copy with ``changes`` (``dataclasses.replace``)."""
@@ -198,9 +267,21 @@ class RenderSettings:
         """The settings as they enter the key: every field, the transforms as run, the batch as used."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         fields.update(transforms=repr(self.transform()), batch=self.batch_for(model),
-                      param=repr(P.image(self.size)).replace("\n", " "), format=FORMAT,
-                      luminate=luminate.__version__)
+                      param=repr(self.param(1)).replace("\n", " "), format=FORMAT,
+                      luminate=luminate.__version__, guide=None if self.guide is None else self.guide.key())
+        if not self.mean_colour and self.chroma == 1.0 and self.guide is None:
+            for name in ("guide", "mean_colour", "chroma"):   # keys of images made before these fields stay valid
+                fields.pop(name)
         return fields
+
+    def param(self, batch: int) -> P.Parameterization:
+        """The image parameterization of a batch."""
+        return P.image(self.size, batch=batch, mean_colour=self.mean_colour, chroma=self.chroma)
+
+    @property
+    def kind(self) -> str:
+        """``"guided"`` (by natural photos) or ``"unguided"``, for captions."""
+        return "unguided" if self.guide is None else "guided"
 
 
 def direction_keys(model: Model, directions: Directions, settings: RenderSettings) -> list[str]:
@@ -297,11 +378,16 @@ def render_batch(model: Model, directions: Directions, settings: RenderSettings,
     ``content_seeds``, else NaN. ``keys``: the directions' keys that seed the batch with ``content_seeds``."""
     n, tiles = len(directions), settings.tiles
     objective, score_fn = chunk_objective(directions, settings)
+    if settings.guide is not None:
+        objective = objective - settings.guide.weight * settings.guide.objective(model, directions)
     transform = settings.transform()
     best_images = best_scores = None
     for attempt in range(settings.attempts):
         seed = _batch_seed(settings.seed, attempt, keys) if settings.content_seeds else settings.seed + attempt
-        result = render(model, objective, P.image(settings.size, batch=len(tiles) * n), transforms=transform,
+        param = settings.param(len(tiles) * n)
+        if model.contract.channels != 3:   # a grey or multispectral model: its own channel count, one sigmoid each
+            param = P.image(settings.size, batch=len(tiles) * n, channels=model.contract.channels)
+        result = render(model, objective, param, transforms=transform,
                         steps=settings.steps, lr=settings.lr, seed=seed, progress=False, callback=callback,
                         redirect_relu_steps=settings.redirect_relu_steps)
         if result.interrupted:   # half-optimized images must not enter the cache
@@ -431,5 +517,5 @@ def _jsonable(settings: RenderSettings) -> dict:
             for f in dataclasses.fields(settings)}
 
 
-__all__ = ["Directions", "FORMAT", "RenderSettings", "direction_keys", "final_scores", "grouped_diversity",
+__all__ = ["Directions", "FORMAT", "Guide", "RenderSettings", "direction_keys", "final_scores", "grouped_diversity",
            "read_cached", "render_batch", "render_directions"]

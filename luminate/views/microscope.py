@@ -225,12 +225,27 @@ def _visualization_cards(unit: dict) -> list[str]:
         diversity = "".join(f'<figure class="div">{img_tag(im, alt=f"diverse {i + 1}")}</figure>'
                             for i, im in enumerate(images["diversity"]))
         sanity = f'<p class="muted">Sanity: {esc(unit["sanity"])}</p>' if unit.get("sanity") else ""
+        scores = unit.get("shown") or {}
+        guided = ""
+        if images.get("guided") is not None:
+            guided = (f'<figure>{img_tag(images["guided"], alt="guided")}<figcaption>guided by its top photos: '
+                      f'maximizes the unit along their path{shown_score(scores.get("guided"))}</figcaption></figure>')
+        first = "unguided: maximizes the unit" if guided else "positive: maximizes the unit"
         parts.append('<div class="card vis"><h2>Feature visualizations</h2><div class="row">'
-                     f'<figure>{img_tag(images["positive"], alt="positive")}<figcaption>positive: maximizes the unit'
-                     f'</figcaption></figure><figure>{img_tag(images["negative"], alt="negative")}<figcaption>'
+                     f'{guided}<figure>{img_tag(images["positive"], alt="positive")}<figcaption>{first}'
+                     f'{shown_score(scores.get("unguided"))}</figcaption></figure><figure>{img_tag(images["negative"], alt="negative")}<figcaption>'
                      'negative: minimizes it</figcaption></figure></div><h2>Diversity</h2><div class="row">'
                      f'{diversity}</div>{sanity}</div>')
     return parts
+
+
+def shown_score(score: dict | None) -> str:
+    """A caption's line with a shown image's sanity scores on photos held out from its guide (empty without)."""
+    if not score:
+        return ""
+    verdict = "flagged" if score.get("flagged") else "passes"
+    return (f'<br><span class="muted">path score {score["path_score"]:.2f}, activation ratio {score["ratio"]:.2f} '
+            f'({verdict}, on held-out photos)</span>')
 
 
 def _example_cards(unit: dict, grid: tuple[int, int]) -> list[str]:
@@ -353,7 +368,7 @@ def _unit_links(links: list[dict]) -> str:
 
 
 #: bump when the pages change, so sites built before are rewritten
-PAGES_VERSION = 2
+PAGES_VERSION = 3
 
 
 class _Icons:

@@ -1,5 +1,5 @@
 """The one page writer of the sites (Microscope, features, text Microscope): a file is written only when its bytes
-change (atomically, through :func:`luminate.cache.atomic_write`), and :class:`PageRecord` remembers which files a
+change (:func:`luminate.cache.write_if_changed`, atomic), and :class:`PageRecord` remembers which files a
 site's pages were written as under a stamp of their inputs, so a rerun of a finished site writes nothing."""
 
 from __future__ import annotations
@@ -9,21 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from luminate.cache import atomic_write
-
-
-def write_if_changed(path: str | os.PathLike, data: bytes) -> bool:
-    """Write ``data`` to ``path`` unless it already holds exactly that (a rerun leaves files untouched); returns
-    whether it wrote. Folders are made as needed; the write is atomic (no half-written page is ever read)."""
-    path = Path(path)
-    try:
-        if path.stat().st_size == len(data) and path.read_bytes() == data:
-            return False
-    except OSError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, data)
-    return True
+from luminate.cache import write_if_changed   # the one writer of pages (re-exported for the views)
 
 
 class PageRecord:
@@ -48,6 +34,16 @@ class PageRecord:
         self.files.append(relative)
 
     def finish(self) -> None:
+        """Save the record, and remove the pages of the previous record that this one no longer has (a site
+        rebuilt with other settings keeps no page of features or units it does not show)."""
+        try:
+            before = json.loads(self.record.read_text()).get("files", [])
+        except (OSError, ValueError, AttributeError):
+            before = []
+        for stale in set(before) - set(self.files):
+            path = self.root / stale
+            if path.suffix in (".html", ".png", ".jpg", ".json") and path.resolve().is_relative_to(self.root.resolve()):
+                path.unlink(missing_ok=True)
         write_if_changed(self.record, json.dumps({"stamp": self.stamp, "files": sorted(self.files)}, indent=1).encode())
 
 

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from luminate.images import to_pil
 from luminate.serve.routes.common import ToolboxDep
 from luminate.serve.toolbox import Toolbox
+from luminate.serve.worker import QueueFull
 
 router = APIRouter()
 UNIT_FILE = re.compile(r"^(\d{1,6})\.png$")
@@ -28,7 +29,10 @@ def unit_png(layer: str, name: str, box: Toolbox = ToolboxDep) -> Response:
     unit = int(match.group(1))
     box.layer(layer, spatial=True)
     box.unit(layer, unit)
-    job = box.worker.request(layer, unit)
+    try:
+        job = box.worker.request(layer, unit)
+    except QueueFull as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
     job.finished.wait(0.25)   # a unit already in the render cache is read back by then
     if job.status == "done":
         return Response(job.png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})

@@ -181,6 +181,12 @@
       ol.appendChild(li);
       select.appendChild(new Option(c.name, String(c.index)));
     }
+    const circuitSelect = $("circuit-class"), circuitChosen = circuitSelect.value;
+    circuitSelect.textContent = "";
+    circuitSelect.appendChild(new Option("(top class)", ""));
+    for (const c of list) circuitSelect.appendChild(new Option(c.name, c.name));
+    if (circuitChosen && ![...circuitSelect.options].some((o) => o.value === circuitChosen)) circuitSelect.appendChild(new Option(circuitChosen, circuitChosen));
+    circuitSelect.value = circuitChosen;
     if (chosen && ![...select.options].some((o) => o.value === chosen)) select.appendChild(new Option("class " + chosen, chosen));
     select.value = chosen;
   }
@@ -299,6 +305,191 @@
     }
     box.appendChild(t);
   }
+
+  // ----- the circuit panel: GET /api/circuit (202 with progress while tracing), POST /api/circuit/intervene -----
+  const circuit = { token: 0, graph: null, image: null, target: null, chosen: new Set(), els: new Map() };
+  const cgraph = $("circuit-graph"), cedges = $("circuit-edges"), creadout = $("circuit-readout");
+
+  function circuitNote(text) { $("circuit-note").textContent = text; }
+
+  async function traceCircuit() {
+    if (!state.image) { circuitNote("choose a photo first"); return; }
+    const select = $("circuit-class");
+    const target = select.value || (select.options.length > 1 ? select.options[1].value : "");
+    if (!target) { circuitNote("no class to trace yet"); return; }
+    const token = ++circuit.token, image = state.image;
+    clearCircuit("tracing");
+    const url = "/api/circuit?image=" + encodeURIComponent(image) + "&target=" + encodeURIComponent(target);
+    while (token === circuit.token) {
+      const { status, body } = await json(url);
+      if (token !== circuit.token) return;
+      if (status === 200) {
+        showCircuit(body, image, target);
+        return;
+      }
+      $("circuit-bar").style.width = Math.round(100 * (body.progress || 0)) + "%";
+      circuitNote("tracing " + target + ": " + Math.round(100 * (body.progress || 0)) + "% (" + (body.stage || body.status) + ")");
+      await new Promise((r) => setTimeout(r, 400));
+    }
+  }
+
+  function clearCircuit(status) {
+    circuit.graph = null; circuit.chosen = new Set(); circuit.els = new Map();
+    cgraph.querySelectorAll(".ccol").forEach((c) => c.remove());
+    cedges.innerHTML = ""; creadout.textContent = "";
+    $("circuit-bar").style.width = "0";
+    cgraph.dataset.status = status;
+  }
+
+  function nodeCell(n) {
+    const el = document.createElement("div");
+    el.dataset.id = n.id;
+    if (n.kind === "input" || n.kind === "target") {
+      el.className = "cnode fixed";
+      el.textContent = n.kind === "input" ? "the photo" : circuit.graph.target + " " + circuit.graph.score.toFixed(2);
+      return el;
+    }
+    el.className = "cnode " + (n.score >= 0 ? "pos" : "neg");
+    el.title = n.id + ": score " + n.score.toFixed(3) + "; raises " + ((n.ablate && n.ablate.raises) || []).join(", ");
+    el.innerHTML = '<div class="icon"></div><span></span>';
+    el.lastChild.textContent = n.unit + " · " + (n.score >= 0 ? "+" : "") + n.score.toFixed(2);
+    el.addEventListener("mouseenter", () => hoverNode(n));
+    el.addEventListener("mouseleave", () => hoverNode(null));
+    el.addEventListener("click", () => chooseNode(n.id));
+    return el;
+  }
+
+  function showCircuit(graph, image, target) {
+    clearCircuit("done");
+    $("circuit-bar").style.width = "100%";
+    circuit.graph = graph; circuit.image = image; circuit.target = target;
+    for (const layer of graph.layers) {
+      const col = document.createElement("div");
+      col.className = "ccol"; col.dataset.layer = layer;
+      const h = document.createElement("h3"); h.textContent = layer; col.appendChild(h);
+      for (const n of graph.nodes.filter((m) => m.layer === layer)) {
+        const el = nodeCell(n);
+        circuit.els.set(n.id, el); col.appendChild(el);
+      }
+      cgraph.appendChild(col);
+    }
+    drawEdges();
+    const deepest = graph.layers[graph.layers.length - 2], f = graph.faithfulness[deepest] || {};
+    circuitNote(graph.target + " = " + graph.score.toFixed(2) + "; removing the " + f.kept + " kept units of " + deepest +
+                " drops it by " + Number(f.kept_drop).toFixed(2) + " (as many random units: " + Number(f.random_drop).toFixed(2) + ")");
+    showProbabilities(null);
+    loadIcons(circuit.token, graph);
+  }
+
+  function drawEdges() {
+    const graph = circuit.graph;
+    cedges.innerHTML = "";
+    if (!graph) return;
+    cedges.setAttribute("width", cgraph.scrollWidth); cedges.setAttribute("height", cgraph.scrollHeight);
+    const box = cgraph.getBoundingClientRect(), NS = cedges.namespaceURI;
+    const top = Math.max(1e-12, ...graph.edges.map((e) => Math.abs(e.weight)));
+    for (const e of graph.edges) {
+      const a = circuit.els.get(e.source), b = circuit.els.get(e.target);
+      if (!a || !b) continue;
+      const ra = a.getBoundingClientRect(), rb = b.getBoundingClientRect(), s = Math.abs(e.weight) / top;
+      const x1 = ra.right - box.left + cgraph.scrollLeft, y1 = ra.top + ra.height / 2 - box.top;
+      const x2 = rb.left - box.left + cgraph.scrollLeft, y2 = rb.top + rb.height / 2 - box.top, m = (x1 + x2) / 2;
+      const p = document.createElementNS(NS, "path");
+      p.setAttribute("d", "M" + x1 + "," + y1 + " C" + m + "," + y1 + " " + m + "," + y2 + " " + x2 + "," + y2);
+      p.setAttribute("fill", "none");
+      p.setAttribute("stroke", e.weight >= 0 ? "#d0542b" : "#3b6fb6");
+      p.setAttribute("stroke-width", (0.4 + 4 * s).toFixed(2));
+      p.setAttribute("opacity", (0.15 + 0.55 * s).toFixed(2));
+      p.dataset.source = e.source; p.dataset.target = e.target;
+      cedges.appendChild(p);
+    }
+  }
+  window.addEventListener("resize", drawEdges);
+  cgraph.addEventListener("scroll", drawEdges);
+
+  function hoverNode(n) {
+    // where the unit fires on the photo, drawn over the photo like a unit's map; cleared when the pointer leaves
+    const canvas = $("photo-map");
+    if (!n || !n.map || circuit.image !== state.image) { canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height); }
+    else drawMap(canvas, n.map, false);
+    cedges.querySelectorAll("path").forEach((p) => p.classList.toggle("on", !!n && (p.dataset.source === n.id || p.dataset.target === n.id)));
+  }
+
+  async function chooseNode(id) {
+    if (circuit.chosen.has(id)) circuit.chosen.delete(id); else circuit.chosen.add(id);
+    circuit.els.forEach((el, key) => el.classList.toggle("chosen", circuit.chosen.has(key)));
+    await intervene();
+  }
+
+  async function intervene() {
+    if (!circuit.graph) return;
+    if (!circuit.chosen.size) { showProbabilities(null); return; }
+    const token = circuit.token, nodes = [...circuit.chosen], factor = Number($("circuit-mode").value);
+    try {
+      const { body } = await json("/api/circuit/intervene", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ image: circuit.image, target: circuit.target, nodes, factor }) });
+      if (token === circuit.token && nodes.join() === [...circuit.chosen].join()) showProbabilities(body, nodes, factor);
+    } catch (e) { circuitNote(String(e.message || e)); }
+  }
+
+  function showProbabilities(result, nodes, factor) {
+    const graph = circuit.graph;
+    creadout.textContent = "";
+    if (!graph) return;
+    const head = document.createElement("p");
+    const b = document.createElement("b");
+    if (result) {
+      b.textContent = (factor === 0 ? "removed " : "x" + factor + " ") + nodes.join(", ");
+      head.appendChild(b);
+      head.appendChild(document.createTextNode(": " + graph.target + " " + result.score.toFixed(2) + " (was " +
+                                               graph.score.toFixed(2) + ", drop " + result.drop.toFixed(2) + ")"));
+    } else {
+      b.textContent = "the photo as it is"; head.appendChild(b);
+      head.appendChild(document.createTextNode(": " + graph.target + " " + graph.score.toFixed(2)));
+    }
+    creadout.appendChild(head);
+    const probs = result ? result.probabilities : graph.probabilities;
+    for (const [name, p] of Object.entries(probs)) {
+      const row = document.createElement("div"); row.className = "prob";
+      row.innerHTML = '<span class="name"></span><div class="bar"></div><span></span><span class="was"></span>';
+      row.children[0].textContent = name; row.children[0].title = name;
+      row.children[1].style.width = (100 * p).toFixed(1) + "px";
+      row.children[2].textContent = (100 * p).toFixed(1) + "%";
+      if (result && name in graph.probabilities) row.children[3].textContent = "(was " + (100 * graph.probabilities[name]).toFixed(1) + "%)";
+      creadout.appendChild(row);
+    }
+    creadout.dataset.score = result ? result.score.toFixed(4) : graph.score.toFixed(4);
+    creadout.dataset.live = result ? nodes.join(",") + "@" + factor : "";
+  }
+
+  async function loadIcons(token, graph) {
+    // each unit's feature visualization from the render worker, one at a time (the queue stays short); a unit the
+    // worker cannot render keeps its grey square
+    for (const n of graph.nodes) {
+      if (n.kind !== "unit") continue;
+      const url = "/api/units/" + encodeURIComponent(n.layer) + "/" + n.unit + ".png";
+      while (token === circuit.token) {
+        const r = await fetch(url);
+        if (token !== circuit.token) return;
+        if (r.status === 200) {
+          const img = document.createElement("img");
+          img.alt = "feature visualization of " + n.id; img.src = URL.createObjectURL(await r.blob());
+          const el = circuit.els.get(n.id);
+          el.replaceChild(img, el.querySelector(".icon"));
+          break;
+        }
+        if (r.status !== 202 && r.status !== 429) break;
+        await new Promise((res) => setTimeout(res, r.status === 429 ? 2000 : 500));
+      }
+    }
+  }
+
+  $("circuit-trace").addEventListener("click", () => traceCircuit().catch((e) => { cgraph.dataset.status = "failed"; circuitNote(String(e.message || e)); }));
+  $("circuit-mode").addEventListener("change", () => intervene());
+  $("circuit-reset").addEventListener("click", () => {
+    circuit.chosen = new Set(); circuit.els.forEach((el) => el.classList.remove("chosen")); showProbabilities(null);
+  });
 
   // ----- start ------------------------------------------------------------------------------------------------
   async function init() {
