@@ -28,7 +28,8 @@ INPUT, TARGET = "input", "target"
 class LayerNodes:
     """One layer's nodes: every node's ``scores`` ``[K]``, the ``kept`` ones (indices, strongest first), codes
     ``[K, h, w]`` over the layer's positions (the activation for units; ``[K, 1, T]`` for a token layer), score
-    maps ``contributions`` ``[K, h, w]``, ``total`` (the layer's ``Σ a · g``) and, for kept nodes, ``inflow`` (the sum of the edges into the node from every node below)."""
+    maps ``contributions`` ``[K, h, w]``, ``total`` (the layer's ``Σ a · g``) and, for kept nodes, ``inflow``
+    (the sum of the edges into the node from every node below)."""
 
     layer: str
     kind: str

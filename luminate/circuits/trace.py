@@ -2,9 +2,9 @@
 
 One forward pass keeps every chosen layer's activation in the autograd graph (each layer's output is captured,
 read as positions by :func:`luminate.circuits.positions.replace_positions`, and passed on as a copy, so an
-in-place activation after it cannot overwrite what was captured). One backward pass gives every layer's gradient of the target; the edges into
-the kept nodes of a layer then take one batched backward pass per layer pair (``is_grads_batched``: every kept
-node's cotangent at once).
+in-place activation after it cannot overwrite what was captured). One backward pass gives every layer's gradient
+of the target; the edges into the kept nodes of a layer then take one batched backward pass per layer pair
+(``is_grads_batched``: every kept node's cotangent at once).
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ INTRO = ("Each column is a layer; each node a unit (or feature) that carries thi
          "visualization, with the classes it raises most (those whose logits fall most when it is removed). A node's "
          "score is its gradient x activation toward the target; an edge from a node to one in the next layer is its "
          "attribution to the target through that node (orange raises the target, blue lowers it; width by weight). "
-         "Hover over a node to see where it fires on the photo; click it to see the class probabilities with it "
-         "removed or amplified.")
+         "Hover over a node to see where it fires on the photo (bright where it fires, dark where it is quiet); "
+         "click it to see the class probabilities with it removed or amplified.")
 
 
 def circuit_page(graph: Mapping, images: Mapping[str, torch.Tensor], photo: torch.Tensor,

@@ -37,8 +37,10 @@
     const small = document.createElement("canvas"); small.width = w; small.height = h;
     const sc = small.getContext("2d"), img = sc.createImageData(w, h);
     for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+      // the photo darkened where the node is quiet and left bright where it fires: visible on any photo (an
+      // orange overlay vanished on an orange flower)
       const v = Math.max(0, map[y][x]) / top, k = 4 * (y * w + x);
-      img.data[k] = 255; img.data[k + 1] = 110; img.data[k + 2] = 20; img.data[k + 3] = Math.round(200 * v);
+      img.data[k] = img.data[k + 1] = img.data[k + 2] = 0; img.data[k + 3] = Math.round(215 * (1 - v));
     }
     sc.putImageData(img, 0, 0);
     ctx.imageSmoothingEnabled = true;
