@@ -22,6 +22,13 @@ setting are unguided (the sanity check's guided renders are measured in ``docs/q
 
     python benchmarks/quality.py                         # the full table (an hour or more on 2 CPU cores)
     python benchmarks/quality.py --steps 64 --classes daisy lemon --units blocks.9:7 --models efficientnet_lite0
+    python benchmarks/quality.py --colour 1 2 3        # issue 30: colour contrast (param.image chroma) of class images
+
+``--colour C ...`` renders the four class images of the acceptance check (daisy, goldfish, balloon, castle; lite0,
+224 px, render's default length, seed 0) with ``param.image(chroma=C)`` for each ``C`` and prints, as the check
+computes them, how many of 64 random 70-90% crops (with mirrors) Lite2 keeps in its top 5, and the images' mean
+saturation and colourfulness against the interquartile range of the 24 demo photos (``demo_images(..., 24,
+skimage=True)``).
 """
 
 from __future__ import annotations
@@ -35,8 +42,7 @@ import torch.nn.functional as F
 from luminate import models
 from luminate import objectives as obj
 from luminate.analysis.sanity import load_images, sanity_scores
-from luminate.param.maco import parameterization
-from luminate.render import render
+from luminate.render import parameterization, render
 from luminate.transforms import standard_transforms
 
 CLASSES = ["daisy", "goldfish", "balloon", "castle", "lemon", "jellyfish", "volcano", "tree frog"]
@@ -177,6 +183,57 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def saturation_colourfulness(img: torch.Tensor) -> tuple[float, float]:
+    """``(mean HSV saturation, Hasler-Suesstrunk colourfulness on [0, 255])`` of one image ``[3, H, W]`` in [0, 1]
+    (the acceptance check's formulas)."""
+    r, g, b = (img * 255).double()
+    rg, yb = r - g, 0.5 * (r + g) - b
+    colourful = float(torch.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * torch.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
+    top, bottom = img.max(0).values, img.min(0).values
+    return float(((top - bottom) / top.clamp_min(1e-6)).mean()), colourful
+
+
+def colour_table(chromas: list[float], mean_colour: bool = False) -> None:
+    """The class images' crops for Lite2 and colour against the demo photos, per ``chroma`` (module docstring)."""
+    import glob
+    import random
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from luminate import param as P
+    from luminate.atlas import demo_images
+
+    folder = demo_images(tempfile.mkdtemp(prefix="photos-"), 24, skimage=True)
+    photos = [torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+              for p in sorted(glob.glob(f"{folder}/*"))]
+    stats = np.array([saturation_colourfulness(p) for p in photos])
+    lo, hi = np.percentile(stats, 25, axis=0), np.percentile(stats, 75, axis=0)
+    print(f"photos: saturation IQR {lo[0]:.2f}-{hi[0]:.2f}, colourfulness IQR {lo[1]:.1f}-{hi[1]:.1f}")
+    model, judge = models.load("efficientnet_lite0"), models.load("efficientnet_lite2")
+    for chroma in chromas:
+        rnd, kept, colours = random.Random(11), [], []
+        for name in ("daisy", "goldfish", "balloon", "castle"):
+            p = P.image(224, chroma=chroma, mean_colour=mean_colour)
+            img = render(model, f"class:{name}", param=p, seed=0, progress=False).image[:1].clamp(0, 1)
+            colours.append(saturation_colourfulness(img[0]))
+            target, ok = model.class_index(name), 0
+            for _ in range(16):
+                side = int(224 * rnd.uniform(0.7, 0.9))
+                y, x = rnd.randint(0, 224 - side), rnd.randint(0, 224 - side)
+                crop = img[..., y:y + side, x:x + side]
+                if rnd.random() < 0.5:
+                    crop = crop.flip(-1)
+                crop = torch.nn.functional.interpolate(crop, size=(260, 260), mode="bilinear", align_corners=False)
+                with torch.no_grad():
+                    ok += target in judge(crop).topk(5).indices[0].tolist()
+            kept.append(ok)
+        sat, colourful = np.array(colours).mean(0)
+        print(f"chroma {chroma:g}{' + free mean colour' if mean_colour else ''}: Lite2 crops top-5 {sum(kept)}/64 "
+              f"{kept}; saturation {sat:.2f}, colourfulness {colourful:.1f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -190,7 +247,12 @@ def main() -> None:
     parser.add_argument("--crops", type=int, default=20, help="random crops per class image (default 20)")
     parser.add_argument("--photos", type=int, default=32, help="natural images for the unit measures (default 32)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--colour", nargs="+", type=float, help="only the class images' colour per chroma")
+    parser.add_argument("--mean-colour", action="store_true", help="with --colour: a free mean colour as well")
     args = parser.parse_args()
+    if args.colour:
+        colour_table(args.colour, args.mean_colour)
+        return
     print(f"{len(args.classes)} classes, {len(args.units)} units, {args.steps} steps, seed {args.seed}; "
           f"torch threads {torch.get_num_threads()}", flush=True)
     rows = run(args)

@@ -11,14 +11,24 @@ and prints medians and the ratios render/cut (issue 20's target: <= 0.9 at 224 p
 
     python benchmarks/render_speed.py                 # the full table of the closing note
     python benchmarks/render_speed.py --quick         # one configuration
+    python benchmarks/render_speed.py --lucent        # Luminate against Lucent 0.1.8 at 128 and 224 px
+
+``--lucent`` runs Lucent (``../shared/peers/lucent``: its own venv, ``/tmp/lucent-venv`` by default) and Luminate on
+the same workload (InceptionV1 with random weights, ``mixed4a:476``, each library's default parameterization and
+transforms), alternating the two in one run, and prints per-step medians after warm-up and the time per image at
+the defaults (Lucent: 512 steps; Luminate: the steps its default-length render took, at most 512).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
 import statistics
+import subprocess
 import time
+from pathlib import Path
 
 import torch
 
@@ -76,14 +86,54 @@ def bench(name: str, which: str, size: int, batch: int, rounds: int, steps: int)
             "full_ms": f}
 
 
+LUCENT = Path(__file__).resolve().parents[2] / "shared" / "peers" / "lucent"
+
+
+def lucent_step(size: int, batch: int, steps: int, warmup: int, venv: str) -> float:
+    """Lucent's median seconds per step (its own process, 2 threads)."""
+    env = dict(os.environ, PYTHONPATH=str(LUCENT / "stubs"), BENCH_THREADS=str(torch.get_num_threads()))
+    out = subprocess.run([f"{venv}/bin/python", str(LUCENT / "bench_lucent.py"), "render", str(size), str(batch),
+                          str(steps), str(warmup)], capture_output=True, text=True, env=env, check=True)
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["s_per_step_median"])
+
+
+def luminate_step(model, size: int, batch: int, steps: int, warmup: int) -> float:
+    stamps = []
+    render(model, "mixed4a:476", size=size, batch=batch, steps=steps + warmup, seed=0, progress=False,
+           callback=lambda *a: stamps.append(time.perf_counter()) and False)
+    return statistics.median(b - a for a, b in list(zip(stamps, stamps[1:]))[warmup:])
+
+
+def against_lucent(rounds: int, steps: int, warmup: int, venv: str) -> None:
+    model = models.load("inception_v1", weights=False)
+    default_steps = {}
+    for size in (128, 224):   # the steps a default-length render takes (it may stop on a plateau)
+        default_steps[size] = len(render(model, "mixed4a:476", size=size, seed=0, progress=False).history)
+    print(f"{'size':>4} {'round':>5} {'lucent s/step':>13} {'luminate s/step':>15} {'ratio':>6} "
+          f"{'lucent s/image':>14} {'luminate s/image':>16} {'ratio':>6}")
+    for size in (128, 224):
+        for r in range(rounds):
+            theirs = lucent_step(size, 1, steps, warmup, venv)
+            ours = luminate_step(model, size, 1, steps, warmup)
+            image_theirs, image_ours = theirs * 512, ours * default_steps[size]
+            print(f"{size:>4} {r + 1:>5} {theirs:>13.4f} {ours:>15.4f} {theirs / ours:>5.1f}x {image_theirs:>14.1f} "
+                  f"{image_ours:>16.1f} {image_theirs / image_ours:>5.1f}x  (Luminate: {default_steps[size]} steps)",
+                  flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only efficientnet_lite0, logits, 224 px, batch 1")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS), help="models to time")
+    parser.add_argument("--lucent", action="store_true", help="Luminate against Lucent at 128 and 224 px")
+    parser.add_argument("--lucent-venv", default="/tmp/lucent-venv")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.lucent:
+        against_lucent(args.rounds, max(args.steps, 24), 8, args.lucent_venv)
+        return
     if args.quick:
         grid = [("efficientnet_lite0", "logits", 224, 1)]
     else:

@@ -25,6 +25,7 @@ Deliberate differences, each a fix of a known quirk:
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ import torch
 from luminate import images as imageio
 from luminate import runtime
 from luminate.activations import LayerTap
-from luminate.fold import folded_batchnorm
+from luminate.fold import channels_last_weights, folded_batchnorm, reuse_freed_memory
 from luminate.models.base import Model, as_model
 from luminate.objectives import Objective, as_objective
 from luminate.overrides import RedirectedReLU
@@ -154,6 +155,7 @@ def render(model: Model | str,
     if runtime.interrupted():  # Ctrl-C in the command line stopped an earlier render: stop the whole job
         raise KeyboardInterrupt
     seed = secrets.randbits(31) if seed is None else int(seed)
+    reuse_freed_memory()   # the steps reuse their activation buffers instead of mapping them afresh (luminate.fold)
     generator = torch.Generator().manual_seed(seed)
     param = _parameterization(model, param, size, batch).to(device)
     if reset:
@@ -176,7 +178,7 @@ def render(model: Model | str,
         with torch.enable_grad(), model.frozen(), _folded(model, layers) as fold_info, \
                 LayerTap(model, layers, check_inputs=False) as tap:  # works under a caller's torch.no_grad() too
             settings["batchnorm"] = fold_info.summary()
-            channels_last = bool(fold_info.pairs) and device.type == "cpu"
+            channels_last = fold_info.channels_last
             for step in range(steps):
                 images = param()
                 transformed = transform(images, generator)
@@ -317,13 +319,23 @@ def _plateaued(history: torch.Tensor, done: int) -> bool:
     return bool(now - before < PLATEAU_GAIN * before.abs())
 
 
+@contextlib.contextmanager
 def _folded(model: Model, layers: Sequence[str]):
     """BatchNorm folded into the convolutions of the frozen network for the render (restored after it); channels-last
-    weights on the CPU, where they measured faster (``benchmarks/render_speed.py``). Tapped modules stay unfolded."""
+    weights on the CPU, where they measured faster (``benchmarks/render_speed.py``), also for a network with nothing
+    to fold (``info.channels_last``). Tapped modules stay unfolded."""
     keep = {model.resolve(name)[0] for name in layers if name not in LayerTap.SPECIAL}
     size = tuple(model.size) if model.contract.fixed_size else (64, 64)
-    return folded_batchnorm(model.network, keep=keep, size=size, channels=model.contract.channels,
-                            forward=model, channels_last=model.device.type == "cpu")
+    cpu = model.device.type == "cpu"
+    with folded_batchnorm(model.network, keep=keep, size=size, channels=model.contract.channels,
+                          forward=model, channels_last=cpu) as info:
+        if info.pairs or not cpu:
+            info.channels_last = bool(info.pairs) and cpu
+            yield info
+            return
+        with channels_last_weights(model.network) as swapped:
+            info.channels_last = swapped > 0
+            yield info
 
 
 def _progress(total: int, enabled: bool):

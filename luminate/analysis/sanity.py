@@ -176,6 +176,8 @@ def render_units(model: Model, layer: str, units: Sequence[int], size: int | Non
     from luminate.render import render
 
     size = size or min(model.size)
+    if guide is not None and param == "fourier" and guide_layers is None and guide_weight == GUIDE_WEIGHT:
+        return _as_pages_show(model, layer, units, size, steps, seed, guide, progress)
     objective = sum(obj.channel(layer, int(u), batch=i) for i, u in enumerate(units))
     p, transforms, lr = parameterization(param, size, batch=len(units))
     if guide is not None:
@@ -193,9 +195,20 @@ def render_units(model: Model, layer: str, units: Sequence[int], size: int | Non
                   progress=progress).image
 
 
+def _as_pages_show(model: Model, layer: str, units: Sequence[int], size: int, steps: int, seed: int,
+                   photos: Tensor, progress: bool) -> Tensor:
+    """The guided images unit pages show (:data:`luminate.units.render.GUIDED_UNIT_IMAGES`, one renderer, one
+    cache), at ``size`` and ``steps``: ``[U, 3, size, size]``."""
+    from luminate.units.render import GUIDED_UNIT_IMAGES, Directions, render_directions, unit_guide
+
+    settings = GUIDED_UNIT_IMAGES.replace(size=int(size), steps=int(steps), seed=int(seed), guide=unit_guide(photos))
+    directions = Directions.for_units(layer, units, model.layer_info(layer).channels)
+    return render_directions(model, directions, settings, progress=progress)
+
+
 def sanity_scores(model: Model | str, layer: str, units: Sequence[int], images, *,
                   visualizations: Tensor | None = None, top_k: int = 4, threshold: float = 0.5,
-                  path_layers: Sequence[str] | None = None, steps: int = 64, size: int | None = 128,
+                  path_layers: Sequence[str] | None = None, steps: int = 256, size: int | None = 128,
                   param: str = "fourier", seed: int = 0, min_images: int = 16, progress: bool = False,
                   guide: bool = True) -> SanityReport:
     """Geirhos et al.'s path check for ``units`` of ``layer`` against natural ``images``.
@@ -205,11 +218,13 @@ def sanity_scores(model: Model | str, layer: str, units: Sequence[int], images, 
         layer, units: the channels to check.
         images: natural images: a folder, paths, PIL images or ``[N, 3, H, W]`` in [0, 1] (see :func:`load_images`).
         visualizations: ``[U, 3, H, W]`` in [0, 1], one per unit (e.g. the Microscope's renders); default: rendered
-            here (:func:`render_units` with ``steps``, ``size``, ``param``, ``seed``; with ``guide`` the renders are
-            guided towards each unit's top photos among ``images`` at the blocks below, which the issue-20
-            measurements found necessary for a median path score of 0.7 on lite0 ``blocks.9``: unguided renders
-            score 0.5 whatever the transforms, steps or parameterization. The guide uses the same photos the check
-            scores against; on held-out photos the guided renders scored 0.89 (``docs/quality.md``).
+            here (:func:`render_units` with ``steps``, ``size``, ``param``, ``seed``; with ``guide`` and the
+            Fourier parameterization, the guided images unit pages show first
+            (:data:`luminate.units.render.GUIDED_UNIT_IMAGES`: each unit's top photos among ``images`` at ranks 0,
+            2, 4, 6 guide it at the blocks below), which the issue-20 and issue-30 measurements found necessary for a
+            median path score of 0.7 on lite0 ``blocks.9``: unguided renders score 0.4-0.5. Those guiding photos are
+            among the ones scored against here; on held-out photos the pages' images scored 0.89
+            (``docs/quality.md``).
         top_k: top examples per unit (at most half the images).
         threshold: path scores below it are flagged.
         path_layers: layers to compare (default :func:`path_layers_below`).

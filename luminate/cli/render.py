@@ -107,7 +107,7 @@ def run_render(args: argparse.Namespace) -> int:
     if len(result.history):
         first, final = result.history[0].sum().item(), result.history[-1].sum().item()
         print(f"{path}: {objective.name}, objective {first:.4g} -> {final:.4g} in {result.seconds:.1f}s "
-              f"(seed {args.seed})")
+              f"(seed {args.seed}; an unguided image: no photos guide it)")
     if result.interrupted:
         print(f"interrupted after {len(result.history)} of {args.steps} steps; the partial image is saved in {path}",
               file=sys.stderr)
@@ -153,5 +153,5 @@ def run_gallery(args: argparse.Namespace) -> int:
         experiments = gallery(model, steps=args.steps, size=args.size, seed=args.seed, progress=not args.quiet,
                               layer=args.layer, log=job.log)
     page = write_gallery(model, experiments, Path(args.output))
-    print(f"gallery: {page}")
+    print(f"gallery: {page} (unguided images: no photos guide them)")
     return 0

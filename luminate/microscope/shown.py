@@ -24,12 +24,11 @@ from torch import Tensor
 from luminate.cache import atomic_write, dequantize, quantize
 from luminate.data.store import layer_key
 from luminate.models.base import Model
-from luminate.param import NATURAL_CHROMA
-from luminate.units.render import Directions, Guide, RenderSettings, render_directions
+from luminate.units.render import GUIDED_UNIT_IMAGES, Directions, Guide, render_directions, unit_guide
 
 #: the guided unit images (``docs/quality.md``: median path 0.89 on held-out photos for every 10th unit of lite0
 #: ``blocks.9``)
-GUIDED_IMAGES = RenderSettings(size=128, steps=256, mean_colour=True, chroma=NATURAL_CHROMA)
+GUIDED_IMAGES = GUIDED_UNIT_IMAGES
 #: the names of the shown images, in the order a page shows them
 SHOWN = ("guided", "unguided")
 #: photos a site needs to guide its unit images (4 to guide, the rest to score)
@@ -37,11 +36,11 @@ MIN_PHOTOS = 12
 
 
 def guide(photos: Tensor) -> Guide:
-    """The Microscope's guide: each unit's top photos of ``photos`` at ranks 0, 2, 4, 6."""
+    """The Microscope's guide (:func:`luminate.units.render.unit_guide`), given at least :data:`MIN_PHOTOS`."""
     if photos.shape[0] < MIN_PHOTOS:
         raise ValueError(f"guided unit images need at least {MIN_PHOTOS} photos (4 to guide, the rest to score), "
                          f"got {photos.shape[0]}")
-    return Guide(photos, top_k=4, stride=2)
+    return unit_guide(photos)
 
 
 def render_guided(model: Model, layer: str, units: Sequence[int], photos: Tensor,
@@ -81,7 +80,18 @@ def save_shown(site: str | os.PathLike, layer: str, shown: dict[int, dict[str, T
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"layer": layer, "order": list(SHOWN), "scores": scores,
             "images": {int(u): {name: quantize(im) for name, im in images.items()} for u, images in shown.items()}}
+    if path.exists() and _same(torch.load(path, weights_only=True), data):
+        return path                 # a rerun of a finished site writes nothing
     return atomic_write(path, lambda f: torch.save(data, f))
+
+
+def _same(old: dict, new: dict) -> bool:
+    if old.get("scores") != new["scores"] or old.get("order") != new["order"]:
+        return False
+    images = old.get("images", {})
+    return images.keys() == new["images"].keys() and all(
+        images[u].keys() == tiles.keys() and all(torch.equal(images[u][n], t) for n, t in tiles.items())
+        for u, tiles in new["images"].items())
 
 
 def shown_images(site, layer: str, unit: int) -> list[Tensor]:

@@ -393,8 +393,13 @@ def _natural_sample(model: Model, imageset: ImageSet, examples: Examples, limit:
     return torch.stack(pictures)
 
 
+def _first_shown(images: dict) -> torch.Tensor:
+    """The image a unit page shows first: the guided one when there is one."""
+    return images["guided"] if images.get("guided") is not None else images["positive"]
+
+
 def _sanity_scores(model: Model, renders: dict, images) -> dict | None:
-    """``{(layer, unit): text}``: Geirhos et al.'s path check of each rendered unit's positive visualization
+    """``{(layer, unit): text}``: Geirhos et al.'s path check of the visualization each rendered unit's page shows first
     (:func:`luminate.analysis.sanity.sanity_scores`) when that module is available; None otherwise."""
     try:
         from luminate.analysis.sanity import sanity_scores
@@ -406,7 +411,7 @@ def _sanity_scores(model: Model, renders: dict, images) -> dict | None:
         if not units:
             continue
         report = sanity_scores(model, layer, units, images,
-                               visualizations=torch.stack([rendered[u]["positive"] for u in units]))
+                               visualizations=torch.stack([_first_shown(rendered[u]) for u in units]))
         for i, unit in enumerate(units):
             score = report.score(unit)
             text = f"path score {score['path_score']:.2f}, activation ratio {score['ratio']:.2f}"

@@ -284,6 +284,17 @@ class RenderSettings:
         return "unguided" if self.guide is None else "guided"
 
 
+#: the guided unit images pages show first (the Microscope; the sanity check's default): 128 px, 256 steps, a free
+#: mean colour and twice Lucid's colour contrast (``param.NATURAL_CHROMA``), guided by :func:`unit_guide`
+GUIDED_UNIT_IMAGES = RenderSettings(size=128, steps=256, mean_colour=True, chroma=P.NATURAL_CHROMA)
+
+
+def unit_guide(photos: Tensor) -> Guide:
+    """The guide of :data:`GUIDED_UNIT_IMAGES`: each unit's top photos among ``photos`` at ranks 0, 2, 4, 6 (the
+    others are left to score the image on), weight 30."""
+    return Guide(photos, weight=30.0, top_k=4, stride=2)
+
+
 def direction_keys(model: Model, directions: Directions, settings: RenderSettings) -> list[str]:
     """The cache key of each direction (SHA-256 hex): the settings, model, weights, layer, objective, whitening and
     the direction's float32 values."""
@@ -517,5 +528,5 @@ def _jsonable(settings: RenderSettings) -> dict:
             for f in dataclasses.fields(settings)}
 
 
-__all__ = ["Directions", "FORMAT", "Guide", "RenderSettings", "direction_keys", "final_scores", "grouped_diversity",
+__all__ = ["Directions", "FORMAT", "GUIDED_UNIT_IMAGES", "Guide", "unit_guide", "RenderSettings", "direction_keys", "final_scores", "grouped_diversity",
            "read_cached", "render_batch", "render_directions"]

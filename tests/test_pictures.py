@@ -1,0 +1,162 @@
+"""The pictures people look at (issue 30): guided unit images keyed and shown first, natural colour contrast, the
+mirror drawn into the crop, same-padded stride-2 convolutions folded without a padded copy."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from luminate import param as P
+from luminate.fold import folded_batchnorm
+from luminate.models import wrap
+from luminate.transforms import random_crop_resize, random_flip
+from luminate.units import Directions, RenderSettings, direction_keys, render_directions
+from luminate.units.render import Guide
+
+LAYER = "2"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 6, 3), nn.ReLU())
+    return wrap(net, 16, value_range=(0, 1))
+
+
+def _photos(n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 16, 16, generator=g)
+
+
+def test_chroma_scales_only_the_colour_difference_columns():
+    plain, vivid = P.color_correlation(), P.color_correlation(chroma=2.0)
+    torch.testing.assert_close(vivid[:, 0], plain[:, 0])
+    torch.testing.assert_close(vivid[:, 1:], 2 * plain[:, 1:])
+    a, b = P.image(16, chroma=1.0), P.image(16, chroma=2.0)
+    b.load_state_dict(a.state_dict())
+    grey_a, grey_b = a().mean(1, keepdim=True), b().mean(1, keepdim=True)
+    assert float((b() - grey_b).abs().mean()) > 1.3 * float((a() - grey_a).abs().mean())   # more colour contrast
+    assert "chroma=2" in repr(b) and "chroma" not in repr(a)
+    with pytest.raises(ValueError, match="chroma"):
+        P.image(16, chroma=0)
+
+
+def test_render_default_image_has_natural_chroma(tiny):
+    from luminate.render import render
+
+    result = render(tiny, f"{LAYER}:1", steps=2, size=16, progress=False)
+    assert f"chroma={P.NATURAL_CHROMA:g}" in result.settings["param"]
+
+
+def test_the_mirror_drawn_into_the_crop_equals_a_crop_then_a_flip():
+    x = torch.rand(6, 3, 20, 20)
+    fused = random_crop_resize((0.5, 1.0), 0.15, flip=0.5)(x, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    two = random_flip(0.5)(random_crop_resize((0.5, 1.0), 0.15)(x, g), g)
+    torch.testing.assert_close(fused, two, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(fused, random_crop_resize((0.5, 1.0), 0.15)(x, torch.Generator().manual_seed(3)))
+
+
+class _TFSame(nn.Conv2d):
+    """TensorFlow "SAME" padding with F.pad, bias ignored (like EfficientNet-Lite's stride-2 convolutions)."""
+
+    def forward(self, x):
+        k, s = self.kernel_size[0], self.stride[0]
+        pads = [max((math.ceil(n / s) - 1) * s + k - n, 0) for n in x.shape[-2:]]
+        x = nn.functional.pad(x, (pads[1] // 2, pads[1] - pads[1] // 2, pads[0] // 2, pads[0] - pads[0] // 2))
+        return nn.functional.conv2d(x, self.weight, None, self.stride, 0, 1, self.groups)
+
+
+@pytest.mark.parametrize("kernel, groups", [(3, 8), (5, 8), (3, 1)])
+def test_same_padded_stride_two_convolutions_fold_without_a_padded_copy(kernel, groups):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 1), _TFSame(8, 8, kernel, stride=2, groups=groups, bias=False),
+                        nn.BatchNorm2d(8), nn.ReLU6()).eval().requires_grad_(False)
+    net[2].running_mean.uniform_(-0.5, 0.5)
+    net[2].running_var.uniform_(0.5, 2.0)
+    for side in (16, 17, 15):
+        x = torch.rand(2, 3, side, side + 1, requires_grad=True)
+        plain = net(x)
+        (g_plain,) = torch.autograd.grad(plain.sum(), x)
+        with folded_batchnorm(net, size=(16, 16), channels_last=True) as info:
+            assert info.pairs == [("1", "2")]
+            assert "forward" in net[1].__dict__ and net[2].forward(torch.ones(1)) is not None
+            folded = net(x)
+            (g_folded,) = torch.autograd.grad(folded.sum(), x)
+        torch.testing.assert_close(folded, plain, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(g_folded, g_plain, rtol=1e-4, atol=1e-5)
+        assert "forward" not in net[1].__dict__ and "forward" not in net[2].__dict__
+
+
+def test_a_guide_is_keyed_by_its_photos_and_weight(tiny):
+    units = Directions.for_units(LAYER, [1, 4], channels=6)
+    plain = RenderSettings(size=16, steps=3, batch=2)
+    guided = plain.replace(guide=Guide(_photos()), mean_colour=True)
+    keys = {name: direction_keys(tiny, units, s) for name, s in [
+        ("plain", plain), ("guided", guided), ("other photos", guided.replace(guide=Guide(_photos(seed=1)))),
+        ("other weight", guided.replace(guide=Guide(_photos(), weight=3.0))), ("again", guided)]}
+    assert keys["guided"] == keys["again"]
+    assert len({tuple(v) for v in keys.values()}) == 4
+    assert plain.kind == "unguided" and guided.kind == "guided"
+    with pytest.raises(ValueError, match="negative or diversity"):
+        guided.replace(negative=True)
+    with pytest.raises(ValueError, match="at least 4"):
+        Guide(_photos(2))
+
+
+def test_a_guide_takes_every_other_top_photo_and_pulls_towards_them(tiny):
+    photos = _photos(12)
+    units = Directions.for_units(LAYER, [1, 4], channels=6)
+    guide = Guide(photos, top_k=3, stride=2, layers=("0",))
+    picked = guide.targets(tiny, units)
+    from luminate.activations import activations
+
+    pooled = activations(tiny, photos, [LAYER])[LAYER].flatten(2).mean(2)
+    for unit, chosen in zip([1, 4], picked):
+        order = pooled[:, unit].argsort(descending=True)
+        assert chosen.tolist() == order[0:6:2].tolist()
+    settings = RenderSettings(size=16, steps=24, batch=2, mean_colour=True)
+    far = render_directions(tiny, units, settings, cache=False, progress=False)
+    near = render_directions(tiny, units, settings.replace(guide=Guide(photos, weight=50.0, top_k=3, stride=2, layers=("0",))), cache=False,
+                             progress=False)
+    assert near.shape == far.shape == (2, 3, 16, 16)
+    targets = torch.stack([photos[t].mean(0).mean((1, 2)) for t in picked])        # [2, 3] the photos' colour
+    gap = lambda ims: float((ims.mean((2, 3)) - targets).abs().mean())
+    assert gap(near) < gap(far)
+
+
+def test_channels_last_weights_for_a_network_without_batchnorm_are_put_back():
+    from luminate.fold import channels_last_weights
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 5, 3), nn.ReLU(), nn.Conv2d(5, 4, 3)).eval().requires_grad_(False)
+    before = [p for p in net.parameters()]
+    x = torch.rand(2, 3, 12, 12)
+    plain = net(x)
+    with channels_last_weights(net) as swapped:
+        assert swapped == 2 and net[0].weight.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(net(x.contiguous(memory_format=torch.channels_last)), plain)
+    assert all(a is b for a, b in zip(net.parameters(), before))
+    with channels_last_weights(net.train()) as swapped:
+        assert swapped == 0
+
+
+def test_shown_images_come_from_the_site_guided_first(tmp_path):
+    from luminate.microscope.shown import save_shown, shown_images, shown_scores
+
+    guided, unguided = torch.rand(3, 12, 12), torch.rand(3, 8, 8)
+    scores = {3: {"guided": {"path_score": 0.9, "ratio": 2.0, "flagged": False},
+                  "unguided": {"path_score": 0.2, "ratio": 9.0, "flagged": True}}}
+    path = save_shown(tmp_path, "blocks.9", {3: {"unguided": unguided, "guided": guided}}, scores)
+    stamp = path.stat().st_mtime_ns
+    first, second = shown_images(tmp_path, "blocks.9", 3)
+    assert first.shape == (3, 12, 12) and second.shape == (3, 8, 8)
+    assert float((first - guided).abs().max()) <= 0.5 / 255 + 1e-6
+    assert shown_scores(tmp_path, "blocks.9", 3)["guided"]["path_score"] == 0.9
+    save_shown(tmp_path, "blocks.9", {3: {"unguided": unguided, "guided": guided}}, scores)
+    assert path.stat().st_mtime_ns == stamp                       # the same content is not written again
+    with pytest.raises(KeyError, match="unit 4"):
+        shown_images(tmp_path, "blocks.9", 4)
+    with pytest.raises(FileNotFoundError, match="render-units"):
+        shown_images(tmp_path, "blocks.10", 3)
