@@ -85,6 +85,23 @@ def save_shown(site: str | os.PathLike, layer: str, shown: dict[int, dict[str, T
     return atomic_write(path, lambda f: torch.save(data, f))
 
 
+def saved_scores(site: str | os.PathLike, layer: str, shown: dict[int, dict[str, Tensor]]) -> dict | None:
+    """The scores kept by an earlier build when it showed exactly these images (8-bit), else ``None``: the photos
+    are the site's own, so equal images mean equal scores, and a rerun of a finished site scores nothing again."""
+    path = shown_file(site, layer)
+    if not path.exists():
+        return None
+    old = torch.load(path, weights_only=True)
+    images = old.get("images", {})
+    for u, tiles in shown.items():
+        kept = images.get(int(u))
+        if kept is None or kept.keys() != tiles.keys() or int(u) not in old.get("scores", {}):
+            return None
+        if not all(torch.equal(kept[n], quantize(t)) for n, t in tiles.items()):
+            return None
+    return {int(u): old["scores"][int(u)] for u in shown}
+
+
 def _same(old: dict, new: dict) -> bool:
     if old.get("scores") != new["scores"] or old.get("order") != new["order"]:
         return False

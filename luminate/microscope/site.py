@@ -339,7 +339,7 @@ def _shown(model: Model, out: Path, renders: dict, imageset: ImageSet, examples:
     """``{(layer, unit): {name: scores}}``: each rendered unit's guided image (added to ``renders`` as ``"guided"``)
     and the scores of the guided and unguided images on the photos held out from the guide
     (:mod:`luminate.microscope.shown`); saved beside the site's data."""
-    from luminate.microscope.shown import MIN_PHOTOS, render_guided, save_shown, score_shown
+    from luminate.microscope.shown import MIN_PHOTOS, render_guided, save_shown, saved_scores, score_shown
 
     photos = _natural_sample(model, imageset, examples)
     if photos.shape[0] < MIN_PHOTOS:
@@ -353,7 +353,7 @@ def _shown(model: Model, out: Path, renders: dict, imageset: ImageSet, examples:
         guided = render_guided(model, layer, sorted(rendered), photos, cache_dir, batch=settings.units_per_batch,
                                progress=run.progress)
         shown = {u: {"guided": guided[u], "unguided": rendered[u]["positive"]} for u in sorted(rendered)}
-        scores = score_shown(model, layer, shown, photos)
+        scores = saved_scores(out, layer, shown) or score_shown(model, layer, shown, photos)
         save_shown(out, layer, shown, scores)
         for u in shown:
             rendered[u]["guided"] = guided[u]
