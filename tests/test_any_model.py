@@ -13,6 +13,7 @@ from luminate import transforms as T
 from luminate.activations import LayerTap, activations, replace_output
 from luminate.models import wrap
 from luminate.overrides import RedirectedReLU
+from nets import TinyViT as ViT
 
 DEAD = 2  # the channel whose bias keeps it below zero on every input
 
@@ -94,24 +95,6 @@ class ResNet(nn.Module):
 
     def forward(self, x):
         return self.fc(self.drop(self.res(self.bn(self.stem(x))).mean((2, 3))))
-
-
-class ViT(nn.Module):
-    """A tiny ViT: 4x4 patches of 4 px at 16 px, one class token, learned position embeddings (fixed size)."""
-
-    def __init__(self, d=16):
-        super().__init__()
-        self.patch = nn.Conv2d(3, d, 4, 4)
-        self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
-        self.pos = nn.Parameter(torch.randn(1, 17, d) * 0.02)
-        self.blocks = nn.Sequential(*[nn.TransformerEncoderLayer(d, 2, 32, dropout=0.0, batch_first=True)
-                                      for _ in range(2)])
-        self.head = nn.Linear(d, 5)
-
-    def forward(self, x):
-        t = self.patch(x).flatten(2).transpose(1, 2)
-        t = torch.cat([self.cls.expand(len(t), -1, -1), t], 1) + self.pos
-        return self.head(self.blocks(t)[:, 0])
 
 
 def moved(model, objective, redirect, size=16, steps=4):

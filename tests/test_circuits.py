@@ -13,6 +13,7 @@ import luminate
 from luminate import circuits
 from luminate.circuits import CircuitSettings, keep_by_share, prune_edges, trace
 from luminate.circuits.graph import Edge
+from nets import TinyViT
 
 ALL = CircuitSettings(node_share=1.0, max_nodes=1000, edge_share=1.0, draws=3)
 LABELS = [f"class{i}" for i in range(5)]
@@ -280,27 +281,9 @@ def test_page_and_toolbox_route(tmp_path):
         next(n for n in data["nodes"] if n["id"] == node)["ablate"]["drop"], abs=1e-5)
 
 
-class TinyViT(nn.Module):
-    """Patch embedding, a class token, two transformer blocks; the head reads the class token only."""
-
-    def __init__(self, d: int = 16):
-        super().__init__()
-        self.patch = nn.Conv2d(3, d, 8, 8)
-        self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
-        self.pos = nn.Parameter(torch.randn(1, 5, d) * 0.02)
-        self.blocks = nn.Sequential(*[nn.TransformerEncoderLayer(d, 2, 32, dropout=0.0, batch_first=True)
-                                      for _ in range(2)])
-        self.head = nn.Linear(d, 5)
-
-    def forward(self, x):
-        t = self.patch(x).flatten(2).transpose(1, 2)
-        t = torch.cat([self.cls.expand(len(t), -1, -1), t], 1) + self.pos
-        return self.head(self.blocks(t)[:, 0])
-
-
 def test_token_layers_read_every_token_as_a_position():
     torch.manual_seed(0)
-    vit = luminate.models.wrap(TinyViT().eval(), 16, value_range=(0, 1), layout="tokens", labels=LABELS)
+    vit = luminate.models.wrap(TinyViT(patch=8).eval(), 16, value_range=(0, 1), layout="tokens", labels=LABELS)
     x = _image()
     g = trace(vit, x, "class1", layers=["patch", "blocks.0", "blocks.1"], settings=ALL)
     last = g.layer_nodes("blocks.1")
