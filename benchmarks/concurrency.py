@@ -6,7 +6,9 @@ two renders shared the cores fairly (each took twice as long), ~1.0 means the co
 both at full speed, and 10+ is the oversubscription cliff.
 
 Policies:
-  luminate   Luminate's default: OMP_WAIT_POLICY=PASSIVE (set by the `luminate` command), all cores per process
+  luminate   Luminate's default: OMP_WAIT_POLICY=PASSIVE after a brief spin (GOMP_SPINCOUNT, set by the `luminate`
+             command), all cores per process
+  passive    OMP_WAIT_POLICY=PASSIVE with no spin at all (Luminate's default before the brief spin)
   spin       OMP_WAIT_POLICY=ACTIVE, all cores per process (what torch does without Luminate's policy)
   1-thread   OMP_NUM_THREADS=1 per process
 
@@ -29,6 +31,7 @@ from pathlib import Path
 
 POLICIES = {
     "luminate": {},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0"},
     "spin": {"OMP_WAIT_POLICY": "ACTIVE"},
     "1-thread": {"OMP_NUM_THREADS": "1"},
 }
@@ -63,7 +66,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128, help="render size in pixels (default 128)")
     ap.add_argument("--timeout", type=float, default=600, help="give up on a run after this many seconds")
     args = ap.parse_args()
-    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                                "GOMP_SPINCOUNT")}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"{cores} cores, load average {os.getloadavg()[0]:.1f}; render: {args.steps} steps at {args.size} px "
           "(process start and model load included)")

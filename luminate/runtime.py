@@ -9,7 +9,9 @@ can become 40x slower instead of 2x. Two things avoid that cliff:
   once, when torch's OpenMP runtime loads (at ``import torch``), so it must be set before that. The
   ``luminate`` command line sets it (unless you set it yourself) before torch loads (``luminate_launcher``);
   ``import luminate`` never writes the environment: in a script or notebook, start Python with
-  ``OMP_WAIT_POLICY=PASSIVE``. Measured cost on an idle machine: within noise (``benchmarks/concurrency.py``).
+  ``OMP_WAIT_POLICY=PASSIVE``. Sleeping at once costs speed on an idle machine (a lite0 step at 224 px took
+  1.6-2x as long), so the command line also lets a thread spin briefly first (``GOMP_SPINCOUNT``, see
+  ``luminate_launcher.BRIEF_SPIN`` for the measured trade-off; ``benchmarks/concurrency.py`` measures it).
 * **fewer threads per process** when several processes share the cores: :func:`share_cpu` for a notebook or
   script, :func:`worker_threads` for pools of workers (``workers x threads <= cores``).
 
