@@ -181,6 +181,23 @@ def test_rerun_changes_nothing_and_pages_are_self_contained(site, tiny, photos):
     assert time.perf_counter() - start < 10
 
 
+def test_feature_pages_show_a_guided_image_first_scored_on_held_out_photos(site):
+    from luminate.analysis.shown import MIN_PHOTOS
+
+    assert site.shown and set(site.shown) == set(site.renders)        # 17 readable photos >= MIN_PHOTOS
+    assert MIN_PHOTOS <= 17
+    f = sorted(site.renders)[0]
+    first, second = features.shown_images(site.path, LAYER, f)
+    assert first.shape == (3, 128, 128) and second.shape == site.renders[f]["positive"].shape
+    assert float((first - site.renders[f]["guided"]).abs().max()) <= 0.5 / 255 + 1e-6
+    assert float((second - site.renders[f]["positive"]).abs().max()) <= 0.5 / 255 + 1e-6
+    scores = features.shown_scores(site.path, LAYER, f)
+    assert set(scores) == {"guided", "unguided"} and scores == site.shown[f]
+    assert all(0 <= s["path_score"] <= 1 and s["flagged"] == (s["path_score"] < 0.5) for s in scores.values())
+    with pytest.raises(KeyError, match="feature 99"):
+        features.shown_images(site.path, LAYER, 99)
+
+
 def test_bad_inputs_get_clear_errors(site, tiny, photos, tmp_path):
     with pytest.raises(ValueError, match=r"training positions .* 4096 features need at least 16384"):
         features.learn(tiny, photos, LAYER, 4096, 4, out=tmp_path / "big", progress=False, num_workers=0)
@@ -234,7 +251,11 @@ def test_feature_site_in_chromium(site, page):
     data = json.loads(page.locator("#feature-data").text_content())
     top = features.top_examples(root, LAYER, f)
     assert [e["image"] for e in data["examples"]] == [Path(t["image"]).name for t in top]
-    assert page.locator(".vis img").count() == 5
+    assert page.locator(".vis img").count() == 6                      # guided first, unguided, four diverse
+    assert page.locator(".vis img").first.get_attribute("alt") == "guided"
+    captions = page.locator(".vis figcaption").all_text_contents()
+    assert "guided by its top photos" in captions[0] and "path score" in captions[0]
+    assert captions[1].startswith("unguided") and "path score" in captions[1]
     assert page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
     assert page.remote_requests == []
 
@@ -256,7 +277,7 @@ def test_command_line_with_a_model_file(photos, tmp_path, capsys):
     path = tmp_path / "tiny_model.py"
     path.write_text(MODEL_FILE.format(tests=str(Path(__file__).parent)))
     common = [f"{path}:make", str(photos), "--layer", LAYER, "--k", "2", "--top", "2", "--steps", "2", "--size", "32",
-              "--train-steps", "40", "--no-stability", "--quiet", "--cache", str(tmp_path / "cache")]
+              "--train-steps", "40", "--no-stability", "--unguided", "--quiet", "--cache", str(tmp_path / "cache")]
     assert main(["features", *common, "--features", "8", "--pages", "0:2", "-o", str(tmp_path / "site")]) == 0
     out = capsys.readouterr().out
     assert "8 features of 2 (topk, k = 2): held-out R²" in out and "2 pages" in out

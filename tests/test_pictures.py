@@ -160,3 +160,25 @@ def test_shown_images_come_from_the_site_guided_first(tmp_path):
         shown_images(tmp_path, "blocks.9", 4)
     with pytest.raises(FileNotFoundError, match="render-units"):
         shown_images(tmp_path, "blocks.10", 3)
+
+
+def test_direction_scores_of_one_hot_directions_are_the_unit_scores(tiny):
+    from luminate.activations import activations
+    from luminate.analysis.sanity import direction_scores, sanity_scores
+
+    photos, vis = _photos(12), torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    units = sanity_scores(tiny, LAYER, [1, 4], photos, visualizations=vis)
+    dirs = direction_scores(tiny, LAYER, torch.eye(6)[[1, 4]], photos, vis)
+    torch.testing.assert_close(dirs.path_score, units.path_score)
+    torch.testing.assert_close(dirs.ratio, units.ratio)
+    assert torch.equal(dirs.top_examples, units.top_examples) and dirs.units == [0, 1]
+    mixed = torch.tensor([[0.0, 0.6, 0.0, 0.0, 0.8, 0.0]])
+    report = direction_scores(tiny, LAYER, mixed, photos, vis[:1])
+    pooled = activations(tiny, vis[:1], LAYER).flatten(2).mean(2)                    # [1, 6]
+    assert float(report.visualization_activation[0]) == pytest.approx(float(pooled[0] @ mixed[0]), rel=1e-5)
+    natural = activations(tiny, report.images, LAYER).flatten(2).mean(2) @ mixed[0]  # [N]: ranks the photos
+    assert int(report.top_examples[0, 0]) == int(natural.argmax())
+    with pytest.raises(ValueError, match=r"\[U, 6\]"):
+        direction_scores(tiny, LAYER, torch.ones(2, 5), photos, vis)
+    with pytest.raises(ValueError, match="one per direction"):
+        direction_scores(tiny, LAYER, torch.eye(6)[:3], photos, vis)

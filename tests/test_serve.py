@@ -253,17 +253,32 @@ def test_unit_panel_reads_a_microscope_site(tiny, tmp_path, server):
 
     photos = tmp_path / "photos"
     photos.mkdir()
-    for i in range(6):
+    for i in range(12):
         png_file(photos / f"{i}.png", seed=10 + i)
     microscope.build(tiny, photos, tmp_path / "site", layers="relu2", units="0:4", top_k=3, steps=2, size=32,
                      progress=False)
+    guided_first = microscope.shown_images(tmp_path / "site", "relu2", 1)
     want = microscope.top_examples(tmp_path / "site", "relu2", 1)
     with serve.running(tiny, site=tmp_path / "site", render_steps=2, render_size=32) as base:
         status, body, _ = request(base, "/api/units/relu2/1/examples")
         assert status == 200, body
         got = json.loads(body)
         assert [(e["value"], e["y"], e["x"]) for e in got["examples"]] == [(w["value"], w["y"], w["x"]) for w in want]
-        assert got["stats"]["images"] == 6 and got["stats"]["status"] in ("ok", "dead", "constant")
+        assert got["stats"]["images"] == 12 and got["stats"]["status"] in ("ok", "dead", "constant")
+        status, png, headers = request(base, "/api/units/relu2/1.png")    # the image the unit page shows first
+        assert status == 200 and headers["X-Luminate-Image"] == "guided"
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))),
+                              np.asarray(luminate.images.to_pil(guided_first[0])))
+        status, body, _ = request(base, "/api/units/relu2/1/shown")
+        shown = json.loads(body)["images"]
+        assert [s["name"] for s in shown] == ["guided", "unguided"]
+        assert shown[0]["scores"] == microscope.shown_scores(tmp_path / "site", "relu2", 1)["guided"]
+        status, png, headers = request(base, shown[1]["url"])
+        assert status == 200 and headers["X-Luminate-Image"] == "unguided"
+        assert Image.open(io.BytesIO(png)).size == (32, 32)
+        assert request(base, "/api/units/relu2/1/shown/2.png")[0] == 404
+        status, body, _ = request(base, "/api/units/relu2/9/shown")        # a unit the site did not render
+        assert status == 404 and b"--render-units" in body
         status, jpeg, headers = request(base, got["examples"][0]["url"])
         assert status == 200 and Image.open(io.BytesIO(jpeg)).size == (32, 32)
         assert request(base, "/api/units/relu2/1/examples/7.jpg")[0] == 404    # 3 examples
@@ -408,3 +423,36 @@ def test_page_upload_unit_panel_and_camera(camera_browser, server, photo):
         assert not errors and not elsewhere, (errors, elsewhere)
     finally:
         context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_unit_panel_shows_the_sites_guided_image_first_with_its_scores(browser, tiny, tmp_path, photo):
+    from luminate import microscope
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(12):
+        png_file(photos / f"{i}.png", seed=30 + i)
+    microscope.build(tiny, photos, tmp_path / "site", layers="relu2", units="0:4", top_k=3, steps=2, size=32,
+                     progress=False)
+    scores = microscope.shown_scores(tmp_path / "site", "relu2", 2)
+    with serve.running(tiny, site=tmp_path / "site", render_steps=2, render_size=32) as base:
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            page.goto(base)
+            page.set_input_files("input[type=file]", str(photo))
+            page.wait_for_function("Number(document.querySelector('#grid').dataset.frame) >= 1", timeout=20000)
+            page.select_option("#layer", "relu2")
+            page.wait_for_selector("[data-unit='2']", timeout=20000)
+            page.click("[data-unit='2']")
+            page.wait_for_function("document.querySelectorAll('img.unit-vis').length === 2", timeout=30000)
+            kinds = page.eval_on_selector_all("img.unit-vis", "ims => ims.map(i => i.dataset.kind)")
+            assert kinds == ["guided", "unguided"]
+            note = page.text_content("#vis-note")
+            assert f"path score {scores['guided']['path_score']:.2f}" in note and "held-out photos" in note
+            assert not errors, errors
+        finally:
+            page.close()

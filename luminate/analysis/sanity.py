@@ -247,16 +247,56 @@ def sanity_scores(model: Model | str, layer: str, units: Sequence[int], images, 
     if visualizations is None:
         visualizations = render_units(model, layer, units, size=size, steps=steps, param=param, seed=seed,
                                       progress=progress, guide=natural if guide else None, top_k=k)
-    visualizations = visualizations.detach().float().cpu()
     if visualizations.shape[0] != len(units):
         raise ValueError(f"got {visualizations.shape[0]} visualizations for {len(units)} units: give one per unit")
+    report = _measure(model, layer, units, natural, visualizations, k, threshold, path_layers)
+    report.settings = {"top_k": k, "images": n, "steps": steps, "param": param, "seed": seed, "guided": guided}
+    return report
+
+
+def direction_scores(model: Model | str, layer: str, vectors: Tensor, images, visualizations: Tensor, *,
+                     top_k: int = 4, threshold: float = 0.5, path_layers: Sequence[str] | None = None) -> SanityReport:
+    """:func:`sanity_scores` for directions of ``layer`` (``vectors`` ``[U, C]``, e.g. a dictionary's features): a
+    direction's activation is the dot product of its vector with the layer's channel means, which ranks the photos
+    and gives the ratio. ``visualizations``: ``[U, 3, H, W]``, one per direction. The report's ``units`` are the
+    rows ``0..U-1``."""
+    model = as_model(model)
+    vectors = torch.as_tensor(vectors).float().cpu()
+    channels = model.layer_info(layer).channels
+    if vectors.ndim != 2 or vectors.shape[1] != channels:
+        raise ValueError(f"directions of {layer} are [U, {channels}] (one row per direction), got "
+                         f"{tuple(vectors.shape)}")
+    if visualizations.shape[0] != vectors.shape[0]:
+        raise ValueError(f"got {visualizations.shape[0]} visualizations for {vectors.shape[0]} directions: give one "
+                         "per direction")
+    natural = load_images(model, images, min_images=16)
+    n = natural.shape[0]
+    if n < 4:
+        raise ValueError(f"the check needs at least 4 natural images (2 top examples and 2 others), got {n}")
+    k = max(2, min(int(top_k), n // 2))
+    report = _measure(model, layer, list(range(vectors.shape[0])), natural, visualizations, k, threshold,
+                      path_layers, vectors)
+    report.settings = {"top_k": k, "images": n, "directions": True}
+    return report
+
+
+def _measure(model: Model, layer: str, units: list[int], natural: Tensor, visualizations: Tensor, k: int,
+             threshold: float, path_layers: Sequence[str] | None, vectors: Tensor | None = None) -> SanityReport:
+    """The path scores and ratios of ``visualizations`` (one per row of ``units``, or of ``vectors`` ``[U, C]``
+    when given) against ``natural`` ``[N, 3, H, W]``, ``k`` top examples each."""
+    visualizations = visualizations.detach().float().cpu()
+    n = natural.shape[0]
     layers = list(path_layers) if path_layers is not None else path_layers_below(model, layer)
     if layer not in layers:
         layers.append(layer)
     nat = {name: _pooled(a) for name, a in activations(model, natural, layers, batch_size=16, grid=True).items()}
     vis = {name: _pooled(a) for name, a in activations(model, visualizations, layers, batch_size=16, grid=True).items()}
-    unit_nat = nat[layer][:, units]                                    # [N, U]
-    unit_vis = vis[layer][torch.arange(len(units)), units]             # [U]
+    if vectors is None:
+        unit_nat = nat[layer][:, units]                                # [N, U]
+        unit_vis = vis[layer][torch.arange(len(units)), units]         # [U]
+    else:
+        unit_nat = nat[layer] @ vectors.T                              # [N, U]
+        unit_vis = (vis[layer] * vectors).sum(1)                       # [U]
     top = unit_nat.topk(k, dim=0).indices.T                            # [U, k]
     sims = torch.zeros(len(units), len(layers))
     among = torch.zeros_like(sims)
@@ -282,6 +322,4 @@ def sanity_scores(model: Model | str, layer: str, units: Sequence[int], images, 
                         natural=among, baseline=base, path_score=path_score, ratio=ratio,
                         visualization_activation=unit_vis, natural_activation=best,
                         flagged=path_score < threshold, threshold=float(threshold), visualizations=visualizations,
-                        top_examples=top, images=natural,
-                        settings={"top_k": k, "images": n, "steps": steps, "param": param, "seed": seed,
-                                  "guided": guided})
+                        top_examples=top, images=natural)

@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=256, help="optimization steps per visualization (default 256)")
     p.add_argument("--size", type=int, default=96, help="visualization side in pixels (default 96)")
     p.add_argument("--train-steps", type=int, default=3000, help="training steps of the dictionary (default 3000)")
+    p.add_argument("--unguided", action="store_true",
+                   help="show only the unguided visualizations: no guided image from the feature's top photos first "
+                        "(faster; the pages then carry no held-out path scores)")
     p.add_argument("--no-stability", action="store_true",
                    help="skip the second seed (the stability figure); halves training time")
     p.add_argument("--microscope", default=None, metavar="SITE",
@@ -73,7 +76,8 @@ def _build_and_write(args: argparse.Namespace, model, start: float) -> int:
     pages = None if args.pages.strip().lower() == "all" else args.pages
     settings = FeatureSettings().replace(n_features=args.features, k=args.k, method=args.method, top_k=args.top,
                                          pages=pages, steps=args.steps, size=args.size, seed=args.seed,
-                                         train_steps=args.train_steps, stability=not args.no_stability)
+                                         train_steps=args.train_steps, stability=not args.no_stability,
+                                         guided=not args.unguided)
     site = build(model, args.images, args.output, args.layer, settings=settings, microscope=args.microscope,
                  cache_dir=args.cache, progress=not args.quiet, dictionary=args.dictionary)
     index = write_site(site, progress=not args.quiet)

@@ -53,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: the model's)")
     p.add_argument("--cache", default=None, help="render cache folder (default: $LUMINATE_CACHE/renders)")
     p.add_argument("--sanity", action="store_true", help="show a sanity score per unit (when available)")
+    p.add_argument("--unguided", action="store_true",
+                   help="show only the unguided visualizations: no guided image from the unit's top photos first "
+                        "(faster; the pages then carry no held-out path scores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_microscope)
@@ -86,7 +89,8 @@ def run_microscope(args: argparse.Namespace) -> int:
                                       circuit_images=args.circuit_images, steps=args.steps, size=args.size,
                                       seed=args.seed, shard_images=args.shard_size,
                                       attribution_images=args.attribution_images,
-                                      units_per_batch=args.units_per_batch, cache_dir=args.cache, sanity=args.sanity)
+                                      units_per_batch=args.units_per_batch, cache_dir=args.cache, sanity=args.sanity,
+                                      guided=not args.unguided)
         run = PassSettings(batch_size=args.batch_size, ray=args.ray, num_cpus=args.num_cpus, progress=not args.quiet)
         site = build(model, args.images, args.output, settings, layers=layers, run=run)
         index = write_site(site, progress=not args.quiet)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,13 +40,16 @@ from luminate.features.sae import TrainSettings
 from luminate.images import UnreadableImageError
 from luminate.data.settings import LayerSpec, PassSettings, parse_units
 from luminate.models.base import Model, as_model
-from luminate.units.render import RenderSettings
+from luminate.units.render import Directions, RenderSettings
 from luminate.units.examples import examples_pass, quantile_samples, ranked
 from luminate.units.examples import top_examples as _site_top_examples
 
 EXAMPLES = "examples.npz"
 EFFECTS = "effects.npz"
+SHOWN = "shown.pt"
 VERSION = 1
+
+logger = logging.getLogger(__name__)
 
 
 def _digest(payload) -> str:
@@ -128,18 +132,20 @@ class FeatureSite:
 
     Attributes: path, model, dictionary, examples (:func:`feature_examples`), pages (features given pages), renders
     ``{feature: {"positive", "diversity"}}``, effects ``{feature: [classes]}``, top_k, settings, microscope (a
-    Microscope site to link neurons to, or None), stamp (a hash of everything the pages depend on).
+    Microscope site to link neurons to, or None), shown ``{feature: {"guided" / "unguided": scores}}`` (the scores
+    of the images a feature page shows, on photos held out from the guide), stamp (a hash of everything the pages
+    depend on).
     """
 
     def __init__(self, path: Path, model: Model, imageset: ImageSet, dictionary: Dictionary, examples: dict,
                  pages: list[int], renders: dict, effects: dict, top_k: int, settings: dict,
-                 microscope: Path | None = None):
+                 microscope: Path | None = None, shown: dict | None = None):
         self.path, self.model, self.imageset = path, model, imageset
         self.dictionary, self.examples, self.pages = dictionary, examples, pages
         self.renders, self.effects, self.top_k = renders, effects, top_k
-        self.settings, self.microscope = settings, microscope
+        self.settings, self.microscope, self.shown = settings, microscope, shown or {}
         payload = [VERSION, dictionary.info.get("key"), str(examples["key"]), pages, sorted(renders), top_k,
-                   settings, str(microscope) if microscope else None]
+                   settings, str(microscope) if microscope else None, sorted(self.shown.items())]
         self.stamp = _digest(payload)
 
     @property
@@ -227,7 +233,8 @@ class FeatureSite:
                         if e["index"] in pictures]
             for f in chunk:
                 raised, lowered = self.classes(f)
-                yield {"feature": f, "images": self.renders.get(f), "examples": shown(tops[f], f),
+                yield {"feature": f, "images": self.renders.get(f), "shown": self.shown.get(f),
+                       "examples": shown(tops[f], f),
                        "samples": shown(samples[f], f), "hist": self.histogram(f), "raised": raised,
                        "lowered": lowered, "neurons": self.neurons(f), "similar": self.similar(f),
                        "grid": [int(g) for g in self.examples["grid"]]}
@@ -244,6 +251,8 @@ class FeatureSettings:
             :data:`~luminate.features.render.FEATURE_IMAGES`).
         top_k: dataset examples per feature. pages: features given pages (``"0:64"``, a list, None: all).
         stability: train the second dictionary.
+        guided: render each page's guided image (shown first) from half of each feature's top photos among a sample
+            of the images, and score it and the unguided one on the others (:mod:`luminate.analysis.shown`).
     """
 
     training: TrainSettings = TrainSettings()
@@ -251,12 +260,13 @@ class FeatureSettings:
     top_k: int = 9
     pages: str | tuple[int, ...] | None = "0:64"
     stability: bool = True
+    guided: bool = True
 
     def replace(self, **fields) -> "FeatureSettings":
         """A copy with ``fields``: ``top_k``, ``pages``, ``stability``; ``steps``, ``size`` and
         ``features_per_batch`` of the visualizations; ``train_steps`` and every other training setting
         (``batch_size``, ``lr``, ...); ``seed`` seeds both."""
-        top = {name: fields.pop(name) for name in ("top_k", "pages", "stability", "training", "images")
+        top = {name: fields.pop(name) for name in ("top_k", "pages", "stability", "training", "images", "guided")
                if name in fields}
         if isinstance(top.get("pages"), list):
             top["pages"] = tuple(top["pages"])
@@ -303,7 +313,7 @@ def build(model, images, out: str | os.PathLike, layer: str, n_features: int | N
     store_given = isinstance(images, ActivationStore) or (isinstance(images, (str, os.PathLike))
                                                          and (Path(images) / "manifest.json").is_file())
     with progress_module.Job("features", stages=["activations and dictionary", "codes of every image",
-                                                 "classes", "feature visualizations"],
+                                                 "classes", "feature visualizations", "guided images"],
                              enabled=progress, unit="feature") as job:
         job.stage("activations and dictionary", f"{training.n_features} features, k = {training.k}, "
                                                 f"{training.method} on {layer}")
@@ -329,6 +339,9 @@ def build(model, images, out: str | os.PathLike, layer: str, n_features: int | N
         live = [f for f in chosen if ranked(examples, f, 1)]
         renders = render_features(model, layer, dictionary.directions, live, settings=visuals, cache_dir=cache_dir,
                                   progress=progress) if live else {}
+        job.stage("guided images", f"{len(renders)} features" if settings.guided else "off")
+        scores = _shown(model, folder, dictionary, imageset, examples, renders, cache_dir,
+                        progress) if settings.guided and renders else {}
     record = json.dumps({"top_k": int(top_k), "pages": chosen}).encode()
     meta = folder / "site.json"
     if not meta.is_file() or meta.read_bytes() != record:
@@ -341,9 +354,59 @@ def build(model, images, out: str | os.PathLike, layer: str, n_features: int | N
                          f"({dictionary.info.get('held-out rows')} positions)",
              "visualizations": f"{visuals.size} px, {visuals.steps} steps, seed {visuals.seed}, direction x cosine, "
                                "4 diverse",
+             "shown first": ("guided by half of each feature's top photos (ranks 0, 2, 4, 6 of a sample), scored on "
+                             "the others" if scores else "the unguided visualization"),
              "top examples": top_k, "metrics": {k2: m.get(k2) for k2 in ("r2", "l0", "dead", "stability")}}
     return FeatureSite(out, model, imageset, dictionary, examples, chosen, renders, effects, top_k, shown,
-                       Path(microscope) if microscope else None)
+                       Path(microscope) if microscope else None, scores)
+
+
+def _shown(model: Model, folder: Path, dictionary: Dictionary, imageset: ImageSet, examples: dict, renders: dict,
+           cache_dir, progress: bool) -> dict[int, dict]:
+    """``{feature: {name: scores}}``: each rendered feature's guided image (added to ``renders`` as ``"guided"``)
+    and the scores of the guided and unguided images on the photos held out from its guide, kept in
+    ``folder/shown.pt`` (a rerun with the same images scores nothing again)."""
+    from luminate.analysis import shown as pages
+
+    skipped = [s.split("\t", 1)[0] for s in examples["skipped"].tolist() if s]
+    photos = pages.photo_sample(model, imageset, skipped)
+    if photos.shape[0] < pages.MIN_PHOTOS:
+        logger.warning("luminate features: %d photos are too few to guide feature images (%d needed); the pages "
+                       "show the unguided images", photos.shape[0], pages.MIN_PHOTOS)
+        return {}
+    features = sorted(renders)
+    directions = Directions.for_vectors(dictionary.layer, dictionary.directions[features], kind="feature",
+                                        names=[f"feature {f}" for f in features])
+    guided = pages.render_guided(model, directions, photos, cache_dir, progress=progress)
+    shown = {f: {"guided": g, "unguided": renders[f]["positive"]} for f, g in zip(features, guided)}
+    path = folder / SHOWN
+    scores = pages.saved_scores(path, shown)
+    if scores is None:
+        scores = dict(zip(features, pages.score_shown(model, directions, [shown[f] for f in features], photos)))
+    pages.save_shown(path, shown, scores, layer=dictionary.layer)
+    for f in features:
+        renders[f]["guided"] = shown[f]["guided"]
+    return scores
+
+
+def shown_images(site: str | os.PathLike, layer: str, feature: int) -> list[torch.Tensor]:
+    """The images the feature's page shows, ``[3, H, W]`` in [0, 1], the one shown first first: the guided image
+    and the unguided one (a site built with ``guided`` and enough photos), else the unguided one alone."""
+    from luminate.analysis.shown import read_shown
+
+    path = dictionary_dir(site, layer) / SHOWN
+    if path.is_file():
+        return list(read_shown(path, feature, f"feature {feature} of {layer}")[0].values())
+    raise FileNotFoundError(f"no guided images of {layer} in {site}: build the site with `luminate features` "
+                            "(at least 12 readable images, guided images on)")
+
+
+def shown_scores(site: str | os.PathLike, layer: str, feature: int) -> dict:
+    """``{name: {"path_score", "ratio", "flagged"}}`` of the images :func:`shown_images` returns (empty without)."""
+    from luminate.analysis.shown import read_shown
+
+    path = dictionary_dir(site, layer) / SHOWN
+    return read_shown(path, feature)[1] if path.is_file() else {}
 
 
 def _effects(model: Model, dictionary: Dictionary, imageset: ImageSet, examples: dict, features: list[int],

@@ -25,6 +25,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from luminate.analysis.shown import photo_sample
 from luminate.activations import LayerTap
 from luminate.cache import RenderCache
 from luminate.data.inputs import ImageSet, image_set
@@ -325,12 +326,13 @@ def _build(model: Model, imageset: ImageSet, out, names: list[str], settings: Mi
     if s.circuit_images > 0 and len(names) > 1:
         from luminate.microscope.circuits import compute_circuits
 
-        sample = _natural_sample(model, imageset, examples, limit=s.circuit_images)
+        sample = photo_sample(model, imageset, [name for name, _ in examples.skipped], limit=s.circuit_images)
         circuits = compute_circuits(model, data, names, sample,
                                     fingerprint=f"{imageset.fingerprint()}:{s.circuit_images}", progress=run.progress)
         methods = sorted({c["method"] for c in circuits.values()})
         site_settings["inputs"] = f"{', '.join(methods)} (gradient x activation over {len(sample)} images)"
-    scores = _sanity_scores(model, renders, _natural_sample(model, imageset, examples)) if s.sanity else None
+    scores = (_sanity_scores(model, renders, photo_sample(model, imageset, [name for name, _ in examples.skipped]))
+              if s.sanity else None)
     return Site(out, model, imageset, examples, layer_info, summaries, renders, site_settings, scores, circuits, shown)
 
 
@@ -341,7 +343,7 @@ def _shown(model: Model, out: Path, renders: dict, imageset: ImageSet, examples:
     (:mod:`luminate.microscope.shown`); saved beside the site's data."""
     from luminate.microscope.shown import MIN_PHOTOS, render_guided, save_shown, saved_scores, score_shown
 
-    photos = _natural_sample(model, imageset, examples)
+    photos = photo_sample(model, imageset, [name for name, _ in examples.skipped])
     if photos.shape[0] < MIN_PHOTOS:
         logger.warning("luminate microscope: %d photos are too few to guide unit images (%d needed); the pages show "
                        "the unguided images", photos.shape[0], MIN_PHOTOS)
@@ -377,20 +379,6 @@ def _renders(model: Model, names: list[str], plan: dict, summaries: dict, settin
         else:
             renders[name] = {}
     return renders
-
-
-def _natural_sample(model: Model, imageset: ImageSet, examples: Examples, limit: int = 64) -> torch.Tensor:
-    """Up to ``limit`` evenly spaced readable images of the set, preprocessed: ``[N, 3, H, W]`` in [0, 1]."""
-    skipped = {name for name, _ in examples.skipped}
-    readable = [i for i in range(len(imageset)) if imageset.name(i) not in skipped]
-    step = max(1, len(readable) // limit)
-    pictures = []
-    for i in readable[::step][:limit]:
-        try:
-            pictures.append(imageset.load(i, model.contract))
-        except (UnreadableImageError, OSError):
-            continue
-    return torch.stack(pictures)
 
 
 def _first_shown(images: dict) -> torch.Tensor:

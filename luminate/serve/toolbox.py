@@ -78,6 +78,7 @@ class Toolbox:
             self.layer_infos.append(self.features)
         self.worker = RenderWorker(model, size=render_size, steps=render_steps, dictionary=self.dictionary)
         self.examples = None
+        self.site = Path(site) if site is not None else None
         if site is not None:
             from luminate.microscope import open_examples
 
@@ -173,6 +174,22 @@ class Toolbox:
         return {"image": key, "target": index, "class": self.model.class_name(index), "layer": layer,
                 "method": "activation x gradient, summed over channels", "shape": list(where.shape),
                 "map": rounded(where)}
+
+    def shown(self, layer: str, unit: int) -> tuple[dict[str, torch.Tensor], dict] | None:
+        """The images the Microscope site's page of the unit shows, ``{name: [3, H, W]}`` (the guided one first
+        where the site guided it), and their scores on held-out photos; None without a site or a page for it."""
+        from luminate.analysis.shown import read_shown
+        from luminate.microscope.shown import shown_file
+
+        if self.site is None or layer.startswith(FEATURES):
+            return None
+        path = shown_file(self.site, layer)
+        if not path.is_file():
+            return None
+        try:
+            return read_shown(path, unit)
+        except KeyError:
+            return None
 
     def site_examples(self, layer: str, unit: int) -> tuple[Any, list[dict]]:
         if self.examples is None:

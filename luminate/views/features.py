@@ -20,7 +20,7 @@ import numpy as np
 from luminate.views.atlas import _patch
 from luminate.views.html import esc, img_tag, json_script, page
 from luminate.views.microscope import CSS as MICROSCOPE_CSS
-from luminate.views.microscope import _crumbs, _histogram_svg, layer_dir, overlay, unit_file
+from luminate.views.microscope import _crumbs, _histogram_svg, layer_dir, overlay, shown_score, unit_file
 from luminate.views.site import PageRecord
 
 CSS = MICROSCOPE_CSS + """
@@ -121,7 +121,8 @@ def _examples_row(entries: list[dict], grid: tuple[int, int], top: float, rank: 
 def feature_page(info: dict, data: dict, prev_feature: int | None, next_feature: int | None,
                  pages: set[int]) -> str:
     """One feature. ``info``: ``{"model", "layer", "microscope": relative link prefix or None}``; ``data``: see
-    :meth:`luminate.features.FeatureSite.feature_data` (``feature``, ``images`` {positive, diversity} or None,
+    :meth:`luminate.features.FeatureSite.feature_data` (``feature``, ``images`` {positive, diversity, guided when
+    the site guided them} or None, ``shown`` {guided / unguided: scores} or None,
     ``examples`` / ``samples`` [{name, value, picture, map, y, x}], ``hist``, ``raised`` / ``lowered``, ``neurons``
     [(channel, weight)], ``similar`` [(feature, cosine)], ``grid``)."""
     f = data["feature"]
@@ -138,11 +139,20 @@ def feature_page(info: dict, data: dict, prev_feature: int | None, next_feature:
     if images is not None:
         diversity = "".join(f'<figure class="div">{img_tag(im, alt=f"diverse {i + 1}")}</figure>'
                             for i, im in enumerate(images["diversity"]))
+        scores = data.get("shown") or {}
+        guided = ""
+        if images.get("guided") is not None:
+            guided = (f'<figure>{img_tag(images["guided"], alt="guided")}<figcaption>guided by its top photos: '
+                      f'follows the direction along their path{shown_score(scores.get("guided"))}</figcaption>'
+                      '</figure>')
+        first = "unguided: follows the direction" if guided else "follows the direction"
         parts.append('<div class="card vis"><h2>Feature visualization</h2><div class="row">'
-                     f'<figure>{img_tag(images["positive"], alt="positive")}<figcaption>follows the direction'
-                     f'</figcaption></figure>{diversity}</div><p class="muted">Images optimized so that the layer\'s '
-                     'activations point along the feature\'s direction (dot x cosine, every position); the four '
-                     'on the right are pushed apart from each other in style.</p></div>')
+                     f'{guided}<figure>{img_tag(images["positive"], alt="positive")}<figcaption>{first}'
+                     f'{shown_score(scores.get("unguided"))}</figcaption></figure>{diversity}</div>'
+                     '<p class="muted">Images optimized so that the layer\'s activations point along the feature\'s '
+                     'direction (dot x cosine, every position); the four on the right are pushed apart from each '
+                     'other in style. The guided image is also pulled, at the blocks below, towards half of the '
+                     'feature\'s top photos; both are scored on the other half.</p></div>')
     else:
         parts.append('<div class="card"><span class="badge dead">silent feature</span> It never fires on the image '
                      'set, so it is not rendered.</div>')

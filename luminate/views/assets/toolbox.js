@@ -241,20 +241,25 @@
 
   async function loadVis(layer, unit) {
     const token = ++state.visToken;
-    const vis = $("vis"), old = vis.querySelector("img.unit-vis");
-    if (old) old.remove();
+    const vis = $("vis");
+    vis.querySelectorAll("img.unit-vis").forEach((old) => old.remove());
     $("vis-bar").style.width = "0";
     $("vis-note").textContent = "feature visualization: asking ...";
     while (token === state.visToken) {
       const r = await fetch("/api/units/" + encodeURIComponent(layer) + "/" + unit + ".png");
       if (token !== state.visToken) return;
       if (r.status === 200) {
+        const kind = r.headers.get("X-Luminate-Image") || "unguided";
         const img = document.createElement("img");
-        img.className = "unit-vis"; img.alt = "feature visualization of " + layer + ":" + unit;
+        img.className = "unit-vis"; img.alt = kind + " feature visualization of " + layer + ":" + unit;
+        img.dataset.kind = kind;
         img.src = URL.createObjectURL(await r.blob());
         vis.insertBefore(img, vis.firstChild);
         $("vis-bar").style.width = "100%";
-        $("vis-note").textContent = "feature visualization (render cache)";
+        $("vis-note").textContent = kind === "guided"
+          ? "guided by its top photos (the Microscope site's image)"
+          : "unguided feature visualization (render cache; no photos guide it)";
+        if (kind === "guided") showShown(layer, unit, token).catch((e) => say(e.message));
         return;
       }
       const body = await r.json().catch(() => ({}));
@@ -268,6 +273,25 @@
       $("vis-note").textContent = "rendering in the background: " + Math.round(body.progress * 100) + "% (" + body.status + ")";
       await new Promise((res) => setTimeout(res, 1000));
     }
+  }
+
+  // the images the Microscope site's unit page shows, guided first, with their scores on held-out photos
+  async function showShown(layer, unit, token) {
+    const { body } = await json("/api/units/" + encodeURIComponent(layer) + "/" + unit + "/shown");
+    if (token !== state.visToken) return;
+    const fmt = (s) => s ? " (path score " + s.path_score.toFixed(2) + ", activation ratio " + s.ratio.toFixed(2) +
+      (s.flagged ? ", flagged" : ", passes") + ", on held-out photos)" : "";
+    const notes = [];
+    for (const [k, shown] of body.images.entries()) {
+      notes.push(shown.name + fmt(shown.scores));
+      if (k === 0) continue;   // the first is the image already drawn
+      const img = document.createElement("img");
+      img.className = "unit-vis"; img.alt = shown.name + " feature visualization of " + layer + ":" + unit;
+      img.dataset.kind = shown.name; img.src = shown.url;
+      const images = $("vis").querySelectorAll("img.unit-vis");
+      images[images.length - 1].after(img);
+    }
+    $("vis-note").textContent = notes.join("; ");
   }
 
   async function showWhere(c) {
