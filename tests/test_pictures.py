@@ -58,6 +58,35 @@ def test_the_mirror_drawn_into_the_crop_equals_a_crop_then_a_flip():
     assert not torch.allclose(fused, random_crop_resize((0.5, 1.0), 0.15)(x, torch.Generator().manual_seed(3)))
 
 
+def test_a_zoom_below_one_shows_smaller_boxes_at_a_few_sizes_and_reaches_only_the_box():
+    x = torch.rand(3, 3, 224, 224, requires_grad=True)
+    t = random_crop_resize((0.5, 1.0), 0.15, flip=0.5, zoom=0.5)
+    sides = set()
+    for seed in range(12):
+        y = t(x, torch.Generator().manual_seed(seed))
+        assert y.shape[:2] == (3, 3) and y.shape[-1] == y.shape[-2] and y.shape[-1] % 16 == 0
+        assert 224 * math.sqrt(0.5) - 16 <= y.shape[-1] <= 224     # a half-size box is shown at 71% of the side
+        sides.add(y.shape[-1])
+    assert len(sides) > 1                                           # the side varies from step to step
+    torch.testing.assert_close(t(x, torch.Generator().manual_seed(4)), t(x, torch.Generator().manual_seed(4)))
+    y = random_crop_resize((0.6, 0.6), 0.15, zoom=0.0)(x, torch.Generator().manual_seed(0))
+    grad, = torch.autograd.grad(y.sum(), x)
+    covered = (grad != 0).flatten(1).sum(1)
+    assert covered.tolist() == [3 * round(0.6 * 224) ** 2] * 3     # zoom 0: a pure crop of each item's own box
+    assert y.shape[-1] == 128                                       # 134 px rounded to a multiple of 16
+    with pytest.raises(ValueError, match="zoom must lie in"):
+        random_crop_resize(zoom=1.5)
+
+
+def test_the_default_transforms_cost_less_than_full_size_steps():
+    from luminate.transforms import default_transforms
+    (t,) = default_transforms()
+    assert t.zoom == 0.5 and t.flip == 0.5
+    x = torch.rand(1, 3, 224, 224)
+    areas = [t(x, torch.Generator().manual_seed(s)).shape[-1] ** 2 / 224 ** 2 for s in range(64)]
+    assert 0.6 < sum(areas) / len(areas) < 0.9                      # about 0.75 of a full-size step's pixels
+
+
 class _TFSame(nn.Conv2d):
     """TensorFlow "SAME" padding with F.pad, bias ignored (like EfficientNet-Lite's stride-2 convolutions)."""
 
