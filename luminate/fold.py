@@ -127,7 +127,7 @@ def _identity(x: Tensor) -> Tensor:
     return x
 
 
-class _SamePadded:
+class SamePadded:
     """A stride-``s`` convolution that pads like TensorFlow's ``"SAME"`` (``F.pad`` with one pixel more at the
     bottom/right, then a convolution without padding), computed without the pad: where the padding is one pixel
     longer at the end, the kernel gets a leading row (column) of zeros and the convolution pads both sides by the
@@ -147,22 +147,26 @@ class _SamePadded:
                 if self.weight.is_contiguous(memory_format=torch.channels_last) else w.contiguous()
         return self.extended[(grow_h, grow_w)]
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def arguments(self, x: Tensor) -> tuple[Tensor, Tensor, list[int], list[int], int]:
+        """``(weight, bias, stride, padding, groups)`` of the padding-free convolution for an input like ``x``."""
         pads = []
         for size, k, s in zip(x.shape[-2:], self.kernel, self.stride):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads.append((total // 2, total - total // 2))
         (top, bottom), (left, right) = pads
-        grow_h, grow_w = bottom - top, right - left
-        return F.conv2d(x, self._weight(grow_h, grow_w), self.bias, self.stride, (bottom, right), 1, self.groups)
+        return self._weight(bottom - top, right - left), self.bias, list(self.stride), [bottom, right], self.groups
+
+    def __call__(self, x: Tensor) -> Tensor:
+        weight, bias, stride, padding, groups = self.arguments(x)
+        return F.conv2d(x, weight, bias, stride, padding, 1, groups)
 
 
-def _same_padded(conv: nn.Conv2d, weight: Tensor, bias: Tensor, device, dtype) -> _SamePadded | None:
-    """A :class:`_SamePadded` forward for ``conv`` (with the folded ``weight`` and ``bias``) when it computes what
+def _same_padded(conv: nn.Conv2d, weight: Tensor, bias: Tensor, device, dtype) -> SamePadded | None:
+    """A :class:`SamePadded` forward for ``conv`` (with the folded ``weight`` and ``bias``) when it computes what
     ``conv``'s own forward plus ``bias`` computes on inputs of even and odd size, else None."""
     if conv.padding != (0, 0) or conv.dilation != (1, 1) or max(conv.stride) < 2 or conv.padding_mode != "zeros":
         return None
-    fast = _SamePadded(conv, weight, bias)
+    fast = SamePadded(conv, weight, bias)
     g = torch.Generator().manual_seed(1)
     for side in (16, 17):
         x = torch.rand(1, conv.in_channels, side, side + 1, generator=g).to(device=device, dtype=dtype)

@@ -38,6 +38,7 @@ from luminate import images as imageio
 from luminate import runtime
 from luminate.activations import LayerTap
 from luminate.fold import channels_last_weights, folded_batchnorm, reuse_freed_memory
+from luminate.fuse import fused_activations
 from luminate.models.base import Model, as_model
 from luminate.objectives import Objective, as_objective
 from luminate.overrides import RedirectedReLU
@@ -175,9 +176,10 @@ def render(model: Model | str,
     start = time.perf_counter()
     step_tensor = torch.zeros((), dtype=torch.long, device=device)
     try:
-        with torch.enable_grad(), model.frozen(), _folded(model, layers) as fold_info, \
+        with torch.enable_grad(), model.frozen(), _folded(model, layers) as (fold_info, fusion), \
                 LayerTap(model, layers, check_inputs=False) as tap:  # works under a caller's torch.no_grad() too
             settings["batchnorm"] = fold_info.summary()
+            settings["fused"] = fusion.summary()
             channels_last = fold_info.channels_last
             for step in range(steps):
                 images = param()
@@ -185,7 +187,8 @@ def render(model: Model | str,
                 if channels_last:
                     transformed = transformed.contiguous(memory_format=torch.channels_last)
                 if redirect is not None and step < redirect_relu_steps:
-                    with redirect:  # scoped to the network's forward pass; the graph keeps the redirect
+                    # scoped to the network's forward pass (the graph keeps the redirect); every ReLU call is seen
+                    with redirect, fusion.paused():
                         acts = tap(transformed)
                 else:
                     acts = tap(transformed)
@@ -323,19 +326,30 @@ def _plateaued(history: torch.Tensor, done: int) -> bool:
 def _folded(model: Model, layers: Sequence[str]):
     """BatchNorm folded into the convolutions of the frozen network for the render (restored after it); channels-last
     weights on the CPU, where they measured faster (``benchmarks/render_speed.py``), also for a network with nothing
-    to fold (``info.channels_last``). Tapped modules stay unfolded."""
+    to fold (``info.channels_last``); then each ReLU-like module computed with the convolution before it (CPU,
+    :mod:`luminate.fuse`). Tapped modules stay unfolded and unfused. Yields ``(fold info, fusion info)``."""
     keep = {model.resolve(name)[0] for name in layers if name not in LayerTap.SPECIAL}
     size = tuple(model.size) if model.contract.fixed_size else (64, 64)
     cpu = model.device.type == "cpu"
-    with folded_batchnorm(model.network, keep=keep, size=size, channels=model.contract.channels,
-                          forward=model, channels_last=cpu) as info:
+    with contextlib.ExitStack() as stack:
+        info = stack.enter_context(folded_batchnorm(model.network, keep=keep, size=size,
+                                                    channels=model.contract.channels, forward=model,
+                                                    channels_last=cpu))
         if info.pairs or not cpu:
             info.channels_last = bool(info.pairs) and cpu
-            yield info
-            return
-        with channels_last_weights(model.network) as swapped:
-            info.channels_last = swapped > 0
-            yield info
+        else:
+            info.channels_last = stack.enter_context(channels_last_weights(model.network)) > 0
+        probe = _probe(model, size)
+        if info.channels_last:
+            probe = probe.contiguous(memory_format=torch.channels_last)
+        fusion = stack.enter_context(fused_activations(model.network, probe, keep, forward=model))
+        yield info, fusion
+
+
+def _probe(model: Model, size: tuple[int, int]) -> torch.Tensor:
+    """A seeded random image ``[1, C, *size]`` in [0, 1] on the model's device."""
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(1, model.contract.channels, *size, generator=g).to(model.device)
 
 
 def _progress(total: int, enabled: bool):

@@ -10,7 +10,7 @@ import luminate
 RANKS = [
     ("luminate.images", 0), ("luminate.cache", 0), ("luminate.runtime", 0), ("luminate.progress", 0),
     ("luminate.models", 1),
-    ("luminate.activations", 2), ("luminate.overrides", 2), ("luminate.fold", 2),
+    ("luminate.activations", 2), ("luminate.overrides", 2), ("luminate.fold", 2), ("luminate.fuse", 2),
     ("luminate.objectives", 3), ("luminate.param", 3), ("luminate.transforms", 3), ("luminate.priors", 3),
     ("luminate.render", 4), ("luminate.dream", 4),
     ("luminate.recipes", 5), ("luminate.analysis", 5), ("luminate.atlas", 5), ("luminate.microscope", 5),

@@ -70,7 +70,11 @@ def test_render_with_folding_matches_the_unfolded_render(monkeypatch):
     assert "2 BatchNorm layers folded" in folded.settings["batchnorm"]
     assert all(m.training for m in model.network.modules())                    # mode put back after the call
     render_module = importlib.import_module("luminate.render")
-    monkeypatch.setattr(render_module, "_folded", lambda *a: contextlib.nullcontext(FoldInfo(reason="test")))
+    from luminate.fuse import FusionInfo
+
+    assert folded.settings["fused"].endswith("(oneDNN post-ops)") or not torch.backends.mkldnn.is_available()
+    monkeypatch.setattr(render_module, "_folded",
+                        lambda *a: contextlib.nullcontext((FoldInfo(reason="test"), FusionInfo(reason="test"))))
     plain = render(model, "6:1", param=p(), transforms=[], steps=8, seed=0, progress=False)
     torch.testing.assert_close(folded.image, plain.image, rtol=0, atol=1e-4)
     torch.testing.assert_close(folded.history, plain.history, rtol=1e-4, atol=1e-5)
