@@ -9,8 +9,10 @@ frozen).
 :func:`fused_activations` is a context manager that switches it on for every ``(convolution, activation module)``
 pair where the activation's input is exactly the convolution's output tensor, and puts everything back on exit:
 
->>> with model.frozen(), folded_batchnorm(net) as folded, fused_activations(net, keep=taps) as fused:
-...     with fused.paused():            # e.g. while RedirectedReLU must see every ReLU call
+>>> with model.frozen(), folded_batchnorm(net) as folded, fused_activations(net, probe, keep=taps) as fused:
+...     with redirect, fused.redirecting(redirect):   # RedirectedReLU's gradient for the fused pairs too
+...         ...
+...     with fused.paused():                          # the convolution and its activation module, separately
 ...         ...
 
 How pairs are found, and what is left alone
@@ -23,6 +25,8 @@ How pairs are found, and what is left alone
 What changes, and how it is undone
     The convolution's ``forward`` becomes the fused call, and the activation's ``forward`` passes the fused output
     through untouched (any other input is activated as before: a paused or non-CPU call runs the two separately).
+    Under :meth:`FusionInfo.redirecting` the fused backward takes Lucid's redirected ReLU gradient
+    (:func:`~luminate.overrides.redirected_gradient`), so a render's first steps keep the fused pass too.
     A second probe pass compares the network's output and every kept module's output with the unfused ones; beyond
     ``rtol`` everything is undone (another reader of the pre-activation tensor) and ``info.reason`` says why.
 """
@@ -38,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from luminate.fold import SamePadded
+from luminate.overrides import ReLUCalls, RedirectedReLU, redirected_gradient
 
 INF = float("inf")
 
@@ -51,23 +56,26 @@ class _ConvActivation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, stride: list, padding: list, groups: int,
-                upper: float) -> Tensor:
+                upper: float, redirect: bool) -> Tensor:
         attr, scalars = ("relu", []) if upper == INF else ("hardtanh", [0.0, upper])
         y = torch.ops.mkldnn._convolution_pointwise(x, weight, bias, padding, stride, [1, 1], groups, attr,
                                                     scalars, "")
         ctx.save_for_backward(x, weight, y)
-        ctx.conv = (stride, padding, groups, upper)
+        ctx.conv = (stride, padding, groups, upper, redirect)
         return y
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, weight, y = ctx.saved_tensors
-        stride, padding, groups, upper = ctx.conv
-        masked = torch.ops.aten.threshold_backward(grad, y, 0) if upper == INF \
-            else torch.ops.aten.hardtanh_backward(grad, y, 0.0, upper)
+        stride, padding, groups, upper, redirect = ctx.conv
+        if redirect:
+            masked = redirected_gradient(grad, y, upper)
+        else:
+            masked = torch.ops.aten.threshold_backward(grad, y, 0) if upper == INF \
+                else torch.ops.aten.hardtanh_backward(grad, y, 0.0, upper)
         grad_x = torch.ops.aten.convolution_backward(masked, x, weight, None, stride, padding, [1, 1], False, [0, 0],
                                                      groups, [True, False, False])[0]
-        return grad_x, None, None, None, None, None, None
+        return grad_x, None, None, None, None, None, None, None
 
 
 def _upper(act: nn.Module) -> float | None:
@@ -97,6 +105,18 @@ class FusionInfo:
     pairs: list[tuple[str, str]] = field(default_factory=list)
     reason: str | None = None
     on: bool = True
+    redirect: RedirectedReLU | None = None
+    unfused_calls: int | None = None     # ReLU-like calls the fused probe pass still made (None: not measured)
+
+    @contextlib.contextmanager
+    def redirecting(self, redirect: RedirectedReLU | None) -> Iterator[None]:
+        """Inside the block fused pairs take Lucid's redirected ReLU gradient (counted in ``redirect.count``), as
+        the separate activations would under ``redirect`` (``None``: no change)."""
+        was, self.redirect = self.redirect, redirect
+        try:
+            yield
+        finally:
+            self.redirect = was
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -106,6 +126,11 @@ class FusionInfo:
             yield
         finally:
             self.on = was
+
+    @property
+    def complete(self) -> bool:
+        """Whether every ReLU-like call of the probe pass was fused (a redirect then needs no function mode)."""
+        return bool(self.pairs) and self.on and self.unfused_calls == 0
 
     def summary(self) -> str:
         """One line for ``result.settings``."""
@@ -125,7 +150,10 @@ class _FusedConv:
         if not self.info.on or x.device.type != "cpu" or x.dtype != torch.float32:
             return self.unfused(x)
         weight, bias, stride, padding, groups = self.spec(x)
-        y = _ConvActivation.apply(x, weight, bias, stride, padding, groups, self.upper)
+        redirect = self.info.redirect is not None and x.requires_grad and torch.is_grad_enabled()
+        if redirect:
+            self.info.redirect.count += 1
+        y = _ConvActivation.apply(x, weight, bias, stride, padding, groups, self.upper, redirect)
         self.last = weakref.ref(y)
         return y
 
@@ -256,7 +284,9 @@ def fused_activations(network: nn.Module, probe: Tensor, keep: Iterable[str] = (
         if not info.pairs:
             info.reason = "no ReLU-like module directly after a convolution"
         else:
-            got = _outputs(network, forward, probe, keep)
+            with ReLUCalls() as calls:
+                got = _outputs(network, forward, probe, keep)
+            info.unfused_calls = calls.count
             error = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)) for a, b in zip(got, reference))
             if len(got) != len(reference) or error > rtol:
                 _restore(undo)

@@ -46,28 +46,33 @@ class _RedirectedReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (out,) = ctx.saved_tensors
-        upper = ctx.upper
-        # the true gradient in one fused pass (zero where the output sits at 0 or at the cap)
-        relu_grad = torch.ops.aten.threshold_backward(grad, out, 0) if upper == INF \
-            else torch.ops.aten.hardtanh_backward(grad, out, 0.0, upper)
-        if grad.ndim > 1:
-            # an image is alive when its true gradient is non-zero anywhere: two vectorized reductions, which read
-            # channels-last gradients in place (a flatten would copy them)
-            dims = tuple(range(1, grad.ndim))
-            alive = (relu_grad.amax(dims, keepdim=True) > 0) | (relu_grad.amin(dims, keepdim=True) < 0)
-        else:
-            alive = relu_grad.ne(0).any()
-        if grad.device.type == "cpu" and bool(alive.all()):
-            # every image already has a true gradient: the redirect would change nothing. Reading the flag is
-            # free on the CPU (on a GPU it would be a sync per ReLU, so the general path below runs there).
-            return relu_grad, None, None
-        # Gradient descent moves against grad: grad > 0 pushes a negative input lower, grad < 0 pushes
-        # an input above the cap higher. Those are the only directions the redirect refuses.
-        refused = (out <= 0) & (grad > 0)
-        if upper != INF:
-            refused |= (out >= upper) & (grad < 0)
-        redirected = grad.masked_fill(refused, 0)
-        return torch.where(alive, relu_grad, redirected), None, None
+        return redirected_gradient(grad, out, ctx.upper), None, None
+
+
+def redirected_gradient(grad: torch.Tensor, out: torch.Tensor, upper: float = INF) -> torch.Tensor:
+    """Lucid's redirected gradient of ``out = clamp(x, 0, upper)`` (``upper=inf``: ReLU) for the incoming ``grad``
+    (``[B, ...]``, one decision per image): the true gradient for an image that has one anywhere, else ``grad``
+    except where it would push an input below zero (or above the cap) further out."""
+    # the true gradient in one fused pass (zero where the output sits at 0 or at the cap)
+    relu_grad = torch.ops.aten.threshold_backward(grad, out, 0) if upper == INF \
+        else torch.ops.aten.hardtanh_backward(grad, out, 0.0, upper)
+    if grad.ndim > 1:
+        # an image is alive when its true gradient is non-zero anywhere: two vectorized reductions, which read
+        # channels-last gradients in place (a flatten would copy them)
+        dims = tuple(range(1, grad.ndim))
+        alive = (relu_grad.amax(dims, keepdim=True) > 0) | (relu_grad.amin(dims, keepdim=True) < 0)
+    else:
+        alive = relu_grad.ne(0).any()
+    if grad.device.type == "cpu" and bool(alive.all()):
+        # every image already has a true gradient: the redirect would change nothing. Reading the flag is
+        # free on the CPU (on a GPU it would be a sync per ReLU, so the general path below runs there).
+        return relu_grad
+    # Gradient descent moves against grad: grad > 0 pushes a negative input lower, grad < 0 pushes
+    # an input above the cap higher. Those are the only directions the redirect refuses.
+    refused = (out <= 0) & (grad > 0)
+    if upper != INF:
+        refused |= (out >= upper) & (grad < 0)
+    return torch.where(alive, relu_grad, grad.masked_fill(refused, 0))
 
 
 def _arg(args, kwargs, index: int, name: str, default):
@@ -122,6 +127,21 @@ class RedirectedReLU(TorchFunctionMode):
 
     def close(self) -> None:
         """Compatibility no-op: leaving the ``with`` block ends the redirect."""
+
+
+class ReLUCalls(TorchFunctionMode):
+    """Context manager: count the ReLU-like calls (those :class:`RedirectedReLU` would redirect, with or without
+    gradients) made inside the block, in ``count``; the calls run unchanged."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if _relu_spec(func, args, kwargs) is not None:
+            self.count += 1
+        return func(*args, **kwargs)
 
 
 class _PassThrough(TorchFunctionMode):

@@ -163,7 +163,7 @@ def render(model: Model | str,
         param.reset_parameters(generator)
     transform = _transform(model, transforms)
     params = [p for p in param.parameters() if p.requires_grad]
-    opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, lr=lr)
+    opt = optimizer(params) if optimizer is not None else _adam(params, lr)
 
     settings = {"model": model.name, "objective": objective.name, "param": repr(param), "transforms": repr(transform),
                 "steps": steps, "lr": lr if optimizer is None else None, "optimizer": type(opt).__name__,
@@ -187,8 +187,10 @@ def render(model: Model | str,
                 if channels_last:
                     transformed = transformed.contiguous(memory_format=torch.channels_last)
                 if redirect is not None and step < redirect_relu_steps:
-                    # scoped to the network's forward pass (the graph keeps the redirect); every ReLU call is seen
-                    with redirect, fusion.paused():
+                    # scoped to the network's forward pass (the graph keeps the redirect), fused ReLUs included;
+                    # the function mode only when some ReLU-like call is not fused (it costs ~2 ms a step)
+                    with redirect if not fusion.complete else contextlib.nullcontext(), \
+                            fusion.redirecting(redirect):
                         acts = tap(transformed)
                 else:
                     acts = tap(transformed)
@@ -344,6 +346,13 @@ def _folded(model: Model, layers: Sequence[str]):
             probe = probe.contiguous(memory_format=torch.channels_last)
         fusion = stack.enter_context(fused_activations(model.network, probe, keep, forward=model))
         yield info, fusion
+
+
+def _adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """Adam(lr), with the fused kernel on a CPU or CUDA device (one pass over the image's parameters: 73 us against
+    266 us per step for a 224 px Fourier image on the CPU; the same update up to rounding)."""
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in params)
+    return torch.optim.Adam(params, lr=lr, fused=fused or None)
 
 
 def _probe(model: Model, size: tuple[int, int]) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """Convolutions computed with the ReLU after them (luminate.fuse): same values and input gradients as the separate
 modules, tapped tensors left alone, another reader of the pre-activation undoes it, everything restored after."""
 
+import contextlib
+
 import pytest
 import torch
 from torch import nn
@@ -95,3 +97,44 @@ def test_render_fuses_all_but_the_tapped_convolution_and_says_so():
     assert fused.settings["fused"].startswith("2 ReLU-like")      # "2" is read: the convolution before it stays
     assert fused.history[-1] > fused.history[0]
     assert all("forward" not in m.__dict__ for m in net.modules())
+
+
+def test_redirecting_gives_fused_pairs_the_redirected_gradient():
+    net, probe = _frozen(Net()), torch.rand(1, 3, 16, 16)
+    for p in net.conv3.parameters():
+        p.fill_(-1.0)                                  # conv3 + ReLU: dead everywhere, no true gradient
+    x = torch.rand(1, 3, 16, 16)
+
+    def gradient(run):
+        xi = x.clone().requires_grad_(True)
+        with run():
+            y = net(xi)
+        return torch.autograd.grad(-y.sum(), xi, allow_unused=True)[0]   # descent on -objective, as render
+
+    with fused_activations(net, probe) as info:
+        assert info.pairs
+        fused_mode = RedirectedReLU()
+        fused = gradient(lambda: _both(fused_mode, info.redirecting(fused_mode)))
+        plain_mode = RedirectedReLU()
+        separate = gradient(lambda: _both(plain_mode, info.paused()))
+        dead = gradient(contextlib.nullcontext)
+    assert dead is None or float(dead.abs().sum()) == 0.0        # no redirect: the dead unit passes nothing back
+    assert float(separate.abs().sum()) > 0
+    torch.testing.assert_close(fused, separate, rtol=1e-5, atol=1e-6)
+    assert fused_mode.count == plain_mode.count == 3
+
+
+@contextlib.contextmanager
+def _both(first, second):
+    with first, second:
+        yield
+
+
+def test_complete_when_every_relu_call_is_fused():
+    net, probe = _frozen(Net()), torch.rand(1, 3, 16, 16)
+    with fused_activations(net, probe) as info:
+        assert info.unfused_calls == 0 and info.complete
+        with info.paused():
+            assert not info.complete
+    with fused_activations(net, probe, keep=["conv2"]) as info:     # act2 stays a separate ReLU call
+        assert info.unfused_calls == 1 and not info.complete
