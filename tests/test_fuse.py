@@ -50,7 +50,8 @@ def test_fused_pairs_give_the_same_values_and_input_gradients_and_are_undone():
     want = _value_and_grad(net, x)
     assert find_conv_activations(net, probe) == [("conv1", "act1"), ("conv2", "act2"), ("conv3", "act3")]
     with fused_activations(net, probe) as info:
-        assert len(info.pairs) == 3 and "3 ReLU-like" in info.summary()
+        assert len(info.pairs) == 3 and info.convs == ["conv1", "conv2", "conv3"]
+        assert "3 convolutions" in info.summary() and "3 ReLU-like" in info.summary()
         got = _value_and_grad(net, x)
         assert net.act1.forward(torch.full((1,), 9.0)).item() == 6.0   # anything but the fused output is activated
     for a, b in zip(got, want):
@@ -61,11 +62,11 @@ def test_fused_pairs_give_the_same_values_and_input_gradients_and_are_undone():
 def test_a_kept_convolution_is_not_fused_and_a_preactivation_reader_undoes_everything():
     net, probe = _frozen(Net()), torch.rand(1, 3, 16, 16)
     with fused_activations(net, probe, keep=["conv2"]) as info:
-        assert [c for c, _ in info.pairs] == ["conv1", "conv3"]
+        assert [c for c, _ in info.pairs] == ["conv1", "conv3"] and info.convs == ["conv1", "conv3"]
     leaky = _frozen(Net(leak_preactivation=True))
     want = _value_and_grad(leaky, probe)
     with fused_activations(leaky, probe) as info:
-        assert info.pairs == [] and "changed the probe's outputs" in info.reason
+        assert info.pairs == [] == info.convs and "changed the probe's outputs" in info.reason
         torch.testing.assert_close(_value_and_grad(leaky, probe)[0], want[0])
 
 
@@ -94,7 +95,8 @@ def test_render_fuses_all_but_the_tapped_convolution_and_says_so():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 6, 3), nn.ReLU(), nn.Conv2d(6, 6, 1), nn.ReLU())
     model = wrap(net, 16, value_range=(0, 1))
     fused = render(model, "2:1", steps=20, size=16, progress=False, seed=0, redirect_relu_steps=0)
-    assert fused.settings["fused"].startswith("2 ReLU-like")      # "2" is read: the convolution before it stays
+    # "2" is read: that convolution stays as it is, and so does the ReLU after it
+    assert fused.settings["fused"].startswith("2 convolutions") and "2 ReLU-like" in fused.settings["fused"]
     assert fused.history[-1] > fused.history[0]
     assert all("forward" not in m.__dict__ for m in net.modules())
 
