@@ -211,3 +211,27 @@ def test_direction_scores_of_one_hot_directions_are_the_unit_scores(tiny):
         direction_scores(tiny, LAYER, torch.ones(2, 5), photos, vis)
     with pytest.raises(ValueError, match="one per direction"):
         direction_scores(tiny, LAYER, torch.eye(6)[:3], photos, vis)
+
+
+def test_a_first_layer_has_no_guided_images_and_says_so(tmp_path, caplog):
+    """The natural-path guide compares the blocks below a layer; the first has none: its pages keep the unguided
+    images (with a warning) while the layers above get guided ones."""
+    import logging
+
+    from luminate import microscope
+    from luminate.analysis.shown import can_guide
+    from test_serve import png_file, tiny_model
+
+    model = tiny_model()
+    assert not can_guide(model, "conv1") and can_guide(model, "relu2")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(12):
+        png_file(photos / f"{i}.png", seed=30 + i)
+    with caplog.at_level(logging.WARNING, logger="luminate"):
+        site = microscope.build(model, photos, tmp_path / "site", layers=["conv1", "relu2"], units="0:2", top_k=3,
+                                steps=2, size=32, progress=False)
+    assert "conv1 has no block below it" in caplog.text
+    assert len(microscope.shown_images(tmp_path / "site", "relu2", 1)) == 2          # guided, then unguided
+    (only,) = microscope.shown_images(site, "conv1", 1)                              # the unguided image alone
+    assert only.shape[0] == 3

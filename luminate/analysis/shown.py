@@ -60,6 +60,14 @@ def guide(photos: Tensor) -> Guide:
     return unit_guide(photos)
 
 
+def can_guide(model: Model, layer: str) -> bool:
+    """Whether ``layer``'s images can be guided: the natural-path guide compares the blocks computed before the layer
+    (:func:`luminate.priors.blocks_below`), so the model's first block (a stem) has nothing to compare."""
+    from luminate.priors import blocks_below
+
+    return bool(blocks_below(model, layer))
+
+
 def render_guided(model: Model, directions: Directions, photos: Tensor, cache_dir: str | os.PathLike | None = None,
                   batch: int | None = None, progress: bool = False) -> list[Tensor]:
     """Each direction's guided image ``[3, S, S]``, in order (cached like every direction render)."""

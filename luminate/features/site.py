@@ -368,6 +368,10 @@ def _shown(model: Model, folder: Path, dictionary: Dictionary, imageset: ImageSe
     ``folder/shown.pt`` (a rerun with the same images scores nothing again)."""
     from luminate.analysis import shown as pages
 
+    if not pages.can_guide(model, dictionary.layer):
+        logger.warning("luminate features: %s has no block below it to guide feature images along; the pages show "
+                       "the unguided images", dictionary.layer)
+        return {}
     skipped = [s.split("\t", 1)[0] for s in examples["skipped"].tolist() if s]
     photos = pages.photo_sample(model, imageset, skipped)
     if photos.shape[0] < pages.MIN_PHOTOS:

@@ -341,6 +341,7 @@ def _shown(model: Model, out: Path, renders: dict, imageset: ImageSet, examples:
     """``{(layer, unit): {name: scores}}``: each rendered unit's guided image (added to ``renders`` as ``"guided"``)
     and the scores of the guided and unguided images on the photos held out from the guide
     (:mod:`luminate.microscope.shown`); saved beside the site's data."""
+    from luminate.analysis.shown import can_guide
     from luminate.microscope.shown import MIN_PHOTOS, render_guided, save_shown, saved_scores, score_shown
 
     photos = photo_sample(model, imageset, [name for name, _ in examples.skipped])
@@ -351,6 +352,10 @@ def _shown(model: Model, out: Path, renders: dict, imageset: ImageSet, examples:
     out_scores = {}
     for layer, rendered in renders.items():
         if not rendered:
+            continue
+        if not can_guide(model, layer):
+            logger.warning("luminate microscope: %s has no block below it to guide its unit images along; its pages "
+                           "show the unguided images", layer)
             continue
         guided = render_guided(model, layer, sorted(rendered), photos, cache_dir, batch=settings.units_per_batch,
                                progress=run.progress)
