@@ -36,6 +36,7 @@ What changes, and how it is undone
 from __future__ import annotations
 
 import contextlib
+import logging
 import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
@@ -47,6 +48,7 @@ from luminate.fold import SamePadded
 from luminate.overrides import ReLUCalls, RedirectedReLU, redirected_gradient
 
 INF = float("inf")
+logger = logging.getLogger("luminate.fuse")
 
 
 def _fused_op_available() -> bool:
@@ -140,6 +142,7 @@ class FusionInfo:
     reason: str | None = None
     on: bool = True
     packing: bool = False       # weights are packed for the first input after the probe
+    unpacked: int = 0           # convolutions whose weights oneDNN could not pack (they run with plain weights)
     redirect: RedirectedReLU | None = None
     unfused_calls: int | None = None     # ReLU-like calls the fused probe pass still made (None: not measured)
 
@@ -193,7 +196,15 @@ class _FusedConv:
             if not self.info.packing:   # the probe: packed for its small size, a weight can be 60x slower later
                 pack = (weight, weight, None)
             else:
-                pack = self.packs[id(weight)] = (weight, *_packed(weight, stride, padding, groups, x))
+                try:
+                    pack = (weight, *_packed(weight, stride, padding, groups, x))
+                except RuntimeError as error:  # a oneDNN build without weight packing: plain weights, slower
+                    if not self.info.unpacked:
+                        logger.warning("luminate: convolution weights could not be packed for oneDNN (%s); the "
+                                       "render runs with plain weights, which is slower", error)
+                    self.info.unpacked += 1
+                    pack = (weight, weight, None)
+                self.packs[id(weight)] = pack
         redirect = self.upper is not None and self.info.redirect is not None and x.requires_grad \
             and torch.is_grad_enabled()
         if redirect:

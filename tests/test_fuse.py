@@ -140,3 +140,21 @@ def test_complete_when_every_relu_call_is_fused():
             assert not info.complete
     with fused_activations(net, probe, keep=["conv2"]) as info:     # act2 stays a separate ReLU call
         assert info.unfused_calls == 1 and not info.complete
+
+
+def test_weights_that_cannot_be_packed_run_plain_and_say_so(monkeypatch, caplog):
+    import logging
+
+    from luminate import fuse
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no packing here")
+
+    net, probe, x = _frozen(Net()), torch.rand(1, 3, 16, 16), torch.rand(2, 3, 20, 20)
+    want = _value_and_grad(net, x)
+    monkeypatch.setattr(fuse, "_packed", refuse)
+    with caplog.at_level(logging.WARNING, logger="luminate"), fused_activations(net, probe) as info:
+        got = _value_and_grad(net, x)
+    assert info.unpacked == 3 and "could not be packed" in caplog.text
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
