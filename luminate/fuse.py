@@ -86,8 +86,9 @@ class _ConvActivation(torch.autograd.Function):
         if len(inputs) == 1:        # stride 1: the input gradient is a convolution with the adjoint
             (adjoint,) = inputs
             dense = masked.is_contiguous(memory_format=torch.channels_last) or masked.is_contiguous()
-            grad_x = torch.ops.mkldnn._convolution_pointwise(
-                masked if dense else masked.contiguous(), adjoint, None, [k - 1 - p for k, p in zip(kernel, padding)], [1, 1], [1, 1], groups, "none", [], "")
+            adjoint_padding = [k - 1 - p for k, p in zip(kernel, padding)]
+            grad_x = torch.ops.mkldnn._convolution_pointwise(masked if dense else masked.contiguous(), adjoint, None,
+                                                             adjoint_padding, [1, 1], [1, 1], groups, "none", [], "")
         else:
             x, weight = inputs
             grad_x = torch.ops.aten.convolution_backward(masked, x, weight, None, stride, padding, [1, 1], False,
@@ -124,7 +125,7 @@ def _upper(act: nn.Module) -> float | None:
 
 def _plain_spec(conv: nn.Conv2d) -> Callable[[Tensor], tuple] | None:
     """``x -> (weight, bias, stride, padding, groups)`` for a convolution that computes ``F.conv2d`` with its own
-    settings (a subclass's forward is taken to; the probe comparison after fusing checks it)."""
+    settings (a subclass's forward is assumed to; the probe comparison after fusing checks that it does)."""
     if "forward" in conv.__dict__ or conv.padding_mode != "zeros" or isinstance(conv.padding, str) \
             or conv.dilation != (1, 1):
         return None

@@ -124,8 +124,8 @@ def render(model: Model | str,
             (Fourier + decorrelated colour at twice Lucid's colour contrast, so class images have the photos'
             saturation and colourfulness, sd 0.01) with the model's input channels.
         transforms: a list of transforms (or one); ``None`` gives :func:`~luminate.transforms.default_transforms`
-            (a random 50-100% box and a mirror, shown at 71-100% of the size; Lucid's set is ``standard_transforms()``), ``[]``
-            none. For a model with a fixed input size (``contract.fixed_size``) ``fit_to(size)`` (crop or resize)
+            (a random 50-100% box and a mirror, shown at 71-100% of the size; Lucid's set is
+            ``standard_transforms()``), ``[]`` none. For a model with a fixed input size (``contract.fixed_size``) ``fit_to(size)`` (crop or resize)
             is appended.
         steps: optimizer updates; default ``max(thresholds)``, or at most 512 without thresholds: a render of
             the default length stops once the objective has plateaued (checked every 64 steps from step 192: it
