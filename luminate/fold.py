@@ -62,7 +62,9 @@ class FoldInfo:
         return f"not folded: {self.reason}"
 
 
-def _probe_input(network: nn.Module, size: tuple[int, int], channels: int) -> Tensor:
+def probe_input(network: nn.Module, size: tuple[int, int], channels: int) -> Tensor:
+    """The seeded random image ``[1, channels, *size]`` in [0, 1] that probe passes run, on the network's device and
+    in its dtype."""
     param = next(iter(network.parameters()))
     g = torch.Generator().manual_seed(0)
     return torch.rand(1, channels, *size, generator=g).to(device=param.device, dtype=param.dtype)
@@ -225,7 +227,7 @@ def folded_batchnorm(network: nn.Module, keep: Iterable[str] = (), size: tuple[i
         info.reason = "a BatchNorm2d without running statistics"
         yield info
         return
-    probe = _probe_input(network, size, channels)
+    probe = probe_input(network, size, channels)
     try:
         pairs = [(c, b) for c, b in find_pairs(network, probe) if c not in keep]
         with torch.no_grad():

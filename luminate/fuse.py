@@ -159,7 +159,7 @@ class FusionInfo:
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
-        """Inside the block every fused pair runs as a convolution and then its activation module."""
+        """Inside the block every fused convolution runs its own forward (and its activation module after it)."""
         was, self.on = self.on, False
         try:
             yield
@@ -254,8 +254,6 @@ def _survey(network: nn.Module, forward: Callable[[Tensor], Tensor], probe: Tens
 
     def on_output(module, inputs, output):
         name = names[module]
-        if isinstance(module, nn.Conv2d):
-            calls[name] = calls.get(name, 0) + 1
         if isinstance(output, Tensor):
             if name in keep:
                 kept_tensors.add(id(output))
@@ -264,7 +262,7 @@ def _survey(network: nn.Module, forward: Callable[[Tensor], Tensor], probe: Tens
                 produced[id(output)] = (name, output)
 
     for module, name in names.items():
-        if name in keep or _upper(module) is not None:
+        if name in keep or isinstance(module, nn.Conv2d) or _upper(module) is not None:
             handles.append(module.register_forward_pre_hook(on_input))
         if name in keep or isinstance(module, nn.Conv2d):
             handles.append(module.register_forward_hook(on_output))
@@ -279,21 +277,6 @@ def _survey(network: nn.Module, forward: Callable[[Tensor], Tensor], probe: Tens
              if calls.get(act) == 1 and calls.get(conv) == 1 and tensors[conv] not in kept_tensors]
     convs = [name for name in tensors if calls.get(name) == 1 and name not in keep]
     return pairs, convs, outputs
-
-
-def _outputs(network: nn.Module, forward: Callable[[Tensor], Tensor], probe: Tensor, keep: set[str]) -> list[Tensor]:
-    """The probe's output and every kept module's output (tensors only), as :func:`_survey` lists them."""
-    seen: list[Tensor] = []
-    handles = [m.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()) if isinstance(o, Tensor)
-                                       else None)
-               for n, m in network.named_modules() if n in keep]
-    try:
-        with torch.no_grad():
-            out = forward(probe)
-    finally:
-        for h in handles:
-            h.remove()
-    return [out] + seen
 
 
 @contextlib.contextmanager
@@ -334,7 +317,7 @@ def fused_activations(network: nn.Module, probe: Tensor, keep: Iterable[str] = (
         else:
             try:
                 with ReLUCalls() as calls:
-                    got = _outputs(network, forward, probe, keep)
+                    got = _survey(network, forward, probe, keep)[2]
                 info.unfused_calls = calls.count
                 error = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
                             for a, b in zip(got, reference))

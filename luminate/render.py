@@ -37,7 +37,7 @@ import torch
 from luminate import images as imageio
 from luminate import runtime
 from luminate.activations import LayerTap
-from luminate.fold import channels_last_weights, folded_batchnorm, reuse_freed_memory
+from luminate.fold import channels_last_weights, folded_batchnorm, probe_input, reuse_freed_memory
 from luminate.fuse import fused_activations
 from luminate.models.base import Model, as_model
 from luminate.objectives import Objective, as_objective
@@ -125,8 +125,8 @@ def render(model: Model | str,
             saturation and colourfulness, sd 0.01) with the model's input channels.
         transforms: a list of transforms (or one); ``None`` gives :func:`~luminate.transforms.default_transforms`
             (a random 50-100% box and a mirror, shown at 71-100% of the size; Lucid's set is
-            ``standard_transforms()``), ``[]`` none. For a model with a fixed input size (``contract.fixed_size``) ``fit_to(size)`` (crop or resize)
-            is appended.
+            ``standard_transforms()``), ``[]`` none. For a model with a fixed input size (``contract.fixed_size``)
+            ``fit_to(size)`` (crop or resize) is appended.
         steps: optimizer updates; default ``max(thresholds)``, or at most 512 without thresholds: a render of
             the default length stops once the objective has plateaued (checked every 64 steps from step 192: it
             rose by less than 10% over the last 64; ``result.settings["stopped_early"]`` says when). Class images
@@ -181,16 +181,16 @@ def render(model: Model | str,
             settings["batchnorm"] = fold_info.summary()
             settings["fused"] = fusion.summary()
             channels_last = fold_info.channels_last
+            # the function mode only when some ReLU-like call is not fused (it costs ~2 ms a step)
+            redirect_mode = redirect if not fusion.complete else contextlib.nullcontext()
             for step in range(steps):
                 images = param()
                 transformed = transform(images, generator)
                 if channels_last:
                     transformed = transformed.contiguous(memory_format=torch.channels_last)
                 if redirect is not None and step < redirect_relu_steps:
-                    # scoped to the network's forward pass (the graph keeps the redirect), fused ReLUs included;
-                    # the function mode only when some ReLU-like call is not fused (it costs ~2 ms a step)
-                    with redirect if not fusion.complete else contextlib.nullcontext(), \
-                            fusion.redirecting(redirect):
+                    # scoped to the network's forward pass (the graph keeps the redirect), fused ReLUs included
+                    with redirect_mode, fusion.redirecting(redirect):
                         acts = tap(transformed)
                 else:
                     acts = tap(transformed)
@@ -341,9 +341,7 @@ def _folded(model: Model, layers: Sequence[str]):
             info.channels_last = bool(info.pairs) and cpu
         else:
             info.channels_last = stack.enter_context(channels_last_weights(model.network)) > 0
-        probe = _probe(model, size)
-        if info.channels_last:
-            probe = probe.contiguous(memory_format=torch.channels_last)
+        probe = probe_input(model.network, size, model.contract.channels)
         fusion = stack.enter_context(fused_activations(model.network, probe, keep, forward=model))
         yield info, fusion
 
@@ -353,12 +351,6 @@ def _adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
     266 us per step for a 224 px Fourier image on the CPU; the same update up to rounding)."""
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in params)
     return torch.optim.Adam(params, lr=lr, fused=fused or None)
-
-
-def _probe(model: Model, size: tuple[int, int]) -> torch.Tensor:
-    """A seeded random image ``[1, C, *size]`` in [0, 1] on the model's device."""
-    g = torch.Generator().manual_seed(0)
-    return torch.rand(1, model.contract.channels, *size, generator=g).to(model.device)
 
 
 def _progress(total: int, enabled: bool):

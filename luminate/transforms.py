@@ -710,10 +710,11 @@ class RandomCropResize(_Base):
         grid = F.affine_grid(theta, [b, x.shape[1], h, w], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
-    def _centres(self, half_side: Tensor, b: int, generator: torch.Generator) -> Tensor:
-        """``[b, 2]`` box centres (x, y) as fractions of the image, each box kept inside."""
+    def _centres(self, side: Tensor, b: int, generator: torch.Generator) -> Tensor:
+        """``[b, 2]`` centres (x, y) of boxes of ``side`` (``[b, 1]`` or ``[1, 1]``, fractions of the image), each
+        box kept inside."""
         centre = 0.5 + self.sd * torch.randn(b, 2, generator=generator, dtype=torch.float64)
-        half = half_side / 2
+        half = side / 2
         return torch.minimum(torch.maximum(centre, half), 1 - half)
 
     def _shrunk(self, x: Tensor, generator: torch.Generator) -> Tensor:
